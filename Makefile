@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make serve` (set up, build and serve the site) and
+# `make test` (set up and run every test). `.ci/run` calls `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Pinned: this is the local CPU wheel; an unpinned torch pulls gigabytes of CUDA packages.
+TORCH := torch==2.13.0
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup chromium serve site test lint catalog bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+chromium:
+	@[ -x "$(CHROMIUM)" ] || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
+catalog: setup
+	$(PY) -m tools validate
+
+serve: setup
+	$(PY) -m mkdocs serve --dev-addr localhost:8000
+
+site: setup
+	$(PY) -m mkdocs build --strict --site-dir public
+
+test: setup chromium
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) -m tools bench
+
+clean:
+	rm -rf $(VENV) public test-artifacts bench-results

@@ -1,0 +1,1 @@
+"""Audio token compression methods; importing this package registers them."""

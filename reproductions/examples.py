@@ -1,0 +1,60 @@
+"""Example inputs for any method: random tokens with every signal the method declares it needs.
+
+Used by the conformance suite, the benchmarks and the docs' runnable snippets, so that all three
+exercise a method on the same footing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .interface import Method, Tokens
+
+#: the default grid per modality: small enough for tests, big enough for every example budget
+LAYOUTS: dict[str, tuple[int, ...]] = {"image": (8, 8), "video": (4, 4, 4), "audio": (64,)}
+
+
+def example_tokens(
+    method: type[Method] | Method,
+    batch: int = 2,
+    dim: int = 32,
+    layout: tuple[int, ...] | None = None,
+    special: int | None = None,
+    heads: int = 4,
+    queries: int = 6,
+    audio_tokens: int = 16,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> Tokens:
+    """Random `Tokens` for `method`, carrying exactly the signals in `method.needs`.
+
+    `special` defaults to one leading [CLS] where the method accepts one, else none. Attention
+    signals are softmax-normalised over the tokens, like real attention rows.
+    """
+    layout = layout or LAYOUTS[method.modality[0]]
+    if special is None:
+        allowed = method.special_tokens
+        special = 1 if allowed is None or 1 in allowed else allowed[0]
+    n = special + math.prod(layout)
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g).to(dtype=dtype, device=device)
+
+    def attention(*shape: int) -> torch.Tensor:
+        return (torch.randn(*shape, generator=g) * 2).softmax(-1).to(dtype=dtype, device=device)
+
+    signals = {
+        "cls_attention": lambda: attention(batch, heads, n),
+        "keys": lambda: randn(batch, n, dim // 2),
+        "attention": lambda: attention(batch, heads, queries, n),
+        "text": lambda: randn(batch, queries, dim),
+        "frames": lambda: randn(batch, layout[0], dim),
+        "audio": lambda: randn(batch, audio_tokens, dim),
+    }
+    features = randn(batch, n, dim)
+    given = {name: signals[name]() for name in method.needs}
+    return Tokens(features=features, layout=tuple(layout), special=special, **given)

@@ -1,0 +1,1 @@
+"""Image token compression methods; importing this package registers them."""

@@ -1,0 +1,266 @@
+"""The shared interface: what every method reads (`Tokens`) and returns (`Compression`).
+
+A method is a dataclass of hyperparameters whose call is a pure function from `Tokens` to a
+`Compression`. Where it acts in a model (`stage`) and which signals it reads (`needs`) are
+declared as class variables, so the integration layer, the docs and the conformance suite can
+read them without running anything.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+Stage = Literal["encoder", "projector", "llm", "cache"]
+Modality = Literal["image", "video", "audio"]
+Mechanism = Literal["transformation", "similarity", "attention", "query"]
+Budget = int | float
+
+#: Every optional signal a method may read, with the shape it must have and how to supply it.
+SIGNALS: dict[str, str] = {
+    "cls_attention": "(B, heads, N) attention from the [CLS] query to every token, from an "
+    "encoder layer; pass Tokens(cls_attention=...)",
+    "keys": "(B, N, Dk) encoder keys of the same tokens; pass Tokens(keys=...)",
+    "attention": "(B, heads, M, N) attention paid to each token by M query rows at an LLM "
+    "layer; pass Tokens(attention=...)",
+    "text": "(B, M, Dt) text / query embeddings; pass Tokens(text=...)",
+    "frames": "(B, T, Df) one global feature per video frame; pass Tokens(frames=...)",
+    "audio": "(B, Na, Da) audio tokens aligned in time with the video; pass Tokens(audio=...)",
+}
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The candidate tokens of one modality span, plus the signals methods may read.
+
+    `features` is (B, N, D). The first `special` tokens (a [CLS]) lead and are never dropped or
+    merged; `layout` is the grid the other N - special tokens fill: (H, W) for an image,
+    (T, H, W) frame-major for a video, (T,) for audio. Optional signals are listed in `SIGNALS`.
+    `sizes` carries how many original tokens each input token already stands for (ToMe across
+    layers); None means one each.
+    """
+
+    features: Tensor
+    layout: tuple[int, ...] | None = None
+    special: int = 0
+    cls_attention: Tensor | None = None
+    keys: Tensor | None = None
+    attention: Tensor | None = None
+    text: Tensor | None = None
+    frames: Tensor | None = None
+    audio: Tensor | None = None
+    sizes: Tensor | None = None
+
+    @property
+    def batch(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def count(self) -> int:
+        """N, the number of tokens including special ones."""
+        return self.features.shape[1]
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """`layout`, or (N - special,) when none was given."""
+        return self.layout if self.layout is not None else (self.count - self.special,)
+
+
+@dataclass(frozen=True)
+class Compression:
+    """The result of a method.
+
+    `features` (B, K, D') are the output tokens. `source` (B, N) long gives the output slot each
+    input token went to (-1 where dropped); `positions` (B, K) long the original index each output
+    token stands at (for RoPE / M-RoPE ids); `sizes` (B, K) float32 how many original tokens each
+    output token stands for. Invariants (checked by `check_compression` and the conformance suite):
+    `sizes[b, k]` equals the input sizes summed over the tokens with `source[b, i] == k`, and
+    `source[b, positions[b, k]] == k`.
+    """
+
+    features: Tensor
+    source: Tensor
+    positions: Tensor
+    sizes: Tensor
+
+    @property
+    def count(self) -> int:
+        return self.features.shape[1]
+
+
+@dataclass
+class Method:
+    """Base class of every method: a dataclass of hyperparameters with a pure `__call__`.
+
+    Subclasses set the class variables below, validate their fields in `__post_init__`
+    (raising `ValueError`), and implement `compress`. `__call__` validates the input first, so
+    `compress` may assume shapes and signals are right.
+    """
+
+    name: ClassVar[str] = ""
+    #: catalog id of the paper this method reproduces (None for baselines)
+    paper: ClassVar[str | None] = None
+    stage: ClassVar[Stage] = "projector"
+    modality: ClassVar[tuple[Modality, ...]] = ("image",)
+    mechanisms: ClassVar[tuple[Mechanism, ...]] = ()
+    #: the optional signals of `SIGNALS` that the method reads
+    needs: ClassVar[tuple[str, ...]] = ()
+    #: False where the official statistic spans the batch (PruMerge's adaptive ratio)
+    batch_independent: ClassVar[bool] = True
+    #: True where every output token of size 1 is an input token, unchanged (pure selection)
+    copies: ClassVar[bool] = True
+    #: how many leading special tokens the method accepts: None for any number
+    special_tokens: ClassVar[tuple[int, ...] | None] = None
+    #: parameters for which the method returns its input unchanged (None: `keep` = N does)
+    identity: ClassVar[dict[str, Any] | None] = None
+    #: small parameters that run on the conformance inputs and in the docs' usage snippet
+    example: ClassVar[dict[str, Any]] = {}
+    #: True for trainable `nn.Module` methods (learned queries), which the pure-function
+    #: promises do not cover
+    trainable: ClassVar[bool] = False
+
+    def __call__(self, tokens: Tokens) -> Compression:
+        validate_tokens(tokens, self)
+        return self.compress(tokens)
+
+    def compress(self, tokens: Tokens) -> Compression:
+        raise NotImplementedError
+
+    def output_count(self, tokens: Tokens) -> int | None:
+        """The number of output tokens for these inputs; None where it depends on the data."""
+        keep = getattr(self, "keep", None)
+        return None if keep is None else resolve_keep(keep, tokens.count, tokens.special)
+
+    @classmethod
+    def parameters(cls) -> list[tuple[str, Any]]:
+        """(name, default) of every hyperparameter, for the docs."""
+        return [(f.name, f.default) for f in fields(cls)]
+
+
+def resolve_keep(keep: Budget, n: int, special: int = 0) -> int:
+    """Turn a budget into a token count: an int is a count, a float in (0, 1] a fraction of N.
+
+    The one rounding rule of the project: a fraction keeps floor(keep * N) tokens, as the
+    official codes do with `int(N * ratio)`. The count includes the special tokens, so it must
+    lie in [max(1, special), N]; anything else raises `ValueError`.
+    """
+    if isinstance(keep, bool) or not isinstance(keep, int | float):
+        raise ValueError(f"keep must be an int count or a float fraction in (0, 1], got {keep!r}")
+    if isinstance(keep, float):
+        if not math.isfinite(keep) or not 0.0 < keep <= 1.0:
+            raise ValueError(
+                f"keep={keep!r}: a float budget is a fraction of the tokens in (0, 1]; "
+                "pass an int to keep a count of tokens"
+            )
+        count = math.floor(keep * n)
+    else:
+        count = keep
+    lowest = max(1, special)
+    if not lowest <= count <= n:
+        raise ValueError(
+            f"keep={keep!r} gives {count} tokens, but there are N={n} tokens "
+            f"({special} special, which are always kept): pass a budget between {lowest} and {n}"
+        )
+    return count
+
+
+def validate_keep(keep: Budget) -> None:
+    """Reject budgets that are wrong whatever the input (for `__post_init__`)."""
+    if isinstance(keep, bool) or not isinstance(keep, int | float):
+        raise ValueError(f"keep must be an int count or a float fraction in (0, 1], got {keep!r}")
+    if isinstance(keep, float) and (not math.isfinite(keep) or not 0.0 < keep <= 1.0):
+        raise ValueError(f"keep={keep!r}: a float budget must be a fraction in (0, 1]")
+    if isinstance(keep, int) and keep <= 0:
+        raise ValueError(f"keep={keep!r}: pass a positive number of tokens to keep")
+
+
+def validate_tokens(tokens: Tokens, method: Method) -> None:
+    """Check shapes, the layout and the signals `method` needs; raise `ValueError` otherwise."""
+    x = tokens.features
+    if not isinstance(x, Tensor) or x.dim() != 3:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"features must be a (B, N, D) tensor, got {shape}")
+    b, n, _ = x.shape
+    if n == 0 or b == 0:
+        raise ValueError(f"features {tuple(x.shape)} is empty: pass at least one token")
+    if not x.is_floating_point():
+        raise ValueError(f"features must be floating point, got {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise ValueError("features contain NaN or inf: pass finite features")
+    if tokens.special < 0 or tokens.special > n:
+        raise ValueError(f"special={tokens.special} must lie in [0, N={n}]")
+    allowed = method.special_tokens
+    if allowed is not None and tokens.special not in allowed:
+        raise ValueError(
+            f"{method.name} expects special in {allowed} leading tokens, got special={tokens.special}"
+        )
+    if tokens.layout is not None:
+        if any((not isinstance(s, int)) or s <= 0 for s in tokens.layout):
+            raise ValueError(f"layout {tokens.layout} must be positive ints")
+        if math.prod(tokens.layout) != n - tokens.special:
+            raise ValueError(
+                f"layout {tokens.layout} holds {math.prod(tokens.layout)} tokens but features "
+                f"have N - special = {n} - {tokens.special} = {n - tokens.special}: pass the grid "
+                "of the non-special tokens"
+            )
+        expected = {"image": 2, "video": 3, "audio": 1}
+        ranks = {expected[m] for m in method.modality}
+        if len(tokens.layout) not in ranks:
+            raise ValueError(
+                f"{method.name} works on {'/'.join(method.modality)} tokens, whose layout has "
+                f"{' or '.join(str(r) for r in sorted(ranks))} dims; got layout {tokens.layout}"
+            )
+    if tokens.sizes is not None and tuple(tokens.sizes.shape) != (b, n):
+        raise ValueError(f"sizes must be (B, N) = {(b, n)}, got {tuple(tokens.sizes.shape)}")
+    for signal in method.needs:
+        value = getattr(tokens, signal)
+        if value is None:
+            raise ValueError(f"{method.name} needs the signal {signal!r}: {SIGNALS[signal]}")
+        _check_signal(signal, value, tokens)
+
+
+def _check_signal(signal: str, value: Tensor, tokens: Tokens) -> None:
+    b, n = tokens.batch, tokens.count
+    shape = tuple(value.shape)
+    expected: dict[str, tuple[int, tuple[int | None, ...]]] = {
+        "cls_attention": (3, (b, None, n)),
+        "keys": (3, (b, n, None)),
+        "attention": (4, (b, None, None, n)),
+        "text": (3, (b, None, None)),
+        "frames": (3, (b, tokens.grid[0] if tokens.layout else None, None)),
+        "audio": (3, (b, None, None)),
+    }
+    rank, dims = expected[signal]
+    ok = len(shape) == rank and all(d is None or d == s for d, s in zip(dims, shape, strict=True))
+    if not ok:
+        want = ", ".join("*" if d is None else str(d) for d in dims)
+        raise ValueError(f"{signal} has shape {shape}; expected ({want}): {SIGNALS[signal]}")
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{signal} contains NaN or inf: pass finite values")
+
+
+def check_compression(out: Compression, tokens: Tokens) -> None:
+    """Assert the invariants of a `Compression` (used by the tests).
+
+    Omni methods compress the concatenation [features, audio]: their `source` spans both.
+    """
+    b, n = tokens.batch, tokens.count
+    if tokens.audio is not None and out.source.shape[1] == n + tokens.audio.shape[1]:
+        n += tokens.audio.shape[1]
+    k = out.count
+    assert out.source.shape == (b, n) and out.source.dtype == torch.long
+    assert out.positions.shape == (b, k) and out.positions.dtype == torch.long
+    assert out.sizes.shape == (b, k)
+    assert int(out.source.min()) >= -1 and int(out.source.max()) < k
+    weights = torch.ones(b, n) if tokens.sizes is None else tokens.sizes.float()
+    if weights.shape[1] != n:  # input sizes cover the features, audio tokens count one each
+        weights = torch.cat([weights, torch.ones(b, n - weights.shape[1])], dim=1)
+    counted = torch.zeros(b, k + 1).scatter_add_(1, out.source.cpu() + 1, weights.cpu())[:, 1:]
+    assert torch.allclose(counted, out.sizes.float().cpu()), "sizes disagree with source"
+    assert (out.source.gather(1, out.positions) == torch.arange(k).expand(b, k).to(out.source)).all(), (
+        "positions do not point at tokens of their own slot"
+    )

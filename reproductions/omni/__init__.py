@@ -1,0 +1,1 @@
+"""Omni token compression methods; importing this package registers them."""

@@ -1,0 +1,156 @@
+"""Shared tensor operations: one implementation of each idea, used by every method.
+
+All functions are batched over the leading dimension and never modify their inputs. Scores are
+compared in `work_dtype` (float32 for half precisions, float64 kept as is) so that results that
+depend on near-ties are exact in float64.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .interface import Compression, Tokens
+
+
+def work_dtype(x: Tensor) -> torch.dtype:
+    """The dtype to compute scores in: at least float32, float64 when the input is float64."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def order(scores: Tensor, descending: bool = True) -> Tensor:
+    """Indices that sort `scores` along the last dim; ties keep the lower index first."""
+    return torch.sort(scores, dim=-1, descending=descending, stable=True).indices
+
+
+def top_k(scores: Tensor, k: int, sorted_by_position: bool = True) -> Tensor:
+    """Indices of the `k` highest scores along the last dim (ties: lowest index).
+
+    With `sorted_by_position` the indices come back ascending (positional order); otherwise in
+    score order, highest first.
+    """
+    idx = order(scores)[..., :k]
+    return idx.sort(dim=-1).values if sorted_by_position else idx
+
+
+def gather(x: Tensor, idx: Tensor) -> Tensor:
+    """x[b, idx[b, k]] for (B, N, ...) `x` and (B, K) `idx`."""
+    shape = idx.shape + x.shape[2:]
+    flat = idx.reshape(idx.shape[0], idx.shape[1], *([1] * (x.dim() - 2)))
+    return x.gather(1, flat.expand(shape))
+
+
+def cosine_matrix(a: Tensor, b: Tensor | None = None) -> Tensor:
+    """(B, N, M) cosine similarity between the rows of `a` (B, N, D) and `b` (B, M, D)."""
+    a = a.to(work_dtype(a))
+    a = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    if b is None:
+        b = a
+    else:
+        b = b.to(a.dtype)
+        b = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return a @ b.transpose(-1, -2)
+
+
+def input_sizes(tokens: Tokens) -> Tensor:
+    """(B, N) float32 sizes of the input tokens (ones unless the tokens carry sizes)."""
+    if tokens.sizes is None:
+        return torch.ones(tokens.features.shape[:2], device=tokens.features.device)
+    return tokens.sizes.float()
+
+
+def with_special(tokens: Tokens, idx: Tensor) -> Tensor:
+    """Prepend the special token indices 0..special-1 to (B, K) indices of ordinary tokens."""
+    if tokens.special == 0:
+        return idx
+    lead = torch.arange(tokens.special, device=idx.device).expand(idx.shape[0], tokens.special)
+    return torch.cat([lead, idx], dim=1)
+
+
+def select(tokens: Tokens, idx: Tensor) -> Compression:
+    """The Compression that keeps exactly the tokens `idx` (B, K), in the order given."""
+    x = tokens.features
+    b, n, _ = x.shape
+    k = idx.shape[1]
+    source = torch.full((b, n), -1, dtype=torch.long, device=x.device)
+    slots = torch.arange(k, device=x.device).expand(b, k)
+    source.scatter_(1, idx, slots)
+    return Compression(
+        features=gather(x, idx),
+        source=source,
+        positions=idx.clone(),
+        sizes=gather(input_sizes(tokens).unsqueeze(-1), idx).squeeze(-1),
+    )
+
+
+def identity(tokens: Tokens) -> Compression:
+    """The Compression that keeps every token as it is."""
+    b, n = tokens.features.shape[:2]
+    idx = torch.arange(n, device=tokens.features.device).expand(b, n)
+    return Compression(
+        features=tokens.features.clone(),
+        source=idx.clone(),
+        positions=idx.clone(),
+        sizes=input_sizes(tokens).clone(),
+    )
+
+
+def merge(
+    tokens: Tokens,
+    source: Tensor,
+    count: int,
+    weights: Tensor | None = None,
+    positions: Tensor | None = None,
+) -> Compression:
+    """Weighted average of the tokens by output slot: the one merge of the project.
+
+    `source` (B, N) gives each token's slot in [0, count) or -1 to drop it. Output token k is
+    sum_i w_i x_i / sum_i w_i over the tokens with source i == k, where `weights` (B, N)
+    default to the input sizes (ToMe's size-weighted average). `positions` default to the lowest
+    index in each slot. Every slot must receive at least one token.
+    """
+    x = tokens.features
+    b, n, d = x.shape
+    dtype = work_dtype(x)
+    sizes = input_sizes(tokens)
+    w = (sizes if weights is None else weights).to(dtype)
+    keep = source >= 0
+    slot = torch.where(keep, source, torch.full_like(source, count))  # dropped -> spill slot
+    total = torch.zeros(b, count + 1, d, dtype=dtype, device=x.device)
+    total.scatter_add_(1, slot.unsqueeze(-1).expand(b, n, d), x.to(dtype) * w.unsqueeze(-1))
+    norm = torch.zeros(b, count + 1, dtype=dtype, device=x.device).scatter_add_(1, slot, w)
+    out_sizes = torch.zeros(b, count + 1, device=x.device).scatter_add_(1, slot, sizes)[:, :count]
+    if positions is None:
+        index = torch.arange(n, device=x.device).expand(b, n)
+        fill = torch.full((b, count + 1), n, dtype=torch.long, device=x.device)
+        positions = fill.scatter_reduce(1, slot, index, reduce="amin")[:, :count]
+    features = (total[:, :count] / norm[:, :count].unsqueeze(-1)).to(x.dtype)
+    return Compression(features=features, source=source.clone(), positions=positions, sizes=out_sizes)
+
+
+def density_peaks(
+    x: Tensor,
+    k: int,
+    scale: float | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """DPC-kNN density and delta of each row of `x` (B, N, D).
+
+    Distances are Euclidean divided by `scale` (default sqrt(D)); density =
+    exp(-mean of the squared distances to the k nearest rows, the row itself included); delta =
+    the distance to the nearest row of higher density (the largest distance for the densest row).
+    A `generator` adds the official codes' 1e-6 uniform tie-breaking noise to the density.
+    Returns (density, delta), both (B, N) in `work_dtype`.
+    """
+    x = x.to(work_dtype(x))
+    scale = x.shape[-1] ** 0.5 if scale is None else scale
+    dist = torch.cdist(x, x) / scale
+    nearest = dist.topk(min(k, x.shape[1]), dim=-1, largest=False).values
+    density = (-(nearest**2).mean(dim=-1)).exp()
+    if generator is not None:
+        noise = torch.rand(density.shape, generator=generator, device=generator.device)
+        density = density + noise.to(density) * 1e-6
+    higher = density.unsqueeze(1) > density.unsqueeze(2)  # [b, i, j]: j denser than i
+    far = dist.flatten(1).max(dim=-1).values[:, None, None]
+    delta = torch.where(higher, dist, far.expand_as(dist)).min(dim=-1).values
+    return density, delta

@@ -1,0 +1,1 @@
+"""Video token compression methods; importing this package registers them."""

@@ -1,0 +1,149 @@
+"""Every promise of DESIGN.md, checked over every registered method."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+import reproductions
+from reproductions.examples import example_tokens
+from reproductions.interface import Tokens, check_compression
+
+METHODS = {name: cls for name, cls in reproductions.methods().items() if not cls.trainable}
+DTYPES = [torch.float32, torch.float64, torch.bfloat16]
+
+
+def build(cls, **override):
+    return cls(**{**cls.example, **override})
+
+
+def has_keep(cls) -> bool:
+    return any(f.name == "keep" for f in dataclasses.fields(cls))
+
+
+def tokens_for(cls, **kwargs) -> Tokens:
+    return example_tokens(cls, **kwargs)
+
+
+@pytest.fixture(params=sorted(METHODS))
+def cls(request):
+    return METHODS[request.param]
+
+
+def test_registry_metadata(cls):
+    assert cls.name and cls.stage in ("encoder", "projector", "llm", "cache")
+    assert set(cls.modality) <= {"image", "video", "audio"} and cls.modality
+    assert set(cls.mechanisms) <= {"transformation", "similarity", "attention", "query"}
+    assert cls.__doc__ and len(cls.__doc__.strip()) > 40, "document what the method computes"
+    assert reproductions.get(cls.name, **cls.example) == cls(**cls.example)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_output_shape_dtype_and_invariants(cls, dtype):
+    tokens = tokens_for(cls, dtype=dtype)
+    out = build(cls)(tokens)
+    expected = build(cls).output_count(tokens)
+    if expected is not None:
+        assert out.count == expected
+    assert out.features.dtype == dtype and out.features.device == tokens.features.device
+    assert out.features.shape[0] == tokens.batch
+    assert not out.features.isnan().any()
+    check_compression(out, tokens)
+    if cls.copies:  # output tokens standing for one input token are that token, unchanged
+        single = out.sizes == 1
+        if tokens.audio is None:
+            picked = torch.stack([tokens.features[b, out.positions[b]] for b in range(tokens.batch)])
+            assert torch.equal(picked[single], out.features[single])
+
+
+def test_special_tokens_survive(cls):
+    tokens = tokens_for(cls)
+    if tokens.special == 0:
+        pytest.skip(f"{cls.name} takes no special tokens")
+    out = build(cls)(tokens)
+    slots = out.source[:, : tokens.special]
+    assert (slots >= 0).all()
+    for b in range(tokens.batch):
+        assert (out.sizes[b, slots[b]] == 1).all()
+        assert torch.equal(out.features[b, slots[b]], tokens.features[b, : tokens.special])
+
+
+def test_budget_that_keeps_everything_is_identity(cls):
+    tokens = tokens_for(cls)
+    if has_keep(cls):
+        method = build(cls, keep=tokens.count)
+    elif cls.identity is not None:
+        method = build(cls, **cls.identity)
+    else:
+        pytest.skip(f"{cls.name} has no budget that keeps every token")
+    out = method(tokens)
+    assert torch.equal(out.features, tokens.features)
+    assert torch.equal(out.source[0], torch.arange(tokens.count))
+    assert torch.equal(out.positions[0], torch.arange(tokens.count))
+
+
+def test_deterministic(cls):
+    tokens = tokens_for(cls)
+    a, b = build(cls)(tokens), build(cls)(tokens)
+    assert torch.equal(a.features, b.features) and torch.equal(a.source, b.source)
+
+
+def test_batched_equals_one_by_one(cls):
+    if not cls.batch_independent:
+        pytest.skip(f"{cls.name}'s official statistic spans the batch")
+    tokens = tokens_for(cls, batch=3, dtype=torch.float64)
+    out = build(cls)(tokens)
+    for b in range(tokens.batch):
+        row = Tokens(
+            **{
+                f.name: (v[b : b + 1] if isinstance(v, torch.Tensor) else v)
+                for f in dataclasses.fields(Tokens)
+                for v in [getattr(tokens, f.name)]
+            }
+        )
+        one = build(cls)(row)
+        assert torch.allclose(one.features[0], out.features[b], atol=1e-10)
+        assert torch.equal(one.source[0], out.source[b])
+        assert torch.equal(one.positions[0], out.positions[b])
+
+
+def test_inputs_are_not_modified(cls):
+    tokens = tokens_for(cls)
+    before = {f.name: getattr(tokens, f.name) for f in dataclasses.fields(Tokens)}
+    before = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in before.items()}
+    build(cls)(tokens)
+    for name, value in before.items():
+        now = getattr(tokens, name)
+        assert (torch.equal(now, value) if isinstance(value, torch.Tensor) else now == value), name
+
+
+def test_missing_signal_is_named(cls):
+    for signal in cls.needs:
+        tokens = dataclasses.replace(tokens_for(cls), **{signal: None})
+        with pytest.raises(ValueError, match=signal):
+            build(cls)(tokens)
+
+
+@pytest.mark.parametrize("keep", [0, -3, 10_000, math.nan, 0.0, 1.5, math.inf])
+def test_bad_budget_raises(cls, keep):
+    if not has_keep(cls):
+        pytest.skip(f"{cls.name} has no keep budget")
+    tokens = tokens_for(cls)
+    with pytest.raises(ValueError, match="keep"):
+        build(cls, keep=keep)(tokens)
+
+
+def test_bad_shapes_raise(cls):
+    tokens = tokens_for(cls)
+    with pytest.raises(ValueError, match=r"\(B, N, D\)"):
+        build(cls)(dataclasses.replace(tokens, features=tokens.features[0]))
+    bad = tuple(s + 1 for s in tokens.layout)
+    with pytest.raises(ValueError, match="layout"):
+        build(cls)(dataclasses.replace(tokens, layout=bad))
+    nan = tokens.features.clone()
+    nan[0, -1, 0] = math.nan
+    with pytest.raises(ValueError, match="NaN"):
+        build(cls)(dataclasses.replace(tokens, features=nan))
