@@ -1,0 +1,1 @@
+"""Catalog and site tooling, run as `python -m tools <command>`."""
