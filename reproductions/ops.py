@@ -154,3 +154,21 @@ def density_peaks(
     far = dist.flatten(1).max(dim=-1).values[:, None, None]
     delta = torch.where(higher, dist, far.expand_as(dist)).min(dim=-1).values
     return density, delta
+
+
+def window_slots(grid: tuple[int, ...], window: tuple[int, ...]) -> tuple[Tensor, tuple[int, ...]]:
+    """Which window each cell of a row-major `grid` falls in, windows tiling it in ceil mode.
+
+    `window` has one size per grid dim. Windows start at index 0 and step by their own size;
+    the last window along a dim may be partial, so no cell is lost (ceil mode). Returns the
+    (prod(grid),) long window index of every cell, row-major over the output grid, and that
+    output grid, ceil(grid / window) per dim. The lowest cell index in a window is its first
+    (top-left) cell.
+    """
+    if len(grid) != len(window) or any(w < 1 for w in window):
+        raise ValueError(f"window {window} must give one positive size per dim of grid {grid}")
+    out = tuple(-(-g // w) for g, w in zip(grid, window, strict=True))
+    slot = torch.zeros((), dtype=torch.long)
+    for g, w, o in zip(grid, window, out, strict=True):
+        slot = slot.unsqueeze(-1) * o + torch.arange(g) // w
+    return slot.reshape(-1), out
