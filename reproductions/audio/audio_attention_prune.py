@@ -1,0 +1,87 @@
+"""Attention-based token pruning inside audio transformers (AST / Audio-MAE)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import Tensor
+
+from ..interface import Compression, Method, Tokens
+from ..ops import select, top_k, with_special, work_dtype
+from ..registry import register
+
+
+@register("audio_attention_prune")
+@dataclass
+class AudioAttentionPrune(Method):
+    """Keep the spectrogram patches that receive the most attention in an encoder layer.
+
+    Paper: "Token Pruning in Audio Transformers: Optimizing Performance and Decoding Patch
+    Importance" (Lee & Lee, ECAI 2025, arXiv 2504.01690), applying EViT-style top-k pruning to
+    AST and Audio-MAE. After the self-attention of a pruning layer, the special tokens ([CLS],
+    and AST's distillation token) are kept and ceil(keep_ratio * (N - special)) of the other
+    tokens survive, ranked by an attention score over the ordinary tokens j:
+
+    - `query="tokens"` (default): the attention token j receives, averaged over the heads and
+      over the non-special query rows, score_j = mean_h mean_{m >= special} A[h, m, j]. With the
+      encoder's self-attention (M = N) the rows of the special tokens are dropped; if the M
+      query rows are not the tokens themselves (M != N) all of them are averaged.
+    - `query="cls"`: the attention from query row 0 (the [CLS] token), averaged over heads,
+      score_j = mean_h A[h, 0, j]: the rule the released AST pruning layer uses.
+
+    Kept tokens come back special tokens first, then in positional order; ties go to the
+    earlier token.
+
+    Parameters: `keep_ratio` in (0, 1]: the fraction of the ordinary tokens kept, rounded up as
+    the official code does (this is not the project's floor(keep * N) `keep`); `query`.
+    Signal: `attention` (B, heads, M, N), the self-attention of the pruning layer (M = N).
+
+    Differences from the official code: the official layer returns the kept tokens in score
+    order (torch.topk, sorted=True); here they keep their positional order, which does not
+    change what a transformer without positional re-embedding computes, and gives the LLM /
+    position ids a monotone sequence.
+    """
+
+    keep_ratio: float = 0.7
+    query: Literal["tokens", "cls"] = "tokens"
+
+    paper = "lee2025token"
+    stage = "encoder"
+    modality = ("audio",)
+    mechanisms = ("attention",)
+    needs = ("attention",)
+    identity = {"keep_ratio": 1.0}
+    example = {"keep_ratio": 0.5}
+    benchmark = {"keep_ratio": 0.7}
+
+    def __post_init__(self) -> None:
+        ratio = self.keep_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not (
+            math.isfinite(ratio) and 0.0 < ratio <= 1.0
+        ):
+            raise ValueError(f"keep_ratio={ratio!r}: pass the fraction of ordinary tokens to keep, in (0, 1]")
+        if self.query not in ("tokens", "cls"):
+            raise ValueError(f"query={self.query!r}: pass 'tokens' (mean over token rows) or 'cls' (row 0)")
+
+    def output_count(self, tokens: Tokens) -> int:
+        return tokens.special + math.ceil(self.keep_ratio * (tokens.count - tokens.special))
+
+    def compress(self, tokens: Tokens) -> Compression:
+        if self.query == "cls" and tokens.special == 0:
+            raise ValueError(
+                "audio_attention_prune(query='cls') ranks by the [CLS] row: pass special >= 1 "
+                "leading tokens, or query='tokens'"
+            )
+        scores = self.scores(tokens.attention, tokens.special)
+        kept = top_k(scores, self.output_count(tokens) - tokens.special) + tokens.special
+        return select(tokens, with_special(tokens, kept))
+
+    def scores(self, attention: Tensor, special: int) -> Tensor:
+        """(B, N - special) importance of the ordinary tokens."""
+        a = attention.to(work_dtype(attention)).mean(dim=1)  # (B, M, N): mean over heads
+        if self.query == "cls":
+            return a[:, 0, special:]
+        rows = a[:, special:] if a.shape[1] == a.shape[2] else a
+        return rows.mean(dim=1)[:, special:]
