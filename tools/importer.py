@@ -1,0 +1,383 @@
+"""`python -m tools import`: seed `catalog/papers/` from the two public lists in shared/data.
+
+Every distinct arXiv id of both lists becomes one paper file; rows that describe the same paper
+(same arXiv id, or same normalised title) merge. Where rows disagree the importer picks by a fixed
+rule and prints its choice. Re-running changes nothing, and fields the lists do not carry
+(stage, submechanisms, reproductions, notes, doi, ...) are kept from the existing files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .catalog import (
+    CATALOG,
+    MECHANISMS,
+    MODALITIES,
+    ROOT,
+    Paper,
+    arxiv_month,
+    arxiv_year,
+    ascii_slug,
+    dump_paper,
+    paper_id,
+    write_atomic,
+)
+from .sources import Row, Venue, parse_awesome_list, parse_token_compress
+
+DEFAULT_SOURCES = ROOT.parent / "shared" / "data"
+T = TypeVar("T")
+
+#: awesome-list "Area" badges -> (modalities, architecture, tasks, kind)
+AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str | None]] = {
+    "Image-LLM": (("image",), ("mllm",), (), None),
+    "Video-LLM": (("video",), ("mllm",), (), None),
+    "Audio-LLM": (("audio",), ("mllm",), (), None),
+    "Omni-LLM": (("video", "audio"), ("omni-llm",), (), None),
+    "Streaming-Video-LLM": (("video",), ("mllm",), ("streaming-video",), None),
+    "3D-LLM": ((), (), ("3d",), None),
+    "Vision-Transformer": (("image",), ("vision-transformer",), (), None),
+    "Audio-Transformer": (("audio",), ("audio-transformer",), (), None),
+    "LLM": ((), ("llm",), (), None),
+    "GUI-Agent": ((), (), ("gui-agent",), None),
+    "VLN": ((), (), ("vln",), None),
+    "VLA": ((), (), ("vla",), None),
+    "Event-Camera": ((), (), ("event-camera",), None),
+    "Visual-Coding": ((), (), ("visual-coding",), None),
+    "Benchmark": ((), (), (), "benchmark"),
+    "Survey": ((), (), (), "survey"),
+    "Position-Paper": ((), (), (), "position"),
+    # awesome-token-compress sections
+    "VLM": ((), ("mllm",), (), None),
+    "ViT": ((), ("vision-transformer",), (), None),
+}
+#: awesome-token-compress tags that state a modality or a kind
+TAGS: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "video": (("video",), None),
+    "audio-video": (("video", "audio"), None),
+    "survey": ((), "survey"),
+}
+KIND_PRIORITY = ("survey", "benchmark", "position", "model", "method")
+CODE_HOSTS = ("github.com", "gitlab.com", "bitbucket.org", "huggingface.co/spaces")
+#: venues held only in odd / even years, to date a venue tag that gives no year
+ODD_YEARS, EVEN_YEARS = {"ICCV"}, {"ECCV"}
+#: arXiv ids that are placeholders, not papers: they look like no real id (.99999)
+PLACEHOLDER = re.compile(r"\.9{4,5}$")
+#: fields the lists carry; every other field of an existing file is kept as it is
+LIST_FIELDS = ("modalities", "mechanisms", "architecture", "tasks")
+
+
+def normalised_title(title: str) -> str:
+    """Lowercase ASCII letters and digits of a title: what duplicate detection compares."""
+    return ascii_slug(title)
+
+
+def _pick(values: Iterable[T], key: Callable[[T], Any] = repr) -> T | None:
+    """The most frequent value, ties broken by first appearance (the lists' precedence order)."""
+    values = list(values)
+    if not values:
+        return None
+    counts = Counter(key(value) for value in values)
+    best = max(counts.values())
+    return next(value for value in values if counts[key(value)] == best)
+
+
+class Importer:
+    """Merges rows into papers and prints every choice it makes."""
+
+    def __init__(self, log: Callable[[str], None] = print) -> None:
+        self.log = log
+        #: placeholder arXiv id -> the arXiv id of the paper it duplicates
+        self.aliases: dict[str, str] = {}
+
+    def group(self, rows: list[Row]) -> list[list[Row]]:
+        """Rows grouped by paper: by arXiv id, then by normalised title (which also catches
+        placeholder arXiv ids that repeat another id's title)."""
+        by_key: dict[str, list[Row]] = {}
+        for row in rows:
+            by_key.setdefault(row.arxiv or f"title:{normalised_title(row.title)}", []).append(row)
+        title_owner: dict[str, str] = {}
+        for key in sorted(by_key, key=lambda key: (key.startswith("title:"), key)):
+            for row in by_key[key]:
+                title_owner.setdefault(normalised_title(row.title), key)
+        for key in sorted(by_key):
+            if key not in by_key:
+                continue
+            titles = {normalised_title(row.title) for row in by_key[key]}
+            owners = {title_owner[title] for title in titles} - {key}
+            for owner in sorted(owners):
+                if owner not in by_key:
+                    continue
+                keep, drop = self._which_survives(key, owner, by_key)
+                self.log(
+                    f"merge: {drop} has the title of {keep} "
+                    f"({by_key[drop][0].title!r}); keeping {keep}, {drop} becomes an alias"
+                )
+                if not drop.startswith("title:"):
+                    self.aliases[drop] = keep
+                by_key[keep].extend(by_key.pop(drop))
+                if drop == key:
+                    break
+        return [by_key[key] for key in sorted(by_key)]
+
+    @staticmethod
+    def _which_survives(a: str, b: str, by_key: dict[str, list[Row]]) -> tuple[str, str]:
+        """Of two keys naming one paper: a real arXiv id beats a placeholder beats a title key."""
+
+        def rank(key: str) -> tuple[int, int, str]:
+            kind = 2 if key.startswith("title:") else 1 if PLACEHOLDER.search(key) else 0
+            sources = {row.source.split("/")[0] for row in by_key[key]}
+            return (kind, -len(sources), key)
+
+        keep, drop = sorted((a, b), key=rank)
+        return keep, drop
+
+    def paper(self, rows: list[Row]) -> Paper:
+        """One paper from the rows that describe it."""
+        first = [row for row in rows if row.source.startswith("awesome-list/")]
+        second = [row for row in rows if not row.source.startswith("awesome-list/")]
+        arxiv = _pick(row.arxiv for row in rows if row.arxiv and not PLACEHOLDER.search(row.arxiv))
+        label = arxiv or rows[0].title
+        title = self._title(label, first, second)
+        authors = self._choose(label, "authors", [row.authors for row in first if row.authors])
+        venue = self._venue(label, first, second, arxiv)
+        modalities: set[str] = set()
+        architecture: set[str] = set()
+        tasks: set[str] = set()
+        kinds: set[str] = set()
+        for row in rows:
+            for area in row.areas:
+                if area not in AREAS:
+                    self.log(f"skip: {label}: unknown area {area!r} ({row.source})")
+                    continue
+                more_modalities, more_architecture, more_tasks, kind = AREAS[area]
+                modalities.update(more_modalities)
+                architecture.update(more_architecture)
+                tasks.update(more_tasks)
+                kinds.update([kind] if kind else [])
+            for tag in row.tags:
+                more_modalities, kind = TAGS.get(tag.lower(), ((), None))
+                modalities.update(more_modalities)
+                kinds.update([kind] if kind else [])
+        if not modalities:
+            modalities = {"image"}  # both lists' default section: images
+        costs = {cost for row in rows for cost in row.costs}
+        cost = "both" if len(costs) > 1 else (costs.pop() if costs else None)
+        links = self._links(label, rows, first, second, arxiv)
+        method = _method_from_title(title) or _pick(row.method for row in second if row.method)
+        year = arxiv_year(arxiv) or (venue or {}).get("year") or _pick(
+            row.section_year for row in rows if row.section_year
+        )
+        month = arxiv_month(arxiv)
+        for row in first:
+            if arxiv and row.arxiv_badge and row.arxiv_badge != (year, month):
+                self.log(f"note: {label}: arXiv badge says {row.arxiv_badge}, id says ({year}, {month}); month from the id")
+        return {
+            "id": None,
+            "title": title,
+            "method": method,
+            "authors": authors or [],
+            "year": year,
+            "month": month,
+            "venue": venue,
+            "arxiv": arxiv,
+            "doi": None,
+            "links": links,
+            "modalities": [m for m in MODALITIES if m in modalities],
+            "mechanisms": [m for m in MECHANISMS if any(m in row.mechanisms for row in rows)],
+            "submechanisms": [],
+            "cost": cost,
+            "architecture": sorted(architecture),
+            "stage": [],
+            "tasks": sorted(tasks),
+            "kind": next(kind for kind in KIND_PRIORITY if kind in kinds | {"method"}),
+            "reproductions": [],
+            "notes": None,
+        }
+
+    def _choose(self, label: str, field: str, values: list[Any]) -> Any:
+        """`_pick`, printing the alternatives whenever the rows disagree."""
+        choice = _pick(values)
+        others = {repr(value) for value in values} - {repr(choice)}
+        if others:
+            self.log(f"choose: {label}: {field}: {choice!r} over {', '.join(sorted(others))}")
+        return choice
+
+    def _title(self, label: str, first: list[Row], second: list[Row]) -> str:
+        """awesome-list's title (most rows; ties: the row with a venue, the published title),
+        else awesome-token-compress's."""
+        if first:
+            ordered = sorted(first, key=lambda row: row.venue is None)
+            titles = [row.title for row in ordered]
+        else:
+            titles = [row.title for row in second]
+        choice = self._choose(label, "title", titles)
+        other = {row.title for row in second} - {choice}
+        if first and other:
+            self.log(f"choose: {label}: title: awesome-list's {choice!r} over {sorted(other)!r}")
+        return choice
+
+    def _venue(self, label: str, first: list[Row], second: list[Row], arxiv: str | None) -> dict | None:
+        """awesome-list's venue badge, else awesome-token-compress's venue tag; a venue without a
+        year takes it from the other list or from the arXiv id."""
+        stated = [row.venue for row in first if row.venue] or [row.venue for row in second if row.venue]
+        if not stated:
+            return None
+        dated = [venue for venue in stated if venue.year]
+        choice: Venue = self._choose(label, "venue", dated) if dated else stated[0]
+        if choice.year is None:
+            elsewhere = [
+                row.venue.year
+                for row in first + second
+                if row.venue and row.venue.name == choice.name and row.venue.year
+            ]
+            year = elsewhere[0] if elsewhere else _first_edition(choice.name, arxiv_year(arxiv))
+            self.log(f"infer: {label}: venue {choice.name} gives no year; using {year}")
+            choice = Venue(choice.name, year, choice.track, choice.presentation)
+        if choice.presentation is None:
+            presentations = [
+                venue.presentation
+                for venue in stated
+                if venue.presentation and (venue.name, venue.year) == (choice.name, choice.year)
+            ]
+            if presentations:
+                choice = Venue(choice.name, choice.year, choice.track, presentations[0])
+        return {
+            "name": choice.name,
+            "year": choice.year,
+            "track": choice.track,
+            "presentation": choice.presentation,
+        }
+
+    def _links(self, label: str, rows: list[Row], first: list[Row], second: list[Row], arxiv: str | None) -> dict:
+        """Paper (the arXiv abstract page where there is one), code, project, model, dataset."""
+        paper = f"https://arxiv.org/abs/{arxiv}" if arxiv else rows[0].paper_url
+        code_urls = [row.code for row in first if row.code] or [row.code for row in second if row.code]
+        code = self._choose(label, "code", code_urls) if code_urls else None
+        other = {row.code for row in second if row.code} - {code}
+        if code and first and other:
+            self.log(f"choose: {label}: code: awesome-list's {code} over {sorted(other)}")
+        project = None
+        if code and not any(host in code for host in CODE_HOSTS):
+            project, code = code, None
+        return {
+            "paper": paper,
+            "code": code,
+            "project": project,
+            "model": _pick(row.model for row in first if row.model),
+            "dataset": _pick(row.dataset for row in first if row.dataset),
+        }
+
+
+def _first_edition(venue: str, year: int | None) -> int | None:
+    """The first edition of `venue` held in or after `year` (ICCV odd years, ECCV even)."""
+    if year is None:
+        return None
+    if venue in ODD_YEARS and year % 2 == 0 or venue in EVEN_YEARS and year % 2 == 1:
+        return year + 1
+    return year
+
+
+def _method_from_title(title: str) -> str | None:
+    """`VisionZip: Longer is Better ...` -> `VisionZip`: a short name before the colon."""
+    head = re.split(r"\s*[:：]\s*", title, maxsplit=1)
+    if len(head) < 2:
+        return None
+    name = head[0].strip()
+    if 0 < len(name.split()) <= 2 and re.search(r"[A-Z].*[A-Z]|\d|-", name):
+        return name
+    return None
+
+
+def merge_existing(new: Paper, old: Paper | None) -> Paper:
+    """The imported paper with the hand-curated parts of its existing file kept."""
+    if old is None:
+        return new
+    merged = dict(old)
+    for field in ("title", "authors", "year", "month", "venue", "arxiv"):
+        if new[field] not in (None, []):
+            merged[field] = new[field]
+    merged["method"] = old.get("method") or new["method"]
+    merged["cost"] = new["cost"] or old.get("cost")
+    for field in LIST_FIELDS:
+        merged[field] = _ordered_union(new[field], old.get(field) or [])
+    merged["kind"] = new["kind"] if new["kind"] != "method" else old.get("kind") or "method"
+    links = dict(old.get("links") or {})
+    for key, value in new["links"].items():
+        if value is not None:
+            links[key] = value
+    merged["links"] = links
+    for field, value in new.items():
+        merged.setdefault(field, value)
+    return merged
+
+
+def _ordered_union(first: list[str], second: list[str]) -> list[str]:
+    """Union of two value lists, in vocabulary order where it exists, else sorted."""
+    values = set(first) | set(second)
+    for order in (MODALITIES, MECHANISMS):
+        if values <= set(order):
+            return [value for value in order if value in values]
+    return sorted(values)
+
+
+def read_sources(sources: Path) -> list[Row]:
+    """Every row of both lists, awesome-list first (its rows take precedence)."""
+    return parse_awesome_list(sources / "awesome-list") + parse_token_compress(
+        sources / "awesome-token-compress"
+    )
+
+
+def build(sources: Path, existing: list[Paper], log: Callable[[str], None] = print) -> tuple[list[Paper], dict[str, str]]:
+    """The merged catalog (ids assigned) and the placeholder aliases, from the lists and the
+    existing files."""
+    importer = Importer(log)
+    groups = importer.group(read_sources(sources))
+    by_arxiv = {paper["arxiv"]: paper for paper in existing if paper.get("arxiv")}
+    by_title = {normalised_title(paper["title"]): paper for paper in existing}
+    taken = {paper["id"] for paper in existing}
+    papers: list[Paper] = []
+    fresh: list[Paper] = []
+    for rows in groups:
+        new = importer.paper(rows)
+        old = by_arxiv.get(new["arxiv"]) if new["arxiv"] else by_title.get(normalised_title(new["title"]))
+        merged = merge_existing(new, old)
+        (papers if old else fresh).append(merged)
+    for paper in sorted(fresh, key=lambda paper: (paper["arxiv"] or "~", normalised_title(paper["title"]))):
+        first_author = paper["authors"][0] if paper["authors"] else None
+        paper["id"] = paper_id(first_author, paper["year"], paper["title"], taken)
+        taken.add(paper["id"])
+        papers.append(paper)
+    return sorted(papers, key=lambda paper: paper["id"]), importer.aliases
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Import both lists into `catalog/papers/` (or `--root`), printing every choice made."""
+    parser = argparse.ArgumentParser(prog="python -m tools import", description=__doc__)
+    parser.add_argument("--sources", type=Path, default=DEFAULT_SOURCES, help="shared/data folder")
+    parser.add_argument("--root", type=Path, default=CATALOG, help="catalog folder")
+    args = parser.parse_args(argv)
+    if not (args.sources / "awesome-list").is_dir():
+        print(f"error: no awesome-list/ under {args.sources}; pass --sources <shared/data>", file=sys.stderr)
+        return 2
+    folder = args.root / "papers"
+    folder.mkdir(parents=True, exist_ok=True)
+    existing = [yaml.safe_load(path.read_text(encoding="utf-8")) for path in sorted(folder.glob("*.yaml"))]
+    papers, _ = build(args.sources, [paper for paper in existing if paper], print)
+    written = 0
+    for paper in papers:
+        path = folder / f"{paper['id']}.yaml"
+        text = dump_paper(paper)
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            write_atomic(path, text)
+            written += 1
+    print(f"imported {len(papers)} papers into {folder}: {written} written, {len(papers) - written} unchanged")
+    return 0

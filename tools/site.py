@@ -1,0 +1,143 @@
+"""The mkdocs-gen-files script: every generated page of the site, written at build time.
+
+mkdocs.yml runs it (plugins: gen-files: scripts). It reads the catalog, the method registry and
+the benchmark results, and writes pages that exist only inside the build (nothing generated is
+committed). Where the data comes from is configurable so tests can build the site from a fixture:
+
+- `SITE_CATALOG`: the catalog folder (holding `papers/`, `taxonomy.yaml`, `schema.json`);
+  default `catalog/` of this repository.
+- `SITE_BENCHMARKS`: the folder of benchmark result JSON; default `benchmarks/results/`.
+
+Hand-written pages (`site/index.md`, `site/contributing.md`) hold `<!-- site:NAME -->` markers
+that the generated parts replace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # mkdocs runs this file by path; the tools package lives at ROOT
+    sys.path.insert(0, str(ROOT))
+
+from tools import site_pages  # noqa: E402
+from tools.bib import bibliography  # noqa: E402
+from tools.catalog import load_papers, load_taxonomy  # noqa: E402
+from tools.site_pages import SiteData  # noqa: E402
+
+
+def catalog_root() -> Path:
+    return Path(os.environ.get("SITE_CATALOG") or ROOT / "catalog")
+
+
+def results_root() -> Path:
+    return Path(os.environ.get("SITE_BENCHMARKS") or ROOT / "benchmarks" / "results")
+
+
+def load_results(folder: Path) -> list[dict[str, Any]]:
+    """Every `*.json` under `folder` (sorted by name), each tagged with its file name."""
+    documents = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        content = json.loads(path.read_text(encoding="utf-8"))
+        document = content if isinstance(content, dict) else {"results": content}
+        documents.append({**document, "file": path.name})
+    return documents
+
+
+def added_dates(papers_dir: Path) -> dict[str, str]:
+    """Paper id -> date its file was first committed (empty outside a git checkout)."""
+    try:
+        log = subprocess.run(
+            ["git", "log", "--diff-filter=A", "--format=date %cI", "--name-only", "--", "."],
+            cwd=papers_dir, capture_output=True, text=True, check=True, timeout=30,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    dates: dict[str, str] = {}
+    current = ""
+    for line in log.splitlines():
+        if line.startswith("date "):
+            current = line[5:]
+        elif line.endswith(".yaml"):
+            dates.setdefault(Path(line).stem, current)  # the log runs newest first
+    return dates
+
+
+def load(repo_url: str | None = None) -> SiteData:
+    """The catalog, the registry and the results the pages are made from."""
+    import reproductions
+
+    root = catalog_root()
+    return SiteData(
+        papers=load_papers(root),
+        taxonomy=load_taxonomy(root) if (root / "taxonomy.yaml").exists() else {},
+        methods=reproductions.methods(),
+        results=load_results(results_root()),
+        added=added_dates(root / "papers"),
+        repo_url=repo_url,
+    )
+
+
+def generate(data: SiteData, docs_dir: Path) -> dict[str, str | bytes]:
+    """Every generated file, by its path under the docs folder."""
+    from reproductions.interface import SIGNALS
+    from tools import site_figures
+
+    files: dict[str, str | bytes] = {
+        "index.md": site_pages.home((docs_dir / "index.md").read_text(encoding="utf-8"), data),
+        "papers/index.md": site_pages.papers_index(data),
+        "reproductions/index.md": site_pages.reproductions_index(data),
+        "benchmarks.md": site_pages.benchmarks_page(data),
+        "contributing.md": contributing(data, docs_dir),
+        "catalog.bib": bibliography(data.papers),
+        "catalog.json": site_pages.catalog_json(data.papers),
+    }
+    for paper in data.papers:
+        files[site_pages.paper_page(paper["id"])] = site_pages.paper_markdown(paper, data)
+    files.update(site_pages.taxonomy_pages(data))
+    for name, cls in data.methods.items():
+        figure = note = None
+        if site_figures.can_draw(cls):
+            figure = f"reproductions/{name}.png"
+            files[figure], note = site_figures.draw(cls)
+        files[site_pages.method_page(name)] = site_pages.method_markdown(cls, data, figure, note, SIGNALS)
+    return files
+
+
+def contributing(data: SiteData, docs_dir: Path) -> str:
+    """`contributing.md`: the hand-written page with CONTRIBUTING.md and the schema's fields."""
+    guide = ROOT / "CONTRIBUTING.md"
+    schema = catalog_root() / "schema.json"
+    parts = {
+        "contributing": site_pages.include_markdown(guide.read_text(encoding="utf-8"), data.repo_url)
+        if guide.exists()
+        else "*CONTRIBUTING.md is not written yet.*\n",
+        "schema": site_pages.schema_fields(json.loads(schema.read_text(encoding="utf-8")))
+        if schema.exists()
+        else "*The catalog has no schema.json yet.*\n",
+    }
+    return site_pages.fill((docs_dir / "contributing.md").read_text(encoding="utf-8"), parts)
+
+
+def main() -> None:
+    """Write every generated file into the mkdocs build."""
+    import mkdocs_gen_files
+
+    config = mkdocs_gen_files.config
+    data = load(config.repo_url)
+    for path, content in generate(data, Path(config.docs_dir)).items():
+        if isinstance(content, bytes):
+            with mkdocs_gen_files.open(path, "wb") as stream:
+                stream.write(content)
+        else:
+            with mkdocs_gen_files.open(path, "w") as stream:
+                stream.write(content)
+
+
+if __name__ in {"__main__", "<run_path>"}:
+    main()

@@ -1,0 +1,898 @@
+"""The site's generated pages, as pure functions from the catalog and the registry to text.
+
+`tools/site.py` (the mkdocs-gen-files script) loads the data and writes what these functions
+return; tests call them directly. Nothing here touches the file system or mkdocs, so a page can be
+checked without building the site.
+
+Every value that comes from a paper file (title, authors, notes, venue, links, ...) reaches a page
+only through `text` (HTML-escaped, inside a raw HTML block that Markdown leaves alone) or `url`
+(escaped, and only http(s) links become links), so a contributor's markup shows as text.
+"""
+
+from __future__ import annotations
+
+import html
+import inspect
+import json
+import posixpath
+import re
+import textwrap
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from .bib import bibtex
+from .catalog import MECHANISMS, MODALITIES, Paper, by_venue, by_year, matrix, venue_label
+
+#: the label the papers table and the matrix give papers that no mechanism classifies yet
+UNCLASSIFIED = "unclassified"
+#: ids are URL slugs: lowercase ASCII letters and digits (the id rule), nothing that walks paths
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+#: how many papers the home page lists under "newest additions"
+NEWEST = 10
+#: how many related papers a paper page lists
+RELATED = 12
+#: the docstring heading every method uses for its deviations
+DIFFERENCES = "Differences from the official code"
+#: the stage a method acts at, in words (DESIGN.md)
+STAGES = {
+    "encoder": "inside the vision / audio encoder, layer by layer",
+    "projector": "on the encoder output, before the LLM",
+    "llm": "inside the LLM, at a decoder layer during prefill",
+    "cache": "on the KV cache during decoding",
+}
+
+
+@dataclass
+class SiteData:
+    """Everything the generated pages are made from."""
+
+    papers: list[Paper]
+    taxonomy: dict[str, Any]
+    #: registry name -> method class (`reproductions.methods()`)
+    methods: dict[str, type] = field(default_factory=dict)
+    #: benchmark result documents (`benchmarks/results/*.json`), each with its file name
+    results: list[dict[str, Any]] = field(default_factory=list)
+    #: paper id -> ISO date the paper file was first committed (missing: not committed yet)
+    added: dict[str, str] = field(default_factory=dict)
+    #: repository URL (for links to files outside the docs), or None
+    repo_url: str | None = None
+
+    def __post_init__(self) -> None:
+        for paper in self.papers:
+            if not isinstance(paper.get("id"), str) or not ID_PATTERN.match(paper["id"]):
+                raise ValueError(
+                    f"paper id {paper.get('id')!r} is not a URL slug: use lowercase ASCII letters "
+                    "and digits (run `python -m tools validate`)"
+                )
+
+    @property
+    def by_id(self) -> dict[str, Paper]:
+        return {paper["id"]: paper for paper in self.papers}
+
+
+# --------------------------------------------------------------------------------------------
+# escaping and links
+
+
+def text(value: Any) -> str:
+    """`value` as HTML text: markup in it shows as characters, never as elements."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def url(value: Any) -> str | None:
+    """An external link target, escaped; None unless it is http(s) (no `javascript:` links)."""
+    if not isinstance(value, str) or not re.match(r"^https?://", value.strip(), re.IGNORECASE):
+        return None
+    return html.escape(value.strip(), quote=True)
+
+
+def link(href: str | None, label: str, external: bool = False) -> str:
+    """An anchor with an already-escaped `label`; the label alone where there is no target."""
+    if not href:
+        return label
+    rel = ' rel="noopener"' if external else ""
+    return f'<a href="{href}"{rel}>{label}</a>'
+
+
+def page_dir(path: str) -> str:
+    """The directory URL mkdocs gives a docs page: `papers/x.md` -> `papers/x`, `index.md` -> ``."""
+    stem = path[: -len(".md")]
+    if stem == "index" or stem.endswith("/index"):
+        stem = stem[: -len("index")].rstrip("/")
+    return stem
+
+
+def href(source: str, target: str, query: str = "") -> str:
+    """Relative link from docs page `source` to docs path `target` (a page or a file).
+
+    Raw HTML is not rewritten by mkdocs, so the generator computes the directory URLs itself.
+    """
+    base = page_dir(source) or "."
+    if target.endswith(".md"):
+        relative = posixpath.relpath(page_dir(target) or ".", base)
+        relative = "./" if relative == "." else relative + "/"
+    else:
+        relative = posixpath.relpath(target, base)
+    return relative + (f"?{query}" if query else "")
+
+
+def query(**pairs: str) -> str:
+    """A URL query string, percent-encoded and HTML-escaped for an attribute."""
+    return text(urlencode(pairs))
+
+
+def paper_page(paper_id: str) -> str:
+    return f"papers/{paper_id}.md"
+
+
+def method_page(name: str) -> str:
+    return f"reproductions/{name}.md"
+
+
+def taxonomy_page(kind: str, value: str) -> str:
+    return f"taxonomy/{kind}/{value}.md"
+
+
+def front_matter(title: str, hide: Iterable[str] = ()) -> str:
+    """YAML front matter whose title is escaped: mkdocs puts `page.title` into HTML unescaped."""
+    lines = ["---", f"title: {json.dumps(text(title), ensure_ascii=False)}"]
+    hidden = list(hide)
+    if hidden:
+        lines.append("hide:")
+        lines += [f"  - {item}" for item in hidden]
+    lines.append("---")
+    return "\n".join(lines) + "\n\n"
+
+
+def fence(code: str, language: str) -> str:
+    """A fenced code block that `code` cannot close early (the fence outgrows any backtick run)."""
+    longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
+    ticks = "`" * max(3, longest + 1)
+    return f"{ticks} {language}\n{code.rstrip()}\n{ticks}\n"
+
+
+def fill(template: str, parts: Mapping[str, str]) -> str:
+    """Replace each `<!-- site:NAME -->` marker of a hand-written page with generated text."""
+    for name, value in parts.items():
+        marker = f"<!-- site:{name} -->"
+        if marker not in template:
+            raise ValueError(f"the page has no {marker} marker: add it where {name} belongs")
+        template = template.replace(marker, value)
+    left = re.findall(r"<!-- site:([\w-]+) -->", template)
+    if left:
+        raise ValueError(f"no generated content for markers {left}: remove them or generate them")
+    return template
+
+
+# --------------------------------------------------------------------------------------------
+# the vocabularies
+
+
+def vocabulary(taxonomy: Mapping[str, Any], key: str) -> dict[str, str]:
+    """value -> one-line description for one vocabulary of `taxonomy.yaml` (`modalities`, ...)."""
+    entries = taxonomy.get(key) or {}
+    if isinstance(entries, Mapping):
+        items = entries.items()
+    else:  # a list of {name/id/value: ..., description: ...} or of bare values
+        items = [
+            (entry.get("name") or entry.get("id") or entry.get("value"), entry)
+            if isinstance(entry, Mapping)
+            else (entry, "")
+            for entry in entries
+        ]
+    return {str(name): _description(entry) for name, entry in items}
+
+
+def submechanisms(taxonomy: Mapping[str, Any], mechanism: str) -> dict[str, str]:
+    """The finer sub-mechanisms `taxonomy.yaml` lists under `mechanism`, with descriptions."""
+    entry = (taxonomy.get("mechanisms") or {}).get(mechanism)
+    nested = entry.get("submechanisms") if isinstance(entry, Mapping) else None
+    if nested is None:
+        flat = taxonomy.get("submechanisms") or {}
+        nested = {
+            name: value
+            for name, value in (flat.items() if isinstance(flat, Mapping) else [])
+            if isinstance(value, Mapping) and value.get("mechanism") == mechanism
+        }
+    return vocabulary({"values": nested}, "values")
+
+
+def _description(entry: Any) -> str:
+    if isinstance(entry, Mapping):
+        return str(entry.get("description") or entry.get("definition") or "")
+    return "" if entry is None else str(entry)
+
+
+# --------------------------------------------------------------------------------------------
+# facts of a paper
+
+
+def mechanisms_of(paper: Paper) -> list[str]:
+    return list(paper.get("mechanisms") or []) or [UNCLASSIFIED]
+
+
+def code_url(paper: Paper) -> str | None:
+    return url((paper.get("links") or {}).get("code"))
+
+
+def reproductions_of(paper: Paper, data: SiteData) -> list[str]:
+    """The registry names a paper lists that are registered (others cannot be linked)."""
+    return [name for name in paper.get("reproductions") or [] if name in data.methods]
+
+
+def when(paper: Paper) -> str:
+    """`2024-03` (year and month where the month is known)."""
+    month = paper.get("month")
+    return f"{paper['year']}-{month:02d}" if isinstance(month, int) else str(paper["year"])
+
+
+def venue_name(paper: Paper) -> str:
+    return (paper.get("venue") or {}).get("name") or "arXiv"
+
+
+def newest(data: SiteData, count: int = NEWEST) -> list[Paper]:
+    """The papers added last: by first-commit date, uncommitted files first, then newest paper."""
+    never = "9999"
+
+    def key(paper: Paper) -> tuple[str, int, int, str]:
+        return (data.added.get(paper["id"], never), paper["year"], paper.get("month") or 0, paper["id"])
+
+    return sorted(data.papers, key=key, reverse=True)[:count]
+
+
+def related(paper: Paper, papers: Iterable[Paper], count: int = RELATED) -> list[Paper]:
+    """Papers sharing a modality and a mechanism with `paper`: most shared pairs first, then newest."""
+    pairs = {(m, k) for m in paper.get("modalities") or [] for k in paper.get("mechanisms") or []}
+    scored = []
+    for other in papers:
+        if other["id"] == paper["id"]:
+            continue
+        shared = {(m, k) for m in other.get("modalities") or [] for k in other.get("mechanisms") or []}
+        overlap = len(pairs & shared)
+        if overlap:
+            scored.append((-overlap, -other["year"], -(other.get("month") or 0), other["id"], other))
+    return [item[-1] for item in sorted(scored, key=lambda item: item[:-1])[:count]]
+
+
+# --------------------------------------------------------------------------------------------
+# the papers table (papers/index.md) and the smaller tables of taxonomy pages
+
+FACETS: tuple[tuple[str, str], ...] = (
+    ("modality", "Modality"),
+    ("mechanism", "Mechanism"),
+    ("cost", "Cost"),
+    ("venue", "Venue"),
+    ("year", "Year"),
+    ("code", "Has code"),
+    ("repro", "Has reproduction"),
+)
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("title", "Title"),
+    ("method", "Method"),
+    ("year", "Year"),
+    ("venue", "Venue"),
+    ("modality", "Modalities"),
+    ("mechanism", "Mechanisms"),
+    ("cost", "Cost"),
+    ("code", "Code"),
+    ("repro", "Reproduction"),
+)
+
+
+def facet_values(paper: Paper, data: SiteData) -> dict[str, list[str]]:
+    """The values a paper has for every facet of the papers table (what the filters match)."""
+    return {
+        "modality": list(paper.get("modalities") or []),
+        "mechanism": mechanisms_of(paper),
+        "cost": [paper["cost"]] if paper.get("cost") else [],
+        "venue": [venue_name(paper)],
+        "year": [str(paper["year"])],
+        "code": ["yes" if code_url(paper) else "no"],
+        "repro": ["yes" if reproductions_of(paper, data) else "no"],
+    }
+
+
+def facet_options(data: SiteData) -> dict[str, list[tuple[str, str]]]:
+    """(value, label) choices of each facet filter, in display order."""
+    venues = sorted({venue_name(p) for p in data.papers}, key=lambda v: (v == "arXiv", v.lower()))
+    costs = list(vocabulary(data.taxonomy, "cost")) or sorted(
+        {p["cost"] for p in data.papers if p.get("cost")}
+    )
+    years = sorted({str(p["year"]) for p in data.papers}, reverse=True)
+    return {
+        "modality": [(m, m) for m in modality_values(data)],
+        "mechanism": [(m, m) for m in mechanism_values(data)] + [(UNCLASSIFIED, UNCLASSIFIED)],
+        "cost": [(c, c) for c in costs],
+        "venue": [(v, v) for v in venues],
+        "year": [(y, y) for y in years],
+        "code": [("yes", "yes"), ("no", "no")],
+        "repro": [("yes", "yes"), ("no", "no")],
+    }
+
+
+def modality_values(data: SiteData) -> list[str]:
+    return list(vocabulary(data.taxonomy, "modalities")) or list(MODALITIES)
+
+
+def mechanism_values(data: SiteData) -> list[str]:
+    return list(vocabulary(data.taxonomy, "mechanisms")) or list(MECHANISMS)
+
+
+def search_text(paper: Paper) -> str:
+    """What the free-text filter searches: title, method, authors, venue, tasks, notes."""
+    parts = [
+        paper.get("title"),
+        paper.get("method"),
+        " ".join(paper.get("authors") or []),
+        venue_label(paper),
+        paper.get("arxiv"),
+        " ".join(paper.get("tasks") or []),
+        " ".join(paper.get("submechanisms") or []),
+        paper.get("notes"),
+    ]
+    return " ".join(str(part) for part in parts if part).lower()
+
+
+def paper_row(paper: Paper, data: SiteData, source: str) -> str:
+    """One `<tr>` of the papers table, carrying its facet values as data attributes."""
+    facets = facet_values(paper, data)
+    attributes = " ".join(f'data-{name}="{text(" ".join(values))}"' for name, values in facets.items())
+    code = code_url(paper)
+    reproductions = ", ".join(
+        link(href(source, method_page(name)), f"<code>{text(name)}</code>")
+        for name in reproductions_of(paper, data)
+    )
+    cells = [
+        ("title", text(paper["title"]).lower(), link(href(source, paper_page(paper["id"])), text(paper["title"]))),
+        ("method", text(paper.get("method") or "").lower(), text(paper.get("method") or "")),
+        ("year", when(paper), text(when(paper))),
+        ("venue", text(venue_label(paper)).lower(), text(venue_label(paper))),
+        ("modality", text(" ".join(facets["modality"])), _tags(source, "modalities", facets["modality"])),
+        ("mechanism", text(" ".join(facets["mechanism"])), _tags(source, "mechanisms", facets["mechanism"])),
+        ("cost", text(paper.get("cost") or ""), text(paper.get("cost") or "")),
+        ("code", "1" if code else "0", link(code, "code", external=True) if code else ""),
+        ("repro", "1" if reproductions else "0", reproductions),
+    ]
+    tds = "".join(f'<td data-sort="{key}">{body}</td>' for _, key, body in cells)
+    return f'<tr {attributes} data-text="{text(search_text(paper))}">{tds}</tr>'
+
+
+def _tags(source: str, kind: str, values: list[str]) -> str:
+    return " ".join(
+        text(value) if value == UNCLASSIFIED else link(href(source, taxonomy_page(kind, value)), text(value))
+        for value in values
+    )
+
+
+def papers_table(papers: Iterable[Paper], data: SiteData, source: str, interactive: bool) -> str:
+    """The table of `papers`; with `interactive`, the markup `papers.js` wires filters to."""
+    head = "".join(
+        f'<th data-column="{key}" aria-sort="none"><button type="button" data-sort-key="{key}">{label}</button></th>'
+        if interactive
+        else f"<th>{label}</th>"
+        for key, label in COLUMNS
+    )
+    rows = "\n".join(paper_row(paper, data, source) for paper in papers)
+    return (
+        '<div class="papers-table-wrap">\n'
+        f'<table class="papers-table"{" data-papers-table" if interactive else ""}>\n'
+        f"<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>\n</div>\n"
+    )
+
+
+def papers_index(data: SiteData) -> str:
+    """`papers/index.md`: every paper in one filterable, sortable table."""
+    source = "papers/index.md"
+    selects = []
+    for facet, label in FACETS:
+        options = "".join(
+            f'<option value="{text(value)}">{text(shown)}</option>'
+            for value, shown in facet_options(data)[facet]
+        )
+        selects.append(
+            f'<label class="papers-facet">{label}<select data-facet="{facet}" name="{facet}">'
+            f'<option value="">any</option>{options}</select></label>'
+        )
+    order = sorted(data.papers, key=lambda p: (-p["year"], -(p.get("month") or 0), p["id"]))
+    downloads = (
+        f'<p class="papers-downloads">Download the catalog: '
+        f'{link(href(source, "catalog.bib"), "catalog.bib")} (BibTeX) · '
+        f'{link(href(source, "catalog.json"), "catalog.json")} (JSON)</p>'
+    )
+    controls = (
+        '<div class="papers-filters" data-papers-filters>\n'
+        '<label class="papers-search">Search<input type="search" name="q" data-filter-text '
+        'placeholder="title, method, author, note…" autocomplete="off"></label>\n'
+        + "\n".join(selects)
+        + '\n<button type="button" class="md-button" data-filter-reset>Reset</button>\n</div>\n'
+    )
+    count = f'<p class="papers-count" data-papers-count aria-live="polite">{len(data.papers)} papers</p>\n'
+    return (
+        front_matter("Papers", hide=["navigation", "toc"])
+        + "# Papers\n\n"
+        + f"{downloads}\n\n"
+        + '<div class="papers" data-papers>\n'
+        + controls
+        + count
+        + papers_table(order, data, source, interactive=True)
+        + "</div>\n"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# one page per paper
+
+
+def paper_markdown(paper: Paper, data: SiteData) -> str:
+    """`papers/<id>.md`: every fact of one paper, its links, BibTeX, reproduction and neighbours."""
+    source = paper_page(paper["id"])
+    venue = paper.get("venue")
+    venue_text = text(venue_label(paper))
+    if venue and venue.get("presentation"):
+        venue_text += f" ({text(venue['presentation'])})"
+    arxiv = paper.get("arxiv")
+    doi = paper.get("doi")
+    facts = [
+        ("Method", text(paper.get("method") or "")),
+        ("Authors", text(", ".join(paper.get("authors") or []))),
+        ("Date", text(when(paper))),
+        ("Venue", venue_text),
+        ("arXiv", link(url(f"https://arxiv.org/abs/{arxiv}"), text(arxiv), external=True) if arxiv else ""),
+        ("DOI", link(url(f"https://doi.org/{doi}"), text(doi), external=True) if doi else ""),
+        ("Modalities", _tags(source, "modalities", list(paper.get("modalities") or []))),
+        ("Mechanisms", _tags(source, "mechanisms", mechanisms_of(paper))),
+        ("Sub-mechanisms", text(", ".join(paper.get("submechanisms") or []))),
+        ("Cost", text(paper.get("cost") or "")),
+        ("Architecture", text(_join(paper.get("architecture")))),
+        ("Stage", text(_join(paper.get("stage")))),
+        ("Tasks", text(", ".join(paper.get("tasks") or []))),
+        ("Kind", text(paper.get("kind") or "")),
+    ]
+    rows = "\n".join(f"<tr><th>{name}</th><td>{value}</td></tr>" for name, value in facts if value)
+    out = [
+        front_matter(paper["title"]),
+        f'<h1 class="paper-title">{text(paper["title"])}</h1>\n',
+        f'<table class="paper-facts">\n{rows}\n</table>\n',
+    ]
+    links = [
+        f'<li>{name}: {link(target, target, external=True)}</li>'
+        for name, value in (paper.get("links") or {}).items()
+        if (target := url(value))
+    ]
+    if links:
+        out.append("## Links\n\n<ul class=\"paper-links\">\n" + "\n".join(links) + "\n</ul>\n")
+    if paper.get("notes"):
+        out.append(f'## Notes\n\n<p class="paper-notes">{text(paper["notes"])}</p>\n')
+    names = reproductions_of(paper, data)
+    if names:
+        items = "\n".join(
+            f"<li>{link(href(source, method_page(name)), f'<code>{text(name)}</code>')}: "
+            f"{text(summary(data.methods[name]))}</li>"
+            for name in names
+        )
+        out.append(f"## Reproduction\n\n<ul>\n{items}\n</ul>\n")
+    out.append("## BibTeX\n\n" + fence(bibtex(paper), "bibtex"))
+    neighbours = related(paper, data.papers)
+    if neighbours:
+        out.append(
+            "## Related papers\n\nSame modality and mechanism.\n\n"
+            + papers_table(neighbours, data, source, interactive=False)
+        )
+    return "\n".join(out)
+
+
+def _join(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(str(item) for item in value)
+    return "" if value is None else str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# the home page
+
+
+def matrix_table(data: SiteData, source: str) -> str:
+    """Modality x mechanism counts (`tools.catalog.matrix`), each cell a link to that filter."""
+    counts = matrix(data.papers)
+    columns = [*MECHANISMS, UNCLASSIFIED]
+    head = "".join(
+        f"<th>{link(href(source, taxonomy_page('mechanisms', c)), text(c)) if c != UNCLASSIFIED else text(c)}</th>"
+        for c in columns
+    )
+    rows = []
+    for modality in MODALITIES:
+        cells = []
+        for mechanism in columns:
+            n = counts[modality][mechanism]
+            target = href(source, "papers/index.md", query(modality=modality, mechanism=mechanism))
+            cells.append(f'<td><a href="{target}" data-cell="{modality}/{mechanism}">{n}</a></td>')
+        label = link(href(source, taxonomy_page("modalities", modality)), text(modality))
+        rows.append(f"<tr><th>{label}</th>{''.join(cells)}</tr>")
+    return (
+        '<table class="matrix">\n'
+        f"<thead><tr><th>modality \\ mechanism</th>{head}</tr></thead>\n<tbody>\n"
+        + "\n".join(rows)
+        + "\n</tbody>\n</table>\n"
+    )
+
+
+def counts_block(data: SiteData, source: str) -> str:
+    """Headline counts, then papers by year and by venue."""
+    papers = data.papers
+    with_code = sum(1 for p in papers if code_url(p))
+    reproduced = sum(1 for p in papers if reproductions_of(p, data))
+    unclassified = sum(1 for p in papers if not p.get("mechanisms"))
+    facts = [
+        (len(papers), "papers", href(source, "papers/index.md")),
+        (with_code, "with code", href(source, "papers/index.md", query(code="yes"))),
+        (len(data.methods), "reproduced methods", href(source, "reproductions/index.md")),
+        (reproduced, "papers with a reproduction", href(source, "papers/index.md", query(repro="yes"))),
+        (unclassified, "not yet classified by mechanism", href(source, "papers/index.md", query(mechanism=UNCLASSIFIED))),
+    ]
+    items = "".join(f'<li><a href="{target}"><strong>{n}</strong> {label}</a></li>' for n, label, target in facts)
+    years = "".join(
+        f'<tr><td><a href="{href(source, "papers/index.md", query(year=str(year)))}">{year}</a></td><td>{n}</td></tr>'
+        for year, n in sorted(by_year(papers).items(), reverse=True)
+    )
+    venues = "".join(
+        f'<tr><td><a href="{href(source, "papers/index.md", query(venue=name))}">{text(name)}</a></td><td>{n}</td></tr>'
+        for name, n in by_venue(papers).items()
+    )
+    return (
+        f'<ul class="counts">{items}</ul>\n\n'
+        '<div class="count-tables">\n'
+        f'<table class="by-year"><thead><tr><th>Year</th><th>Papers</th></tr></thead><tbody>{years}</tbody></table>\n'
+        f'<table class="by-venue"><thead><tr><th>Venue</th><th>Papers</th></tr></thead><tbody>{venues}</tbody></table>\n'
+        "</div>\n"
+    )
+
+
+def newest_list(data: SiteData, source: str) -> str:
+    items = "\n".join(
+        f"<li>{link(href(source, paper_page(p['id'])), text(p['title']))} "
+        f'<span class="paper-meta">{text(p.get("method") or "")} · {text(venue_label(p))} · {text(when(p))}</span></li>'
+        for p in newest(data)
+    )
+    return f'<ul class="newest">\n{items}\n</ul>\n'
+
+
+def home(template: str, data: SiteData) -> str:
+    """`index.md`: the hand-written home page with its counts, matrix and newest papers filled in."""
+    source = "index.md"
+    return fill(
+        template,
+        {
+            "counts": counts_block(data, source),
+            "matrix": matrix_table(data, source),
+            "newest": newest_list(data, source),
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# taxonomy pages
+
+
+def taxonomy_pages(data: SiteData) -> dict[str, str]:
+    """`taxonomy/index.md` and one page per modality and per mechanism."""
+    pages: dict[str, str] = {}
+    facets = {"modalities": ("modality", vocabulary(data.taxonomy, "modalities")),
+              "mechanisms": ("mechanism", vocabulary(data.taxonomy, "mechanisms"))}
+    index = [front_matter("Taxonomy"), "# Taxonomy\n\n",
+             "<p>The survey classifies each paper by the data modality it compresses and by the "
+             "mechanism it compresses with. A paper may have several of each.</p>\n"]
+    for kind, (facet, values) in facets.items():
+        if not values:
+            values = {v: "" for v in (MODALITIES if kind == "modalities" else MECHANISMS)}
+        items = []
+        for value, description in values.items():
+            members = [p for p in data.papers if value in (p.get(kind) or [])]
+            page = taxonomy_page(kind, value)
+            pages[page] = taxonomy_value_page(data, kind, facet, value, description, members)
+            items.append(
+                f"<li>{link(href('taxonomy/index.md', page), text(value))} ({len(members)}): "
+                f"{text(description)}</li>"
+            )
+        index.append(f"## {kind.capitalize()}\n\n<ul>\n" + "\n".join(items) + "\n</ul>\n")
+    for key in ("cost", "architecture", "stage", "tasks", "kind"):
+        values = vocabulary(data.taxonomy, key)
+        if values:
+            rows = "".join(f"<tr><td><code>{text(v)}</code></td><td>{text(d)}</td></tr>" for v, d in values.items())
+            index.append(f"## {key.capitalize()}\n\n<table><tbody>{rows}</tbody></table>\n")
+    pages["taxonomy/index.md"] = "\n".join(index)
+    return pages
+
+
+def taxonomy_value_page(
+    data: SiteData, kind: str, facet: str, value: str, description: str, members: list[Paper]
+) -> str:
+    source = taxonomy_page(kind, value)
+    out = [front_matter(f"{value} ({facet})"), f"# {text(value)}\n\n"]
+    if description:
+        out.append(f'<blockquote class="definition"><p>{text(description)}</p></blockquote>\n')
+    if kind == "mechanisms":
+        finer = submechanisms(data.taxonomy, value)
+        if finer:
+            rows = "".join(
+                f"<tr><td><code>{text(name)}</code></td><td>{text(d)}</td>"
+                f"<td>{sum(1 for p in members if name in (p.get('submechanisms') or []))}</td></tr>"
+                for name, d in finer.items()
+            )
+            out.append(
+                "## Sub-mechanisms\n\n<table><thead><tr><th>Sub-mechanism</th><th>Definition</th>"
+                f"<th>Papers</th></tr></thead><tbody>{rows}</tbody></table>\n"
+            )
+    filtered = href(source, "papers/index.md", query(**{facet: value}))
+    out.append(
+        f'## Papers\n\n<p>{len(members)} papers. <a href="{filtered}">Open them in the filterable '
+        "table</a>.</p>\n"
+    )
+    order = sorted(members, key=lambda p: (-p["year"], -(p.get("month") or 0), p["id"]))
+    out.append(papers_table(order, data, source, interactive=False))
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# reproductions
+
+
+def docstring_parts(cls: type) -> tuple[str, str | None]:
+    """(what the method computes, its "Differences from the official code" section or None)."""
+    doc = inspect.cleandoc(cls.__doc__ or "")
+    lines = doc.splitlines()
+    heading = re.compile(rf"^#*\s*{re.escape(DIFFERENCES)}\s*:?\s*$", re.IGNORECASE)
+    for i, line in enumerate(lines):
+        if heading.match(line.strip()):
+            rest = lines[i + 1 :]
+            if rest and re.fullmatch(r"[-=~]{3,}", rest[0].strip()):
+                rest = rest[1:]
+            return "\n".join(lines[:i]).strip(), textwrap.dedent("\n".join(rest)).strip() or None
+        inline = re.match(rf"^{re.escape(DIFFERENCES)}\s*:\s*(\S.*)$", line.strip(), re.IGNORECASE)
+        if inline:
+            rest = [inline.group(1), *lines[i + 1 :]]
+            return "\n".join(lines[:i]).strip(), textwrap.dedent("\n".join(rest)).strip()
+    return doc.strip(), None
+
+
+def summary(cls: type) -> str:
+    """The first sentence-paragraph of a method's docstring."""
+    body, _ = docstring_parts(cls)
+    first = body.split("\n\n", 1)[0]
+    return " ".join(first.split())
+
+
+def usage_snippet(cls: type) -> str:
+    """A snippet that runs: the method built from its `example` params on `example_tokens`."""
+    params = ", ".join(f"{name}={value!r}" for name, value in dict(cls.example).items())
+    arguments = f"{cls.name!r}, {params}" if params else repr(cls.name)
+    return (
+        "from reproductions import get\n"
+        "from reproductions.examples import example_tokens\n"
+        "\n"
+        f"method = get({arguments})\n"
+        "tokens = example_tokens(method)  # random tokens with every signal the method needs\n"
+        "out = method(tokens)\n"
+        'print(tokens.features.shape, "->", out.features.shape)\n'
+        "print(out.positions[0])  # the original index each output token stands at\n"
+    )
+
+
+def method_markdown(
+    cls: type,
+    data: SiteData,
+    figure: str | None,
+    figure_note: str | None,
+    signals: Mapping[str, str],
+) -> str:
+    """`reproductions/<name>.md`: one method from its registry entry and its docstring."""
+    name = cls.name
+    source = method_page(name)
+    body, differences = docstring_parts(cls)
+    paper = data.by_id.get(cls.paper) if cls.paper else None
+    if paper:
+        paper_cell = link(href(source, paper_page(paper["id"])), text(paper["title"]))
+    else:
+        paper_cell = text(cls.paper or "a baseline, not from one paper")
+    needs = "".join(
+        f"<li><code>{text(s)}</code>: {text(signals.get(s, ''))}</li>" for s in cls.needs
+    ) or "<li>none: the token features alone</li>"
+    facts = [
+        ("Registry name", f"<code>{text(name)}</code>"),
+        ("Paper", paper_cell),
+        ("Stage", f"<code>{text(cls.stage)}</code>: {text(STAGES.get(cls.stage, ''))}"),
+        ("Modalities", text(", ".join(cls.modality))),
+        ("Mechanisms", _tags(source, "mechanisms", list(cls.mechanisms)) or "none (baseline)"),
+        ("Signals it needs", f"<ul>{needs}</ul>"),
+        ("Output tokens", "copies of input tokens" if cls.copies else "new tokens (merged or pooled)"),
+        ("Batch rows", "independent" if cls.batch_independent else "one statistic spans the batch"),
+    ]
+    if cls.trainable:
+        facts.append(("Trainable", "yes: an <code>nn.Module</code> with learned weights"))
+    rows = "\n".join(f"<tr><th>{label}</th><td>{value}</td></tr>" for label, value in facts)
+    parameters = "\n".join(
+        f"| `{param}` | `{_default(default)}` |" for param, default in cls.parameters()
+    )
+    out = [
+        front_matter(f"{name}: reproduction"),
+        f"# `{name}`\n",
+        textwrap.dedent(body) + "\n",
+        f'<table class="method-facts">\n{rows}\n</table>\n',
+        "## Parameters\n\n| Parameter | Default |\n| --- | --- |\n" + parameters + "\n",
+        "## Usage\n\n" + fence(usage_snippet(cls), "python"),
+    ]
+    if figure:
+        out.append(
+            "## On a photograph\n\n"
+            f"![{name} on scikit-image's astronaut photograph]({posixpath.basename(figure)})\n\n"
+            f"{figure_note or ''}\n"
+        )
+    out.append(f"## {DIFFERENCES}\n\n" + (differences or "None stated in the docstring.") + "\n")
+    results = results_for(data.results, name)
+    if results:
+        out.append("## Benchmarks\n\n" + results_table(results, source) + "\n")
+    return "\n".join(out)
+
+
+def _default(value: Any) -> str:
+    from dataclasses import MISSING
+
+    return "required" if value is MISSING else repr(value)
+
+
+def reproductions_index(data: SiteData) -> str:
+    source = "reproductions/index.md"
+    rows = []
+    for name, cls in data.methods.items():
+        paper = data.by_id.get(cls.paper) if cls.paper else None
+        paper_cell = link(href(source, paper_page(paper["id"])), text(paper["title"])) if paper else text(cls.paper or "baseline")
+        rows.append(
+            f"<tr><td>{link(href(source, method_page(name)), f'<code>{text(name)}</code>')}</td>"
+            f"<td>{text(', '.join(cls.modality))}</td><td>{text(', '.join(cls.mechanisms) or '-')}</td>"
+            f"<td>{text(cls.stage)}</td><td>{text(', '.join(cls.needs) or '-')}</td><td>{paper_cell}</td></tr>"
+        )
+    table = (
+        '<table class="methods"><thead><tr><th>Method</th><th>Modalities</th><th>Mechanisms</th>'
+        "<th>Stage</th><th>Needs</th><th>Paper</th></tr></thead><tbody>\n"
+        + "\n".join(rows)
+        + "\n</tbody></table>\n"
+    )
+    return (
+        front_matter("Reproductions")
+        + "# Reproductions\n\n"
+        + "Small, readable reimplementations of the methods behind one interface: a method is a "
+        "dataclass of hyperparameters whose call maps `Tokens` to a `Compression`. Each page says "
+        "what the method computes, its parameters, the signals it reads, where it acts, a snippet "
+        "that runs, and where it departs from the authors' code.\n\n"
+        + f"{len(data.methods)} methods are registered.\n\n"
+        + table
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# benchmarks
+
+
+def results_for(results: list[dict[str, Any]], method: str) -> list[dict[str, Any]]:
+    """The result records of one method across every results file."""
+    return [record for record in result_records(results) if record.get("method") == method]
+
+
+def result_records(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flat records from the results documents (each document holds a list under `results`)."""
+    records = []
+    for document in results:
+        items = document.get("results") if isinstance(document, Mapping) else document
+        for item in items or []:
+            if isinstance(item, Mapping):
+                records.append({"file": document.get("file", ""), **item})
+    return records
+
+
+def results_table(records: list[dict[str, Any]], source: str) -> str:
+    """Every scalar field of the records as one HTML table (columns in first-seen order)."""
+    columns: list[str] = []
+    for record in records:
+        for key, value in record.items():
+            if key not in columns and (value is None or isinstance(value, str | int | float | bool)):
+                columns.append(key)
+    head = "".join(f"<th>{text(c)}</th>" for c in columns)
+    rows = "\n".join(
+        "<tr>" + "".join(f"<td>{text(_number(r.get(c)))}</td>" for c in columns) + "</tr>" for r in records
+    )
+    return f'<div class="results-wrap"><table class="results"><thead><tr>{head}</tr></thead><tbody>\n{rows}\n</tbody></table></div>\n'
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else value
+
+
+def benchmarks_page(data: SiteData) -> str:
+    out = [front_matter("Benchmarks"), "# Benchmarks\n\n"]
+    records = result_records(data.results)
+    if not records:
+        out.append(
+            "No benchmark results are committed yet. Run `make bench` (or `python -m tools bench`): "
+            "it writes JSON under `benchmarks/results/`, and the next site build shows it here and "
+            "on each method's page.\n"
+        )
+        return "\n".join(out)
+    for document in data.results:
+        environment = document.get("environment") if isinstance(document, Mapping) else None
+        out.append(f"## {text(document.get('file', 'results'))}\n")
+        if isinstance(environment, Mapping):
+            env = "".join(f"<tr><th>{text(k)}</th><td>{text(v)}</td></tr>" for k, v in environment.items())
+            out.append(f'<table class="environment"><tbody>{env}</tbody></table>\n')
+        out.append(results_table(result_records([document]), "benchmarks.md"))
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# contributing, downloads
+
+
+def schema_fields(schema: Mapping[str, Any]) -> str:
+    """A table of a paper file's fields from `catalog/schema.json`: type, allowed values, meaning."""
+    required = set(schema.get("required") or [])
+    rows = []
+    for name, spec in (schema.get("properties") or {}).items():
+        rows.append(
+            f"<tr><td><code>{text(name)}</code>{' (required)' if name in required else ''}</td>"
+            f"<td>{text(_schema_type(spec))}</td><td>{text(spec.get('description', ''))}</td></tr>"
+        )
+    return (
+        '<table class="schema-fields"><thead><tr><th>Field</th><th>Type / allowed values</th>'
+        "<th>Meaning</th></tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>\n"
+    )
+
+
+def _schema_type(spec: Mapping[str, Any]) -> str:
+    if "enum" in spec:
+        return " | ".join(json.dumps(v) for v in spec["enum"])
+    for key in ("anyOf", "oneOf"):
+        if key in spec:
+            return " or ".join(_schema_type(option) for option in spec[key])
+    kind = spec.get("type", "")
+    kind = " | ".join(kind) if isinstance(kind, list) else str(kind)
+    if kind == "array" and isinstance(spec.get("items"), Mapping):
+        return f"list of {_schema_type(spec['items'])}"
+    if kind == "object" and spec.get("properties"):
+        return "{" + ", ".join(spec["properties"]) + "}"
+    if spec.get("format"):
+        return f"{kind} ({spec['format']})"
+    if spec.get("pattern"):
+        return f"{kind} matching {spec['pattern']}"
+    return kind or ("null" if spec.get("const", 0) is None else "")
+
+
+def include_markdown(markdown: str, repo_url: str | None) -> str:
+    """A repository markdown file made fit for a docs page: headings one level down, and links to
+    repository files pointed at the repository (or shown as code) so no link breaks."""
+
+    def relink(match: re.Match[str]) -> str:
+        label, target = match.group(1), match.group(2)
+        if re.match(r"^(https?:|mailto:|#)", target):
+            return match.group(0)
+        if repo_url:
+            return f"[{label}]({repo_url.rstrip('/')}/blob/main/{target.lstrip('./')})"
+        return f"{label} (`{target}`)"
+
+    lines = []
+    in_fence = False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            in_fence = not in_fence
+        if not in_fence:
+            if line.startswith("#"):
+                line = "#" + line
+            line = re.sub(r"(?<!!)\[([^\]]+)\]\(([^)\s]+)\)", relink, line)
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def catalog_json(papers: list[Paper]) -> str:
+    """`catalog.json`: every paper file's fields, in id order."""
+    return json.dumps(sorted(papers, key=lambda p: p["id"]), ensure_ascii=False, indent=1) + "\n"

@@ -1,0 +1,371 @@
+"""`python -m tools validate`: check every paper file; one line per problem, `file:line: field:
+found ...; expected ...`. Exit status 1 on errors, 0 when there are only warnings. Never writes.
+
+Checks: UTF-8, YAML syntax, duplicate keys, the JSON Schema (generated from taxonomy.yaml, formats
+checked with a FormatChecker), file name = id, duplicates across files (arXiv id, DOI, normalised
+title: errors; code URL: a warning, since one repository can serve a family of papers),
+sub-mechanisms whose mechanism is listed, and the registry link both ways (`reproductions:` names
+exist; every registered method's `paper` exists and lists it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import ValidationError
+
+from .catalog import CATALOG, ROOT, Paper, load_taxonomy, paper_id
+from .schema import build_schema
+
+Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+FORMATS = FormatChecker()
+
+
+@FORMATS.checks("uri")
+def _is_url(value: object) -> bool:
+    """An absolute http(s) URL with a host and no spaces."""
+    if not isinstance(value, str):
+        return True
+    parsed = urlparse(value)
+    return parsed.scheme in ("http", "https") and "." in parsed.netloc and " " not in value
+
+
+EXPECTED_FORMAT = {
+    "uri": "an absolute http(s) URL",
+}
+EXPECTED_PATTERN = {
+    "arxiv": "an arXiv id like 2403.06764 (no prefix, no version)",
+    "doi": "a DOI like 10.1109/CVPR52733.2024.01234",
+    "id": "lowercase family name + year + title word, like chen2024image",
+}
+
+
+@dataclass
+class Report:
+    """Errors and warnings, each one line."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def error(self, where: str, line: int, field_name: str, found: str, expected: str) -> None:
+        self.errors.append(f"{where}:{line}: {field_name}: found {found}; expected {expected}")
+
+    def warn(self, where: str, line: int, field_name: str, found: str, expected: str) -> None:
+        self.warnings.append(f"{where}:{line}: {field_name}: found {found}; expected {expected}")
+
+
+@dataclass
+class Loaded:
+    """One parsed paper file and the line of every field in it."""
+
+    path: Path
+    shown: str
+    paper: Paper
+    lines: dict[tuple, int]
+
+    def line(self, *keys: Any) -> int:
+        """The line of the deepest known key on this path (1 where none is known)."""
+        while keys:
+            if keys in self.lines:
+                return self.lines[keys]
+            keys = keys[:-1]
+        return 1
+
+
+def _show(path: Path) -> str:
+    """A path as errors print it: relative to the repository when inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _found(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False) if not isinstance(value, Path) else str(value)
+
+
+def _line_map(node: yaml.Node, report: Report, shown: str, prefix: tuple = ()) -> dict[tuple, int]:
+    """Line of every key and list item below `node`; duplicate keys are reported."""
+    lines: dict[tuple, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            path = (*prefix, key)
+            if key in seen:
+                report.error(shown, key_node.start_mark.line + 1, ".".join(map(str, path)),
+                             "a second value for this key", "each key once")
+            seen.add(key)
+            lines[path] = key_node.start_mark.line + 1
+            lines.update(_line_map(value_node, report, shown, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[(*prefix, index)] = item.start_mark.line + 1
+            lines.update(_line_map(item, report, shown, (*prefix, index)))
+    return lines
+
+
+def load_file(path: Path, report: Report) -> Loaded | None:
+    """Read and parse one paper file, reporting encoding, syntax and shape problems."""
+    shown = _show(path)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        report.error(shown, line, "file", f"byte 0x{raw[error.start]:02x} that is not UTF-8",
+                     "a UTF-8 text file (save it as UTF-8)")
+        return None
+    try:
+        node = yaml.compose(text, Loader=Loader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        line = mark.line + 1 if mark else 1
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        report.error(shown, line, "file", f"malformed YAML ({problem})",
+                     "valid YAML, like the other files under catalog/papers/")
+        return None
+    if node is None:
+        report.error(shown, 1, "file", "an empty file", "a paper: copy an existing file or run "
+                     "`python -m tools add <arXiv id>`")
+        return None
+    if not isinstance(node, yaml.MappingNode):
+        report.error(shown, node.start_mark.line + 1, "file", f"a YAML {node.id}",
+                     "a mapping of field: value")
+        return None
+    lines = _line_map(node, report, shown)
+    paper = yaml.load(text, Loader=Loader)
+    return Loaded(path, shown, paper, lines)
+
+
+def _schema_errors(loaded: Loaded, validator: Draft202012Validator, report: Report) -> None:
+    """Every schema error of one paper, one line each."""
+    for error in sorted(validator.iter_errors(loaded.paper), key=lambda e: list(map(str, e.path))):
+        for leaf in _leaves(error):
+            _schema_line(loaded, leaf, report)
+
+
+def _leaves(error: ValidationError) -> Iterator[ValidationError]:
+    """The errors worth showing: for `anyOf` (a nullable field), those of the non-null branch."""
+    if error.validator == "anyOf" and error.context:
+        branch = [e for e in error.context if e.relative_schema_path[0] == 0]
+        for sub in branch or error.context:
+            yield from _leaves(sub)
+    else:
+        yield error
+
+
+def _schema_line(loaded: Loaded, error: ValidationError, report: Report) -> None:
+    path = tuple(error.absolute_path)
+    name = ".".join(str(part) for part in path if not isinstance(part, int)) or "file"
+    line = loaded.line(*path)
+    kind, schema, value = error.validator, error.validator_value, error.instance
+    if kind == "additionalProperties":
+        allowed = ", ".join(error.schema.get("properties", {}))
+        for key in sorted(set(value) - set(error.schema.get("properties", {}))):
+            report.error(loaded.shown, loaded.line(*path, key), ".".join([*map(str, path), key]) if path else key,
+                         f"unknown key {_found(key)}", f"one of: {allowed}")
+    elif kind == "required":
+        for key in schema:
+            if key not in value:
+                report.error(loaded.shown, line, ".".join([*map(str, path), key]) if path else key,
+                             "no such key", "the key to be present (null or [] where unknown)")
+    elif kind == "enum":
+        report.error(loaded.shown, line, name, _found(value), f"one of: {', '.join(map(str, schema))}")
+    elif kind == "type":
+        kinds = schema if isinstance(schema, list) else [schema]
+        report.error(loaded.shown, line, name, f"{_found(value)} ({type(value).__name__})",
+                     f"a value of type {' or '.join(kinds)}")
+    elif kind == "format":
+        report.error(loaded.shown, line, name, _found(value), EXPECTED_FORMAT.get(schema, schema))
+    elif kind == "pattern":
+        field_name = next((str(p) for p in reversed(path) if not isinstance(p, int)), name)
+        expected = EXPECTED_PATTERN.get(field_name, f"a value matching {schema}")
+        report.error(loaded.shown, line, name, _found(value), expected)
+    elif kind == "uniqueItems":
+        report.error(loaded.shown, line, name, _found(value), "each value once")
+    else:
+        report.error(loaded.shown, line, name, _found(value), error.message)
+
+
+def _cross_file(papers: list[Loaded], taxonomy: dict[str, Any], report: Report) -> None:
+    """File name = id, duplicates, sub-mechanism parents, and warnings for gaps."""
+    parents = {
+        sub: mechanism
+        for mechanism, entry in taxonomy["mechanisms"].items()
+        for sub in entry["submechanisms"]
+    }
+    owners: dict[tuple[str, str], Loaded] = {}
+    for loaded in papers:
+        paper = loaded.paper
+        if paper.get("id") != loaded.path.stem:
+            report.error(loaded.shown, loaded.line("id"), "id", _found(paper.get("id")),
+                         f"{_found(loaded.path.stem)} (the file name without .yaml)")
+        links = paper.get("links") if isinstance(paper.get("links"), dict) else {}
+        keys = {
+            "arxiv": paper.get("arxiv"),
+            "doi": (paper.get("doi") or "").lower() or None,
+            "title": _normalised(paper.get("title")),
+            "links.code": _normalised_url(links.get("code")),
+        }
+        for key, value in keys.items():
+            if not value:
+                continue
+            first = owners.setdefault((key, value), loaded)
+            if first is loaded:
+                continue
+            where = ("links", "code") if key == "links.code" else (key,)
+            found = _found(links.get("code") if key == "links.code" else paper.get(key))
+            if key == "links.code":
+                report.warn(loaded.shown, loaded.line(*where), key, found,
+                            f"a repository of its own ({first.shown} has it too; fine for a family "
+                            "of papers sharing one repository)")
+            else:
+                report.error(loaded.shown, loaded.line(*where), key, found,
+                             f"a paper in one file only ({first.shown} has the same {key}): merge them")
+        mechanisms = paper.get("mechanisms") if isinstance(paper.get("mechanisms"), list) else []
+        for index, sub in enumerate(paper.get("submechanisms") or []):
+            parent = parents.get(sub) if isinstance(sub, str) else None
+            if parent and parent not in mechanisms:
+                report.error(loaded.shown, loaded.line("submechanisms", index), "submechanisms",
+                             _found(sub), f"its mechanism {_found(parent)} listed under mechanisms")
+        if mechanisms == []:
+            report.warn(loaded.shown, loaded.line("mechanisms"), "mechanisms", "[] (unclassified)",
+                        "the survey's mechanisms where known: transformation, similarity, "
+                        "attention, query")
+        if paper.get("authors") == []:
+            report.warn(loaded.shown, loaded.line("authors"), "authors", "[]",
+                        "the paper's authors (then rename the file to the id they give)")
+        elif isinstance(paper.get("authors"), list) and _rule_breaks(paper):
+            expected = paper_id(paper["authors"][0], paper["year"], paper["title"])
+            report.warn(loaded.shown, loaded.line("id"), "id", _found(paper.get("id")),
+                        f"{_found(expected)} by the id rule (or it with a letter suffix)")
+
+
+def _rule_breaks(paper: Paper) -> bool:
+    """Whether a paper's id differs from what the id rule gives (suffixes allowed)."""
+    try:
+        expected = paper_id(paper["authors"][0], paper["year"], paper["title"])
+    except (KeyError, TypeError, IndexError, ValueError):
+        return False
+    given = str(paper.get("id", ""))
+    return not (given == expected or (given[:-1] == expected and given[-1:].isalpha()))
+
+
+def _normalised(title: Any) -> str | None:
+    from .importer import normalised_title
+
+    return normalised_title(title) if isinstance(title, str) else None
+
+
+def _normalised_url(url: Any) -> str | None:
+    if not isinstance(url, str):
+        return None
+    url = url.lower().split("?")[0].split("#")[0].rstrip("/")
+    return url.removesuffix(".git").split("/tree/")[0]
+
+
+def _registry(papers: list[Loaded], report: Report) -> None:
+    """`reproductions:` names exist in the registry; each registered method's paper lists it."""
+    try:
+        from reproductions.registry import methods
+
+        registered = methods()
+    except Exception as error:  # a broken method module must not hide the catalog's own errors
+        report.error("reproductions/registry.py", 1, "reproductions",
+                     f"the registry failed to load ({type(error).__name__}: {error})",
+                     "every method module to import cleanly")
+        return
+    by_id = {loaded.paper.get("id"): loaded for loaded in papers}
+    for loaded in papers:
+        names = loaded.paper.get("reproductions")
+        if not isinstance(names, list):
+            continue
+        for index, name in enumerate(names):
+            if name not in registered:
+                report.error(loaded.shown, loaded.line("reproductions", index), "reproductions",
+                             _found(name), f"a registered method name, one of: {', '.join(registered)}")
+            elif getattr(registered[name], "paper", None) != loaded.paper.get("id"):
+                report.error(loaded.shown, loaded.line("reproductions", index), "reproductions",
+                             f"{_found(name)}, whose class says paper = {_found(registered[name].paper)}",
+                             f"paper = {_found(loaded.paper.get('id'))} on {registered[name].__name__}")
+    for name, cls in registered.items():
+        target = getattr(cls, "paper", None)
+        if target is None:
+            continue
+        where, line = _source(cls)
+        if target not in by_id:
+            report.error(where, line, "paper", _found(target),
+                         f"the id of a file under catalog/papers/ (method {name!r})")
+        elif name not in (by_id[target].paper.get("reproductions") or []):
+            loaded = by_id[target]
+            report.error(loaded.shown, loaded.line("reproductions"), "reproductions",
+                         _found(loaded.paper.get("reproductions")),
+                         f"{name!r} listed ({cls.__name__} is registered with paper = {_found(target)})")
+
+
+def _source(cls: type) -> tuple[str, int]:
+    try:
+        return _show(Path(inspect.getsourcefile(cls) or "?")), inspect.getsourcelines(cls)[1]
+    except (OSError, TypeError):
+        return cls.__module__, 1
+
+
+def validate(root: Path = CATALOG, registry: bool = True) -> Report:
+    """Every check over the catalog under `root`."""
+    report = Report()
+    taxonomy = load_taxonomy(root)
+    validator = Draft202012Validator(build_schema(taxonomy), format_checker=FORMATS)
+    folder = root / "papers"
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if path.is_file() and path.suffix in (".yml", ".json") or path.name.endswith(".yaml.txt"):
+            report.error(_show(path), 1, "file", f"the extension {path.suffix!r}", "<id>.yaml")
+    papers: list[Loaded] = []
+    for path in sorted(folder.glob("*.yaml")):
+        loaded = load_file(path, report)
+        if loaded is None:
+            continue
+        before = len(report.errors)
+        _schema_errors(loaded, validator, report)
+        if len(report.errors) == before or isinstance(loaded.paper, dict):
+            papers.append(loaded)
+    _cross_file(papers, taxonomy, report)
+    if registry:
+        _registry(papers, report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Validate the catalog; print errors, then warnings (`--quiet` hides warnings)."""
+    parser = argparse.ArgumentParser(prog="python -m tools validate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=CATALOG, help="catalog folder (default: catalog/)")
+    parser.add_argument("--no-registry", action="store_true",
+                        help="skip the registry checks (they import torch: about a second)")
+    parser.add_argument("--quiet", action="store_true", help="print errors only")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    report = validate(args.root, registry=not args.no_registry)
+    for line in report.errors:
+        print(line)
+    if not args.quiet:
+        for line in report.warnings:
+            print(f"warning: {line}")
+    count = len(list((args.root / "papers").glob("*.yaml")))
+    print(
+        f"{count} papers: {len(report.errors)} errors, {len(report.warnings)} warnings "
+        f"({time.perf_counter() - start:.2f} s)",
+        file=sys.stderr,
+    )
+    return 1 if report.errors else 0
