@@ -172,3 +172,14 @@ def window_slots(grid: tuple[int, ...], window: tuple[int, ...]) -> tuple[Tensor
     for g, w, o in zip(grid, window, out, strict=True):
         slot = slot.unsqueeze(-1) * o + torch.arange(g) // w
     return slot.reshape(-1), out
+
+
+def select_top(tokens: Tokens, scores: Tensor, count: int) -> Compression:
+    """Keep the special tokens and the `count - special` best-scored ordinary tokens.
+
+    `scores` (B, N) cover every token; the special tokens' scores are ignored. Kept tokens come
+    back in positional order; ties go to the lowest index (`top_k`).
+    """
+    ordinary = scores[:, tokens.special :]
+    idx = top_k(ordinary, count - tokens.special) + tokens.special
+    return select(tokens, with_special(tokens, idx))
