@@ -111,4 +111,3 @@ def _cosine_rows(a: Tensor, b: Tensor) -> Tensor:
     a = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     b = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return (a * b).sum(dim=-1)
-

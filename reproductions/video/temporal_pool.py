@@ -150,15 +150,19 @@ class TemporalPool(Method):
         b, n, d = x.shape
         dtype = work_dtype(x)
         windows = [adaptive_windows(g, o) for g, o in zip(grid, out_grid, strict=True)]
-        mt, mh, mw = (
-            averaging_matrix(w, g, dtype).to(x.device) for w, g in zip(windows, grid, strict=True)
+        (t, h, w), (ot, oh, ow) = grid, out_grid
+        at, ah, aw = (
+            averaging_matrix(win, g, dtype).to(x.device)
+            for win, g in zip(windows, grid, strict=True)
         )
-        video = x[:, tokens.special :].to(dtype).reshape(b, *grid, d)
-        pooled = torch.einsum("kt,lh,mw,bthwd->bklmd", mt, mh, mw, video).reshape(b, -1, d)
+        # separable window means, one axis at a time (the windows are boxes): fast matmuls
+        video = x[:, tokens.special :].to(dtype).reshape(b, t, h, w, d)
+        video = aw @ video  # (b, t, h, ow, d)
+        video = (ah @ video.reshape(b, t, h, ow * d)).reshape(b, t, oh * ow * d)
+        pooled = (at @ video).reshape(b, ot * oh * ow, d)
         features = torch.cat([x[:, : tokens.special], pooled.to(x.dtype)], dim=1)
 
         st, sh, sw = (partition_slots(w, g) for w, g in zip(windows, grid, strict=True))
-        _, oh, ow = out_grid
         slots = (st[:, None, None] * oh + sh[None, :, None]) * ow + sw[None, None, :]
         row = torch.cat([torch.arange(tokens.special), slots.reshape(-1) + tokens.special])
         source = row.to(x.device).expand(b, n).clone()
