@@ -1,0 +1,217 @@
+"""FrameFusion: merge tokens that repeat the same patch of the previous frame, then prune by attention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from ..interface import Compression, Method, Tokens
+from ..ops import identity, input_sizes, order, work_dtype
+from ..registry import register
+from .temporal_pool import video_grid
+
+#: similarity given to a token without an earlier token of its patch (the released IGNORE_TOKEN)
+NO_PREVIOUS = -2.0
+
+
+def pruning_ratio(sparsities: list[float], cost: float, layers: int) -> float:
+    """The sparsity the remaining layers need so the average cost over `layers` is `cost`.
+
+    FrameFusion's budget rule: merge step i leaves s_i = prod_{j <= i} (1 - r_j) of the visual
+    tokens and costs s_i layer-equivalents; the remaining layers share layers * cost - sum s_i.
+    """
+    kept, spent = 1.0, 0.0
+    for sparsity in sparsities:
+        kept *= 1 - sparsity
+        spent += kept
+    remaining = layers * cost - spent
+    if remaining < 0:
+        raise ValueError(
+            f"cost={cost} is too small for the {len(sparsities)} merge steps already taken "
+            "(the released code raises too): pass a larger cost"
+        )
+    share = remaining / ((layers - len(sparsities)) * kept)
+    return 0.0 if share > 1 else 1 - share
+
+
+def previous_alive(alive: Tensor) -> Tensor:
+    """(T, P) frame of the latest earlier alive token of the same patch, -1 where none."""
+    frames = torch.arange(alive.shape[0], device=alive.device).unsqueeze(1)
+    latest = torch.where(alive, frames, -1).cummax(dim=0).values
+    return torch.cat([torch.full_like(latest[:1], -1), latest[:-1]])
+
+
+@register("framefusion")
+@dataclass
+class FrameFusion(Method):
+    """FrameFusion: merge runs of tokens similar to the same patch one frame earlier, then prune.
+
+    "FrameFusion: Combining Similarity and Importance for Video Token Reduction on Large Visual
+    Language Models" (Fu et al., ICCV 2025, arXiv 2501.01986), on the video tokens inside the
+    LLM (hidden states of a decoder layer, `attention` from that layer).
+
+    Merging: each token's similarity is its cosine to the latest earlier remaining token of the
+    same patch (spatial position); a run of consecutive tokens of a patch whose similarity is
+    at least `similarity` merges into the token just before the run, as a uniform average of
+    the current features. The budget rule: with r_i the fraction of tokens merged by step i,
+    `pruning_ratio` gives the sparsity still needed for an average cost of `cost` over
+    `layers` layers; if more tokens are similar than that bound, only the bound's worth of the
+    most similar merge and nothing is pruned; else all similar tokens merge, and once a step
+    merges under `min_ratio` the remaining tokens are pruned to round(n * (1 - ratio)) by the
+    attention of the last query row (the last prompt token), averaged over heads.
+
+    Parameters: `cost` (0.3; 1.0 returns the input), `similarity` (0.6), `min_ratio` (0.1),
+    `layers` (28, the depth the released code assumes, Qwen2-7B's).
+
+    Bookkeeping: `source` maps each merged token to the token it merged into; `positions` are
+    the surviving tokens' own indices; special tokens pass through in front. The count depends
+    on the data, so rows of a batch must compress alike (else a ValueError asks for one video
+    at a time; the released code takes batch size 1).
+
+    Differences from the official code:
+    - The released code runs one merge step per layer (before layer 0 and after each layer's
+      attention) on that layer's hidden states and prunes at the next layer with that layer's
+      attention over the merged sequence. One call here sees one set of features and one
+      attention: its merge steps repeat on the given features until a step merges under
+      `min_ratio` (or nothing), and the attention of a merged token is the mean of its
+      members' attention.
+    - The released code averages in place (`index_add_` on the hidden states); the input is
+      never modified here.
+    - Ties in the budget-capped top-k and in pruning go to the lower index (patch order for
+      merging, as released), where `torch.topk` leaves them unspecified.
+    """
+
+    cost: float = 0.3
+    similarity: float = 0.6
+    min_ratio: float = 0.1
+    layers: int = 28
+
+    stage = "llm"
+    modality = ("video",)
+    mechanisms = ("similarity", "attention")
+    needs = ("attention",)
+    paper = "fu2025framefusion"
+    identity = {"cost": 1.0}
+    example = {"cost": 0.3, "similarity": 0.6, "min_ratio": 0.1}
+    benchmark: ClassVar[dict] = {"cost": 0.3, "similarity": 0.6, "min_ratio": 0.1}
+
+    def __post_init__(self) -> None:
+        for name, low, high in (
+            ("cost", 0.0, 1.0),
+            ("similarity", -1.0, 1.0),
+            ("min_ratio", 0.0, 1.0),
+        ):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not low <= value <= high
+            ):
+                raise ValueError(f"{name}={value!r}: pass a number in [{low}, {high}]")
+        if self.cost == 0:
+            raise ValueError("cost=0 leaves no computation: pass a cost in (0, 1]")
+        if isinstance(self.layers, bool) or not isinstance(self.layers, int) or self.layers < 1:
+            raise ValueError(f"layers={self.layers!r}: pass the number of decoder layers (>= 1)")
+
+    def output_count(self, tokens: Tokens) -> int | None:
+        return None  # depends on how many tokens merge
+
+    def compress(self, tokens: Tokens) -> Compression:
+        grid = video_grid(tokens, self.name)
+        x = tokens.features
+        dtype = work_dtype(x)
+        attention = tokens.attention[:, :, -1, :].to(dtype).mean(dim=1)
+        rows = [
+            self._row(x[b].to(dtype), attention[b], grid, tokens.special)
+            for b in range(tokens.batch)
+        ]
+        counts = {kept.shape[0] for kept, _, _ in rows}
+        if len(counts) > 1:
+            raise ValueError(
+                f"the videos of this batch compress to different token counts {sorted(counts)}: "
+                "pass one video at a time"
+            )
+        positions = torch.stack([kept for kept, _, _ in rows])
+        if positions.shape[1] == tokens.count:
+            return identity(tokens)
+        features = torch.stack([feats for _, feats, _ in rows]).to(x.dtype)
+        source = torch.stack([src for _, _, src in rows])
+        slot = torch.where(source >= 0, source, positions.shape[1])
+        sizes = torch.zeros(tokens.batch, positions.shape[1] + 1, device=x.device)
+        sizes = sizes.scatter_add_(1, slot, input_sizes(tokens))[:, :-1]
+        return Compression(features=features, source=source, positions=positions, sizes=sizes)
+
+    def _row(
+        self, x: Tensor, attention: Tensor, grid: tuple[int, int, int], special: int
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One video: (kept indices ascending, their features, (N,) source slots)."""
+        t, h, w = grid
+        p = h * w
+        device = x.device
+        current = x[special:].reshape(t, p, -1).clone()  # merged features, never the input
+        alive = torch.ones(t, p, dtype=torch.bool, device=device)
+        owner = torch.arange(t * p, device=device)  # ordinary token -> the token it merged into
+        sparsities: list[float] = []
+        prune = True
+        while True:
+            bound = pruning_ratio(sparsities, self.cost, self.layers)
+            prev = previous_alive(alive)
+            earlier = current.gather(0, prev.clamp_min(0).unsqueeze(-1).expand_as(current))
+            cosine = torch.nn.functional.cosine_similarity(current, earlier, dim=-1)
+            cosine = torch.where(alive & (prev >= 0), cosine, NO_PREVIOUS)
+            remaining = int(alive.sum())
+            similar = alive & (cosine >= self.similarity)
+            ratio = int(similar.sum()) / remaining
+            if ratio < bound:
+                sparsities.append(ratio)
+                done = ratio < self.min_ratio or ratio == 0
+            else:  # budget reached by merging alone: the most similar bound's worth, no pruning
+                by_patch = cosine.T.flatten()  # the released code ranks in patch order
+                chosen = order(by_patch)[: int(bound * remaining)]
+                similar = torch.zeros_like(by_patch, dtype=torch.bool)
+                similar[chosen] = True
+                similar = similar.reshape(p, t).T
+                done, prune = True, False
+            current, alive, owner = self._merge(current, alive, owner, similar)
+            if done:
+                break
+        kept = alive.flatten().nonzero().flatten()
+        if prune:
+            ratio = pruning_ratio(sparsities, self.cost, self.layers)
+            keep = round(kept.shape[0] * (1 - ratio))
+            scores = torch.zeros(t * p, dtype=attention.dtype, device=device)
+            scores.index_add_(0, owner, attention[special:])
+            members = torch.bincount(owner, minlength=t * p).clamp_min(1)
+            kept = kept[order(scores[kept] / members[kept])[:keep].sort().values]
+        slot_of = torch.full((t * p,), -1, dtype=torch.long, device=device)
+        slot_of[kept] = torch.arange(kept.shape[0], device=device) + special
+        lead = torch.arange(special, device=device)
+        source = torch.cat([lead, slot_of[owner]])
+        features = torch.cat([x[:special], current.reshape(t * p, -1)[kept]])
+        return torch.cat([lead, kept + special]), features, source
+
+    @staticmethod
+    def _merge(
+        current: Tensor, alive: Tensor, owner: Tensor, merging: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Merge each run of `merging` tokens into the alive token before it (uniform mean)."""
+        if not merging.any():
+            return current, alive, owner
+        t, p, d = current.shape
+        frames = torch.arange(t, device=current.device).unsqueeze(1)
+        anchor_frame = torch.where(alive & ~merging, frames, -1).cummax(dim=0).values
+        target = torch.where(merging, anchor_frame, frames) * p + torch.arange(
+            p, device=current.device
+        )
+        flat = current.reshape(t * p, d)
+        alive_flat = alive.flatten()
+        total = torch.zeros_like(flat).index_add_(0, target.flatten()[alive_flat], flat[alive_flat])
+        count = torch.bincount(target.flatten()[alive_flat], minlength=t * p).to(flat.dtype)
+        merged = torch.where(
+            count.unsqueeze(-1) > 1, total / count.clamp_min(1).unsqueeze(-1), flat
+        )
+        new_alive = alive & ~merging
+        return merged.reshape(t, p, d), new_alive, target.flatten()[owner]
