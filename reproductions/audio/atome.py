@@ -60,7 +60,9 @@ class AdjacentTokenMerging(Method):
             )
         if self.r is not None:
             if isinstance(self.r, bool) or not isinstance(self.r, int | float):
-                raise ValueError(f"r={self.r!r}: pass an int number of pairs or a float in (0, 0.5]")
+                raise ValueError(
+                    f"r={self.r!r}: pass an int number of pairs or a float in (0, 0.5]"
+                )
             if isinstance(self.r, int) and self.r < 0:
                 raise ValueError(f"r={self.r!r}: pass a non-negative number of pairs to merge")
             if isinstance(self.r, float) and not (math.isfinite(self.r) and 0.0 < self.r <= 0.5):

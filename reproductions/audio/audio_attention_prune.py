@@ -58,12 +58,18 @@ class AudioAttentionPrune(Method):
 
     def __post_init__(self) -> None:
         ratio = self.keep_ratio
-        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not (
-            math.isfinite(ratio) and 0.0 < ratio <= 1.0
+        if (
+            isinstance(ratio, bool)
+            or not isinstance(ratio, int | float)
+            or not (math.isfinite(ratio) and 0.0 < ratio <= 1.0)
         ):
-            raise ValueError(f"keep_ratio={ratio!r}: pass the fraction of ordinary tokens to keep, in (0, 1]")
+            raise ValueError(
+                f"keep_ratio={ratio!r}: pass the fraction of ordinary tokens to keep, in (0, 1]"
+            )
         if self.query not in ("tokens", "cls"):
-            raise ValueError(f"query={self.query!r}: pass 'tokens' (mean over token rows) or 'cls' (row 0)")
+            raise ValueError(
+                f"query={self.query!r}: pass 'tokens' (mean over token rows) or 'cls' (row 0)"
+            )
 
     def output_count(self, tokens: Tokens) -> int:
         return tokens.special + math.ceil(self.keep_ratio * (tokens.count - tokens.special))

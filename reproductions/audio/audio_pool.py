@@ -45,7 +45,9 @@ class AudioPool(Method):
 
     def __post_init__(self) -> None:
         if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1:
-            raise ValueError(f"stride={self.stride!r}: pass a positive int number of frames per token")
+            raise ValueError(
+                f"stride={self.stride!r}: pass a positive int number of frames per token"
+            )
 
     def output_count(self, tokens: Tokens) -> int:
         return tokens.special + (tokens.count - tokens.special) // self.stride

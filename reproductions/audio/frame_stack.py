@@ -50,7 +50,9 @@ class FrameStack(Method):
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"k={self.k!r}: pass a positive int number of frames per token")
         if self.tail not in ("drop", "pad"):
-            raise ValueError(f"tail={self.tail!r}: pass 'drop' or 'pad' for the last N mod k frames")
+            raise ValueError(
+                f"tail={self.tail!r}: pass 'drop' or 'pad' for the last N mod k frames"
+            )
 
     def output_count(self, tokens: Tokens) -> int:
         whole, rest = divmod(tokens.count, self.k)
@@ -75,4 +77,6 @@ class FrameStack(Method):
         sizes = torch.zeros(b, count + 1, device=x.device)
         sizes.scatter_add_(1, torch.where(source >= 0, source, count), input_sizes(tokens))
         positions = (torch.arange(count, device=x.device) * self.k).expand(b, count).clone()
-        return Compression(features=features, source=source, positions=positions, sizes=sizes[:, :count])
+        return Compression(
+            features=features, source=source, positions=positions, sizes=sizes[:, :count]
+        )

@@ -20,14 +20,19 @@ class QFormerLayer(nn.Module):
 
     def __init__(self, hidden: int, heads: int, frame_dim: int, dropout: float) -> None:
         super().__init__()
-        self.self_attention = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.self_attention = nn.MultiheadAttention(
+            hidden, heads, dropout=dropout, batch_first=True
+        )
         self.self_norm = nn.LayerNorm(hidden, eps=1e-12)
         self.cross_attention = nn.MultiheadAttention(
             hidden, heads, dropout=dropout, kdim=frame_dim, vdim=frame_dim, batch_first=True
         )
         self.cross_norm = nn.LayerNorm(hidden, eps=1e-12)
         self.feed_forward = nn.Sequential(
-            nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden), nn.Dropout(dropout)
+            nn.Linear(hidden, 4 * hidden),
+            nn.GELU(),
+            nn.Linear(4 * hidden, hidden),
+            nn.Dropout(dropout),
         )
         self.output_norm = nn.LayerNorm(hidden, eps=1e-12)
         self.dropout = nn.Dropout(dropout)
@@ -44,14 +49,23 @@ class WindowQFormerModule(nn.Module):
     """LayerNorm on the frames, a Q-Former over each window, a linear projection to the LLM."""
 
     def __init__(
-        self, dim: int, hidden: int, out_dim: int, num_queries: int, layers: int, heads: int, dropout: float
+        self,
+        dim: int,
+        hidden: int,
+        out_dim: int,
+        num_queries: int,
+        layers: int,
+        heads: int,
+        dropout: float,
     ) -> None:
         super().__init__()
         self.frame_norm = nn.LayerNorm(dim)  # SALMONN's ln_speech
         self.queries = nn.Parameter(torch.randn(1, num_queries, hidden) * 0.02)
         self.query_norm = nn.LayerNorm(hidden, eps=1e-12)  # BERT embeddings' LayerNorm
         self.query_dropout = nn.Dropout(dropout)
-        self.layers = nn.ModuleList(QFormerLayer(hidden, heads, dim, dropout) for _ in range(layers))
+        self.layers = nn.ModuleList(
+            QFormerLayer(hidden, heads, dim, dropout) for _ in range(layers)
+        )
         self.projection = nn.Linear(hidden, out_dim)  # SALMONN's speech_llama_proj
 
     def forward(self, windows: Tensor) -> Tensor:
@@ -119,7 +133,9 @@ class WindowQFormer(Method):
         if self.stride is not None and (
             isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1
         ):
-            raise ValueError(f"stride={self.stride!r}: pass a positive int, or None for stride = window")
+            raise ValueError(
+                f"stride={self.stride!r}: pass a positive int, or None for stride = window"
+            )
         if self.hidden % self.heads:
             raise ValueError(f"hidden={self.hidden} must be divisible by heads={self.heads}")
         if not 0.0 <= self.dropout < 1.0:
@@ -128,7 +144,13 @@ class WindowQFormer(Method):
         try:
             torch.manual_seed(self.seed)
             self.module = WindowQFormerModule(
-                self.dim, self.hidden, self.out_dim, self.num_queries, self.layers, self.heads, self.dropout
+                self.dim,
+                self.hidden,
+                self.out_dim,
+                self.num_queries,
+                self.layers,
+                self.heads,
+                self.dropout,
             ).eval()
         finally:
             torch.random.set_rng_state(generator_state)
@@ -148,7 +170,9 @@ class WindowQFormer(Method):
         x = tokens.features
         b, n, d = x.shape
         if d != self.dim:
-            raise ValueError(f"window_qformer was built for dim={self.dim} features, got D={d}: pass dim={d}")
+            raise ValueError(
+                f"window_qformer was built for dim={self.dim} features, got D={d}: pass dim={d}"
+            )
         count = self.windows(n)
         if count == 0:
             raise ValueError(

@@ -1,0 +1,299 @@
+"""OmniZip: audio-guided joint compression of the audio and video tokens of an omni-modal LLM."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..interface import SIGNALS, Compression, Method, Tokens, validate_tokens
+from ..ops import input_sizes, merge, top_k, work_dtype
+from ..registry import register
+
+#: the video prune ratio of a time chunk is clamped to this range (official constants)
+MIN_VIDEO_RATIO, MAX_VIDEO_RATIO = 0.35, 0.75
+
+
+@register("omnizip")
+@dataclass
+class OmniZip(Method):
+    """Audio saliency decides how much of the audio and, chunk by chunk, of the video is kept.
+
+    Paper: "OmniZip: Audio-Guided Dynamic Token Compression for Fast Omnimodal Large Language
+    Models" (Tao et al., CVPR 2026, arXiv 2511.14582), on Qwen2.5-Omni's interleaved audio-video
+    input. Inputs: the video tokens in `features` with layout (T, H, W) (T temporal grid steps of
+    H * W LLM tokens), the audio tokens in the `audio` signal (B, Na, D), and the audio saliency in
+    the `attention` signal. Output: the kept video tokens, then the kept audio tokens, each in
+    positional order; `source` and `positions` index the concatenation [features, audio].
+
+    1. Audio saliency: s_j = the attention audio token j receives, averaged over the heads and
+       the query rows: `attention` is (B, heads, M, N + Na) over [features, audio] and only its
+       audio columns are read. The official code takes the last audio-encoder layer's
+       self-attention over the encoder frames and pools it 2:1 like the encoder's AvgPool1d
+       (`pool_saliency` does that pooling).
+    2. Audio: the round((1 - audio_ratio) * Na) most salient audio tokens are kept (Python
+       rounding, half to even). Of the rest, round(contextual_ratio * Na) evenly spaced anchors
+       (every (rest // anchors)-th) are kept too; each remaining token is assigned to its most
+       similar anchor (cosine), and each anchor absorbs the g tokens of its group whose maximum
+       cosine to any video token is highest: anchor <- (anchor + sum_i w_i a_i) / (1 + sum_i w_i)
+       with w = softmax of those scores. All other audio tokens are dropped.
+    3. Time chunks, as Qwen2.5-Omni interleaves them (`use_audio_in_video`): video chunk i is
+       `frames_per_chunk` grid steps, audio chunk i is `audio_per_chunk` tokens (2 s: 2 steps at
+       the default 2 fps, 50 tokens at 25 Hz). The first min(#video, #audio chunks) are guided;
+       video left over after the audio ends is one more, unguided, chunk (its tokens are one run
+       in the interleaved sequence).
+    4. Video prune ratio of guided chunk i: clamp(0.75 - 0.4 * r_i, 0.35, 0.75), r_i = the fraction
+       of audio chunk i kept in step 2; with more than two guided chunks the ratios of all but the
+       lowest and highest are rescaled (then shifted) so that the guided chunks discard
+       video_ratio of their tokens, each clamped again. Unguided chunks use video_ratio.
+    5. Video: in each chunk, int(H * W * (1 - ratio)) tokens per frame are kept: on the chunk's
+       even frames the top DPC-kNN scores (cosine distance, k = 5 neighbours, density =
+       exp(-mean kNN distance), score = density * distance to the nearest denser token), on odd
+       frames the tokens least similar (cosine) to the same position in the previous frame.
+
+    Parameters: `audio_ratio` (rho_audio, 0.3), `video_ratio` (rho_video, 0.6),
+    `contextual_ratio` (0.05), `g` (3), `frames_per_chunk`, `audio_per_chunk`.
+
+    Differences from the official code:
+    - Batches: the official code flattens the batch into one sequence (audio top-k across rows).
+      Here each row is compressed on its own, except that the per-chunk audio retention r_i is
+      averaged over the batch so every row keeps the same number of tokens (batch of one: the
+      official result).
+    - Ties in top-k / arg-max go to the lowest index (torch.topk leaves them unspecified).
+    - Scores are computed in float32 (float64 for float64 inputs), not the model's bfloat16.
+    - Time chunks come from `frames_per_chunk` / `audio_per_chunk`, not from the runs of video and
+      audio token ids in `input_ids` (the same chunks for Qwen2.5-Omni's interleaving).
+    """
+
+    audio_ratio: float = 0.3
+    video_ratio: float = 0.6
+    contextual_ratio: float = 0.05
+    g: int = 3
+    frames_per_chunk: int = 2
+    audio_per_chunk: int = 50
+
+    paper = "tao2025omnizip"
+    stage = "projector"
+    modality = ("video", "audio")
+    mechanisms = ("attention", "similarity")
+    needs = ("audio", "attention")
+    batch_independent = False
+    special_tokens = (0,)
+    example = {"audio_per_chunk": 8}
+    benchmark = {"frames_per_chunk": 2, "audio_per_chunk": 50}
+
+    def __post_init__(self) -> None:
+        for name in ("audio_ratio", "video_ratio", "contextual_ratio"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0.0 <= value <= 1.0
+            ):
+                raise ValueError(f"{name}={value!r}: pass a fraction in [0, 1]")
+        for name, lowest in (("g", 0), ("frames_per_chunk", 1), ("audio_per_chunk", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+                raise ValueError(f"{name}={value!r}: pass an int >= {lowest}")
+
+    def __call__(self, tokens: Tokens) -> Compression:
+        """Validate like `Method.__call__`, but with `attention` spanning [features, audio]."""
+        for signal in self.needs:
+            if getattr(tokens, signal) is None:
+                raise ValueError(f"{self.name} needs the signal {signal!r}: {SIGNALS[signal]}")
+        x, attention = tokens.features, tokens.attention
+        n = x.shape[1] if x.dim() == 3 else 0
+        validate_tokens(dataclasses.replace(tokens, attention=attention[..., :n]), self)
+        na = tokens.audio.shape[1]
+        if attention.shape[-1] != n + na:
+            raise ValueError(
+                f"attention has shape {tuple(attention.shape)}; omnizip reads (B, heads, M, N + Na) = "
+                f"(B, *, *, {n + na}): the attention paid to [features, audio], whose audio columns "
+                "hold the audio saliency"
+            )
+        if not torch.isfinite(attention).all():
+            raise ValueError("attention contains NaN or inf: pass finite values")
+        if tokens.audio.shape[2] != x.shape[2]:
+            raise ValueError(
+                f"audio tokens have width {tokens.audio.shape[2]} but video tokens {x.shape[2]}: pass "
+                "both in the LLM embedding space"
+            )
+        return self.compress(tokens)
+
+    def compress(self, tokens: Tokens) -> Compression:
+        x = tokens.features
+        b, n, _ = x.shape
+        audio = tokens.audio.to(x.dtype)
+        dtype = work_dtype(x)
+        saliency = tokens.attention[..., n:].to(dtype).mean(dim=(1, 2))  # (B, Na)
+        plans = [self.audio_plan(audio[i].to(dtype), x[i].to(dtype), saliency[i]) for i in range(b)]
+        ratios = self.chunk_ratios(tokens.grid[0], audio.shape[1], [plan[0] for plan in plans])
+        video_kept = self.video_keep(x.to(dtype), tokens.grid, ratios)  # (B, Kv)
+        both = torch.cat([x, audio], dim=1)
+        source = torch.full((b, both.shape[1]), -1, dtype=torch.long, device=x.device)
+        weights = torch.ones(b, both.shape[1], dtype=dtype, device=x.device)
+        positions = []
+        for i, (keep, absorbed) in enumerate(plans):
+            kept = torch.cat([video_kept[i], keep.nonzero().squeeze(1) + n])
+            source[i, kept] = torch.arange(kept.numel(), device=x.device)
+            for anchor, (members, w) in absorbed.items():
+                source[i, members + n] = int(source[i, anchor + n])
+                weights[i, members + n] = w
+            positions.append(kept)
+        sizes = torch.cat(
+            [input_sizes(tokens), torch.ones(b, audio.shape[1], device=x.device)], dim=1
+        )
+        joint = Tokens(features=both, sizes=sizes)
+        return merge(
+            joint, source, positions[0].numel(), weights=weights, positions=torch.stack(positions)
+        )
+
+    def audio_plan(self, audio: Tensor, video: Tensor, saliency: Tensor) -> tuple[Tensor, dict]:
+        """Step 2 for one row: the kept audio mask (Na,) and {anchor: (absorbed tokens, weights)}."""
+        na = audio.shape[0]
+        keep = torch.zeros(na, dtype=torch.bool, device=audio.device)
+        dominant = int(max(0, min(na, round((1.0 - self.audio_ratio) * na))))
+        keep[top_k(saliency, dominant)] = True
+        remaining = (~keep).nonzero().squeeze(1)
+        contextual = int(max(0, round(self.contextual_ratio * na)))
+        absorbed: dict[int, tuple[Tensor, Tensor]] = {}
+        if remaining.numel() == 0 or contextual == 0 or self.g == 0:
+            return keep, absorbed
+        contextual = min(contextual, remaining.numel())
+        step = max(1, remaining.numel() // contextual)
+        picks = torch.arange(0, remaining.numel(), step, device=audio.device)[:contextual]
+        anchors = remaining[picks]
+        keep[anchors] = True
+        rest = torch.ones(remaining.numel(), dtype=torch.bool, device=audio.device)
+        rest[picks] = False
+        pool = remaining[rest]
+        if pool.numel() == 0:
+            return keep, absorbed
+        a = audio / (audio.norm(dim=-1, keepdim=True) + 1e-6)
+        v = video / (video.norm(dim=-1, keepdim=True) + 1e-6)
+        assign = (a[pool] @ a[anchors].T).argmax(dim=1)
+        scores = (a[pool] @ v.T).max(dim=1).values  # max cosine to any video token
+        for c, anchor in enumerate(anchors.tolist()):
+            members = pool[assign == c]
+            if members.numel() == 0:
+                continue
+            best = top_k(
+                scores[assign == c], min(self.g, members.numel()), sorted_by_position=False
+            )
+            absorbed[anchor] = (members[best], scores[assign == c][best].softmax(dim=0))
+        return keep, absorbed
+
+    def chunk_ratios(self, frames: int, na: int, keeps: list[Tensor]) -> list[float]:
+        """Steps 3-4: the video prune ratio of every video chunk (guided ones first)."""
+        video_chunks = math.ceil(frames / self.frames_per_chunk)
+        guided = min(video_chunks, math.ceil(na / self.audio_per_chunk))
+        retention = []
+        for i in range(guided):
+            span = slice(i * self.audio_per_chunk, (i + 1) * self.audio_per_chunk)
+            rows = [keep[span].float().mean().item() for keep in keeps]
+            retention.append(sum(rows) / len(rows))
+        low, high = MIN_VIDEO_RATIO, MAX_VIDEO_RATIO
+        base = [max(low, min(high, high + (low - high) * r)) for r in retention]
+        sizes = [
+            min(self.frames_per_chunk, frames - i * self.frames_per_chunk) for i in range(guided)
+        ]
+        ratios = rebalance(base, sizes, self.video_ratio * sum(sizes), low, high)
+        if video_chunks > guided:
+            ratios.append(self.video_ratio)
+        return ratios
+
+    def video_keep(self, x: Tensor, grid: tuple[int, ...], ratios: list[float]) -> Tensor:
+        """Step 5: (B, Kv) indices of the kept video tokens, ascending."""
+        b, _, d = x.shape
+        frames, per_frame = grid[0], math.prod(grid[1:])
+        video = x.reshape(b, frames, per_frame, d)
+        starts = [min(i * self.frames_per_chunk, frames) for i in range(len(ratios))]
+        chunk_of = [min(t // self.frames_per_chunk, len(ratios) - 1) for t in range(frames)]
+        local = [t - starts[chunk_of[t]] for t in range(frames)]
+        even = [t for t in range(frames) if local[t] % 2 == 0]
+        odd = [t for t in range(frames) if local[t] % 2 == 1]
+        scores = torch.empty(b, frames, per_frame, dtype=x.dtype, device=x.device)
+        if even:
+            scores[:, even] = density_peak_scores(video[:, even])
+        if odd:
+            previous = [t - 1 for t in odd]
+            similarity = F.cosine_similarity(
+                F.normalize(video[:, odd], dim=-1), F.normalize(video[:, previous], dim=-1), dim=-1
+            )
+            scores[:, odd] = -similarity  # keep the least similar to the previous frame
+        kept = []
+        for t in range(frames):
+            count = int(per_frame * (1.0 - ratios[chunk_of[t]]))
+            if count >= per_frame:
+                kept.append(torch.arange(per_frame, device=x.device).expand(b, per_frame))
+            else:
+                kept.append(top_k(scores[:, t], count))
+            kept[-1] = kept[-1] + t * per_frame
+        return torch.cat(kept, dim=1)
+
+
+def rebalance(
+    base: list[float], sizes: list[int], target: float, low: float, high: float
+) -> list[float]:
+    """The official budget normalisation of the guided chunks' video prune ratios.
+
+    With more than two chunks, the ratios other than the (first) lowest and highest are scaled so
+    that sum(ratio * size) meets `target` discarded tokens, clamped to [low, high]; a remaining
+    gap is spread evenly per token over those chunks (clamped again).
+    """
+    ratios = list(base)
+    count = len(base)
+    if count <= 2 or sum(sizes) == 0:
+        return ratios
+    planned = sum(r * s for r, s in zip(base, sizes, strict=True))
+    if abs(planned - target) <= 1e-3 or planned <= 0:
+        return ratios
+    lowest, highest = base.index(min(base)), base.index(max(base))
+    others = [i for i in range(count) if i not in (lowest, highest)]
+    other_discard = sum(base[i] * sizes[i] for i in others)
+    if not others or other_discard <= 0:
+        return ratios
+    fixed = base[lowest] * sizes[lowest] + base[highest] * sizes[highest]
+    scaling = (target - fixed) / other_discard
+    for i in others:
+        ratios[i] = max(low, min(high, base[i] * scaling))
+    gap = target - sum(r * s for r, s in zip(ratios, sizes, strict=True))
+    other_size = sum(sizes[i] for i in others)
+    if abs(gap) > 1e-3 and other_size > 0:
+        for i in others:
+            ratios[i] = max(low, min(high, ratios[i] + gap / other_size))
+    return ratios
+
+
+def density_peak_scores(frames: Tensor, k: int = 5) -> Tensor:
+    """OmniZip's DPC-kNN score (density * delta) of each token of each frame, (..., P, D) -> (..., P).
+
+    Distance = 1 - cosine; density = exp(-mean distance to the k nearest other tokens); delta =
+    the distance to the nearest denser token (the largest distance for a token with none denser).
+    """
+    p = frames.shape[-2]
+    normed = F.normalize(frames, dim=-1)
+    dist = 1 - normed @ normed.transpose(-1, -2)
+    eye = torch.eye(p, dtype=torch.bool, device=frames.device)
+    apart = dist.masked_fill(eye, math.inf)
+    nearest = apart.topk(min(k, p - 1), dim=-1, largest=False).values
+    density = (-nearest.mean(dim=-1)).exp()
+    denser = density.unsqueeze(-2) > density.unsqueeze(-1)  # [..., i, j]: j denser than i
+    delta = apart.masked_fill(~denser, math.inf).min(dim=-1).values
+    widest = dist.masked_fill(eye, 0).max(dim=-1).values
+    delta = torch.where(delta.isinf(), widest, delta)
+    return delta * density
+
+
+def pool_saliency(frame_saliency: Tensor) -> Tensor:
+    """(B, Ta) encoder-frame saliency -> (B, Ta // 2) audio-token saliency, as OmniZip pools it.
+
+    Qwen2.5-Omni's audio encoder ends with AvgPool1d(2, 2); the official code averages the
+    saliency of each frame pair the same way, dropping an odd last frame.
+    """
+    pairs = frame_saliency.shape[-1] // 2
+    return frame_saliency[..., : 2 * pairs].unflatten(-1, (pairs, 2)).mean(dim=-1)
