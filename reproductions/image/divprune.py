@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -71,7 +70,6 @@ class DivPrune(Method):
     mechanisms = ("similarity",)
     modality = ("image", "video")
     example = {"keep": 16}
-    benchmark: ClassVar[dict] = {"keep": 64}
 
     def __post_init__(self) -> None:
         validate_keep(self.keep)

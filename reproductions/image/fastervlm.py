@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from ..interface import Budget, Compression, Method, Tokens, resolve_keep, validate_keep
 from ..ops import select_top, work_dtype
@@ -36,7 +35,6 @@ class FasterVLM(Method):
     mechanisms = ("attention",)
     needs = ("cls_attention",)
     example = {"keep": 16}
-    benchmark: ClassVar[dict] = {"keep": 64}
 
     def __post_init__(self) -> None:
         validate_keep(self.keep)

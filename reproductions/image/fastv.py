@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from ..interface import Budget, Compression, Method, Tokens, resolve_keep, validate_keep
 from ..ops import select_top, work_dtype
@@ -42,7 +41,6 @@ class FastV(Method):
     modality = ("image", "video")
     needs = ("attention",)
     example = {"keep": 16, "layer": 2}
-    benchmark: ClassVar[dict] = {"keep": 64, "layer": 2}
 
     def __post_init__(self) -> None:
         validate_keep(self.keep)
