@@ -8,9 +8,7 @@ from pathlib import Path
 import bibtexparser
 from bibtexparser.model import Entry, Field
 
-from .catalog import CATALOG, ROOT, Paper, load_papers, write_atomic
-
-MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+from .catalog import CATALOG, MONTHS_SHORT, ROOT, Paper, load_papers, write_atomic
 
 #: the proceedings name a venue abbreviation stands for in `booktitle`
 BOOKTITLES = {
@@ -59,7 +57,7 @@ def _entry(paper: Paper) -> Entry:
         year = paper["year"]
     fields.append(("year", str(year)))
     if not venue and paper.get("month"):
-        fields.append(("month", MONTHS[paper["month"] - 1]))
+        fields.append(("month", MONTHS_SHORT[paper["month"] - 1]))
     if paper.get("arxiv"):
         fields += [("eprint", paper["arxiv"]), ("archivePrefix", "arXiv")]
     if paper.get("doi"):

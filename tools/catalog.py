@@ -34,6 +34,9 @@ VENUE_FIELDS: tuple[str, ...] = ("name", "year", "track", "presentation")
 LINK_FIELDS: tuple[str, ...] = ("paper", "code", "project", "model", "dataset")
 MODALITIES: tuple[str, ...] = ("image", "video", "audio")
 MECHANISMS: tuple[str, ...] = ("transformation", "similarity", "attention", "query")
+MONTHS_SHORT: tuple[str, ...] = (
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+)
 SCHEMA_LINE = "# yaml-language-server: $schema=../schema.json"
 
 #: title words the id rule skips

@@ -45,7 +45,7 @@ def submechanisms(taxonomy: dict[str, Any]) -> list[str]:
 
 def build_schema(taxonomy: dict[str, Any]) -> dict[str, Any]:
     """The JSON Schema (2020-12) of a paper file, enums taken from `taxonomy`."""
-    url = {"type": "string", "format": "uri", "pattern": "^https?://"}
+    url = {"type": "string", "format": "uri"}
     nullable_url = {"anyOf": [url, {"type": "null"}]}
     properties: dict[str, Any] = {
         "id": {

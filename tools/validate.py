@@ -322,6 +322,29 @@ def _source(cls: type) -> tuple[str, int]:
         return cls.__module__, 1
 
 
+def link_registry(root: Path = CATALOG) -> list[str]:
+    """Add each registered method's name to the `reproductions:` of the paper it names (and its
+    stage where the paper gives none). Only on request (`--link-registry`); returns what changed."""
+    from reproductions.registry import methods
+
+    from .catalog import dump_paper, write_atomic
+
+    changed = []
+    for name, cls in methods().items():
+        path = root / "papers" / f"{cls.paper}.yaml"
+        if cls.paper is None or not path.exists():
+            continue
+        paper = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if name in (paper.get("reproductions") or []):
+            continue
+        paper["reproductions"] = sorted({*(paper.get("reproductions") or []), name})
+        if not paper.get("stage") and getattr(cls, "stage", None):
+            paper["stage"] = [cls.stage]
+        write_atomic(path, dump_paper(paper))
+        changed.append(f"{_show(path)}: reproductions += {name}")
+    return changed
+
+
 def validate(root: Path = CATALOG, registry: bool = True) -> Report:
     """Every check over the catalog under `root`."""
     report = Report()
@@ -354,7 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-registry", action="store_true",
                         help="skip the registry checks (they import torch: about a second)")
     parser.add_argument("--quiet", action="store_true", help="print errors only")
+    parser.add_argument("--link-registry", action="store_true",
+                        help="first write each registered method's name into its paper's "
+                        "reproductions: (the one option that changes files)")
     args = parser.parse_args(argv)
+    if args.link_registry:
+        for line in link_registry(args.root):
+            print(f"linked: {line}")
     start = time.perf_counter()
     report = validate(args.root, registry=not args.no_registry)
     for line in report.errors:

@@ -1,0 +1,223 @@
+"""The validator: one `file:line: field: found ...; expected ...` line per problem, exit 1 on
+errors, and no file changed, for every kind of bad input a contributor can send."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from catalog_fixtures import VALID, paper, snapshot
+
+from tools.catalog import CATALOG, dump_paper
+from tools.validate import main, validate
+
+LINE = re.compile(r"^(?P<file>\S+\.yaml):(?P<line>\d+): (?P<field>[\w.]+): found .+; expected .+$")
+
+
+def run(root: Path, capsys) -> tuple[int, list[str]]:
+    """Validate `root` without the registry; exit status and the error lines."""
+    status = main(["--root", str(root), "--no-registry", "--quiet"])
+    out = capsys.readouterr().out.splitlines()
+    return status, out
+
+
+def write(root: Path, name: str, text: str | bytes) -> Path:
+    path = root / "papers" / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_valid_fixture_passes(catalog: Path, capsys) -> None:
+    status, lines = run(catalog, capsys)
+    assert (status, lines) == (0, [])
+
+
+def one_error(catalog: Path, capsys, name: str) -> re.Match:
+    """Validate, assert exit 1, exactly one well-formed error line about `name`, nothing changed."""
+    before = snapshot(catalog)
+    status, lines = run(catalog, capsys)
+    assert status == 1, lines
+    assert len(lines) == 1, lines
+    match = LINE.match(lines[0])
+    assert match, lines[0]
+    assert match["file"].endswith(name)
+    assert snapshot(catalog) == before
+    return match
+
+
+def replace_line(text: str, old: str, new: str) -> str:
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+def test_malformed_yaml(catalog: Path, capsys) -> None:
+    text = replace_line(dump_paper(VALID), "year: 2024\n", "year: [2024\n")
+    write(catalog, "chen2024image.yaml", text)
+    match = one_error(catalog, capsys, "chen2024image.yaml")
+    assert match["field"] == "file" and "malformed YAML" in match.group(0)
+    assert int(match["line"]) >= 6
+
+
+def test_unknown_key(catalog: Path, capsys) -> None:
+    text = dump_paper(VALID) + "keywords: [pruning]\n"
+    write(catalog, "chen2024image.yaml", text)
+    match = one_error(catalog, capsys, "chen2024image.yaml")
+    assert match["field"] == "keywords"
+    assert int(match["line"]) == text.splitlines().index("keywords: [pruning]") + 1
+
+
+def test_unknown_nested_key(catalog: Path, capsys) -> None:
+    text = replace_line(dump_paper(VALID), "presentation: oral}", "presentation: oral, city: Milan}")
+    write(catalog, "chen2024image.yaml", text)
+    assert one_error(catalog, capsys, "chen2024image.yaml")["field"] == "venue.city"
+
+
+def test_wrong_enum_value(catalog: Path, capsys) -> None:
+    write(catalog, "chen2024image.yaml", dump_paper(paper(modalities=["imag"])))
+    match = one_error(catalog, capsys, "chen2024image.yaml")
+    assert match["field"] == "modalities"
+    assert '"imag"' in match.group(0) and "image, video, audio" in match.group(0)
+    assert int(match["line"]) == 12
+
+
+def test_wrong_venue_enum_reports_the_venue_line(catalog: Path, capsys) -> None:
+    venue = {"name": "CPVR", "year": 2024, "track": "main", "presentation": None}
+    write(catalog, "chen2024image.yaml", dump_paper(paper(venue=venue)))
+    match = one_error(catalog, capsys, "chen2024image.yaml")
+    assert (match["field"], match["line"]) == ("venue.name", "8")
+
+
+def test_bad_url(catalog: Path, capsys) -> None:
+    links = {**VALID["links"], "code": "github.com/pkunlp-icler/FastV"}
+    write(catalog, "chen2024image.yaml", dump_paper(paper(links=links)))
+    match = one_error(catalog, capsys, "chen2024image.yaml")
+    assert match["field"] == "links.code" and "URL" in match.group(0)
+
+
+def test_bad_arxiv_id(catalog: Path, capsys) -> None:
+    write(catalog, "chen2024image.yaml", dump_paper(paper(arxiv="arXiv:2403.06764v2")))
+    match = one_error(catalog, capsys, "chen2024image.yaml")
+    assert (match["field"], match["line"]) == ("arxiv", "9")
+    assert "2403.06764" in match.group(0)
+
+
+def test_duplicate_arxiv_id(catalog: Path, capsys) -> None:
+    copy = paper(id="chen2024imageb", title="Another title entirely", links={**VALID["links"], "code": None})
+    write(catalog, "chen2024imageb.yaml", dump_paper(copy))
+    match = one_error(catalog, capsys, "chen2024imageb.yaml")
+    assert match["field"] == "arxiv" and "chen2024image.yaml" in match.group(0)
+
+
+def test_duplicate_normalised_title(catalog: Path, capsys) -> None:
+    title = VALID["title"].upper().replace(":", " -")
+    copy = paper(id="chen2024imageb", title=title, arxiv=None, links={**VALID["links"], "code": None})
+    write(catalog, "chen2024imageb.yaml", dump_paper(copy))
+    assert one_error(catalog, capsys, "chen2024imageb.yaml")["field"] == "title"
+
+
+def test_duplicate_doi(catalog: Path, capsys) -> None:
+    for name, entry in (("chen2024image", VALID), ("bolya2022token", None)):
+        path = catalog / "papers" / f"{name}.yaml"
+        data = yaml.safe_load(path.read_text()) if entry is None else dict(entry)
+        data["doi"] = "10.1007/978-3-031-73004-7_2"
+        path.write_text(dump_paper(data), encoding="utf-8")
+    assert one_error(catalog, capsys, "chen2024image.yaml")["field"] == "doi"
+
+
+def test_duplicate_code_url_is_a_warning(catalog: Path, capsys) -> None:
+    data = yaml.safe_load((catalog / "papers" / "bolya2022token.yaml").read_text())
+    data["links"]["code"] = "https://github.com/pkunlp-icler/FastV/"
+    write(catalog, "bolya2022token.yaml", dump_paper(data))
+    report = validate(catalog, registry=False)
+    assert report.errors == []
+    assert any("links.code" in line and "chen2024image.yaml" in line for line in report.warnings)
+
+
+def test_file_name_is_not_the_id(catalog: Path, capsys) -> None:
+    (catalog / "papers" / "chen2024image.yaml").rename(catalog / "papers" / "fastv.yaml")
+    match = one_error(catalog, capsys, "fastv.yaml")
+    assert (match["field"], match["line"]) == ("id", "2")
+
+
+def test_empty_file(catalog: Path, capsys) -> None:
+    write(catalog, "empty2024file.yaml", "")
+    match = one_error(catalog, capsys, "empty2024file.yaml")
+    assert (match["field"], match["line"]) == ("file", "1")
+
+
+def test_non_utf8_file(catalog: Path, capsys) -> None:
+    text = dump_paper(paper(authors=["José Müller"])).encode("latin-1")
+    write(catalog, "chen2024image.yaml", text)
+    match = one_error(catalog, capsys, "chen2024image.yaml")
+    assert (match["field"], match["line"]) == ("file", "5")
+    assert "UTF-8" in match.group(0)
+
+
+def test_duplicate_key(catalog: Path, capsys) -> None:
+    write(catalog, "chen2024image.yaml", dump_paper(VALID) + "year: 2025\n")
+    match = one_error(catalog, capsys, "chen2024image.yaml")
+    assert (match["field"], match["line"]) == ("year", "22")
+
+
+def test_submechanism_without_its_mechanism(catalog: Path, capsys) -> None:
+    write(catalog, "chen2024image.yaml", dump_paper(paper(submechanisms=["merging"])))
+    match = one_error(catalog, capsys, "chen2024image.yaml")
+    assert match["field"] == "submechanisms" and '"similarity"' in match.group(0)
+
+
+def test_missing_field(catalog: Path, capsys) -> None:
+    data = paper()
+    text = "\n".join(line for line in dump_paper(data).splitlines() if not line.startswith("kind:"))
+    write(catalog, "chen2024image.yaml", text + "\n")
+    assert one_error(catalog, capsys, "chen2024image.yaml")["field"] == "kind"
+
+
+def test_several_errors_in_one_file_each_get_a_line(catalog: Path, capsys) -> None:
+    write(catalog, "chen2024image.yaml", dump_paper(paper(month=13, cost="free", kind="paper")))
+    status, lines = run(catalog, capsys)
+    assert status == 1
+    assert sorted(LINE.match(line)["field"] for line in lines) == ["cost", "kind", "month"]
+
+
+def test_unclassified_and_authorless_papers_only_warn(catalog: Path, capsys) -> None:
+    data = paper(mechanisms=[], submechanisms=[], authors=[], id="anonymous2024image")
+    (catalog / "papers" / "chen2024image.yaml").unlink()
+    write(catalog, "anonymous2024image.yaml", dump_paper(data))
+    assert main(["--root", str(catalog), "--no-registry"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: " in out and "mechanisms: found [] (unclassified)" in out
+    assert "authors: found []" in out
+
+
+def test_unknown_reproduction_name_is_reported_against_the_real_registry(catalog: Path) -> None:
+    write(catalog, "chen2024image.yaml", dump_paper(paper(reproductions=["no_such_method"])))
+    report = validate(catalog, registry=True)
+    ours = [line for line in report.errors if line.startswith(str(catalog / "papers"))]
+    assert len(ours) == 1 and "reproductions" in ours[0] and "no_such_method" in ours[0]
+    # methods registered with a paper id absent from this small catalog are reported, not a crash
+    from reproductions.registry import methods
+
+    linked = [cls for cls in methods().values() if cls.paper]
+    missing = [line for line in report.errors if ": paper: found " in line]
+    assert len(missing) == len(linked)
+    assert all(re.match(r"^reproductions/\S+\.py:\d+: paper: found ", line) for line in missing)
+
+
+def test_the_committed_catalog_is_valid() -> None:
+    start = time.perf_counter()
+    report = validate(CATALOG, registry=True)
+    assert report.errors == [], "\n".join(report.errors)
+    assert time.perf_counter() - start < 30  # the speed target itself is measured, not tested
+
+
+@pytest.mark.parametrize("name", ["notes.yml", "x.json"])
+def test_wrong_extension(catalog: Path, capsys, name: str) -> None:
+    write(catalog, name, "id: x\n")
+    status, lines = run(catalog, capsys)
+    assert status == 1 and len(lines) == 1 and lines[0].startswith(str(catalog / "papers" / name))
