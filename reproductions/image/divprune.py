@@ -67,6 +67,7 @@ class DivPrune(Method):
 
     keep: Budget = 0.098
 
+    paper = "alvar2025divprune"
     mechanisms = ("similarity",)
     modality = ("image", "video")
     example = {"keep": 16}

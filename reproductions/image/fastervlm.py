@@ -15,8 +15,10 @@ class FasterVLM(Method):
     """Keep the `keep` tokens with the highest [CLS] attention, before the projector.
 
     "[CLS] Attention is All You Need for Training-Free Visual Token Pruning: Make VLM Inference
-    Faster" (Zhang et al., arXiv 2412.01818). The vision encoder's [CLS] attention to the
-    patch tokens, averaged over heads, ranks them; the top `keep` stay in positional order and
+    Faster" (Zhang et al., arXiv 2412.01818 v1; later versions of that arXiv entry became
+    VisPruner, "Beyond Text-Visual Attention ...", ICCV 2025, hence the paper id
+    `zhang2024beyond`). The vision encoder's [CLS] attention to the patch tokens, averaged
+    over heads, ranks them; the top `keep` stay in positional order and
     go through the projector, the rest are dropped before the LLM.
 
     Parameters: `keep` (int count or float fraction of all N tokens, special ones included).
@@ -26,12 +28,13 @@ class FasterVLM(Method):
     not ranked; LLaVA's features are the patches only (special=0).
 
     Differences from the official code:
-    - The official budget is `int(576 * (1 - reduction_ratio))`-style; here a fraction keeps
-      floor(keep * N), the project's one rounding rule. Ties go to the lowest index.
+    None (the official budget `int(N * retention_ratio)` is the project's floor rule; exact
+    ties in the ranking go to the lowest index, where `torch.topk` promises no order).
     """
 
     keep: Budget = 0.25
 
+    paper = "zhang2024beyond"
     mechanisms = ("attention",)
     needs = ("cls_attention",)
     example = {"keep": 16}

@@ -27,16 +27,16 @@ class FastV(Method):
     follow the visual span to the N visual tokens; the last row is the last prompt token.
 
     Differences from the official code:
-    - The official budget is `int(N * (1 - ratio))` (or a fixed count); here a fraction keeps
-      floor(keep * N), the project's one rounding rule.
-    - Batches: the official code scores batch row 0 and applies it to every row; here each
-      row is scored on its own. Ties go to the lowest index.
+    - Batches: the official code scores batch row 0 (`mean(dim=1)[0]`) and applies that choice
+      to every row; here each row is scored on its own.
+    - Exact ties in the ranking go to the lowest index (`torch.topk` promises no order).
     """
 
     keep: Budget = 0.5
     layer: int = 2
 
     stage = "llm"
+    paper = "chen2024image"
     mechanisms = ("attention",)
     modality = ("image", "video")
     needs = ("attention",)

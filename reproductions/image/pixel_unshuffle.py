@@ -38,6 +38,7 @@ class PixelUnshuffle(Method):
 
     factor: int = 2
 
+    paper = "chen2024how"
     mechanisms = ("transformation",)
     modality = ("image", "video")
     special_tokens = (0,)

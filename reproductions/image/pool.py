@@ -45,7 +45,8 @@ class Pool(Method):
 
     The baseline every token-compression paper beats, and the projector pooling of
     LLaVA-OneVision ("LLaVA-OneVision: Easy Visual Task Transfer", TMLR 2025, arXiv 2408.03326),
-    which resizes each frame's grid bilinearly to ceil(H/2) x ceil(W/2).
+    which resizes each frame's grid bilinearly to ceil(H/2) x ceil(W/2). A baseline, so it
+    links to no paper (`paper = None`).
 
     Parameters: `stride` (window side, >= 1; 1 returns the input), `mode`:
     - "avg": the plain mean of each stride x stride window (input sizes do not weight it);

@@ -112,6 +112,7 @@ class ToMe(Method):
 
     r: int = 8
 
+    paper = "bolya2022token"
     mechanisms = ("similarity",)
     stage = "encoder"
     modality = ("image",)

@@ -48,6 +48,7 @@ class VisionZip(Method):
     dominant: int = 54
     contextual: int = 10
 
+    paper = "yang2024visionzip"
     mechanisms = ("attention", "similarity")
     needs = ("cls_attention", "keys")
     special_tokens = (1,)
