@@ -1,0 +1,14 @@
+"""Run any registered method inside Hugging Face transformers models.
+
+    from reproductions.hf import compress
+    with compress(model, "fastv", keep=64) as report:
+        out = model.generate(**inputs, max_new_tokens=32)
+    print(report)
+
+See `compress.py` for where each stage acts and `models.py` for the supported models.
+"""
+
+from .compress import Record, Report, compress
+from .models import SUPPORTED
+
+__all__ = ["SUPPORTED", "Record", "Report", "compress"]

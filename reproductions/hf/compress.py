@@ -1,0 +1,694 @@
+"""`compress(model, method)`: run a registered method inside a transformers model.
+
+Hooks, installed on entry and removed on exit (also when the body raises), act where the
+method's declared `stage` says:
+
+- `projector`: the media tokens entering the LLM are compressed, per image / video / audio item.
+  On LLaVA the method sees the encoder features the projector reads (with the [CLS] token where
+  the method takes one) and [CLS] attention and keys from that encoder layer, recomputed
+  eagerly for that layer only; the compressed features are projected. On the other models it
+  sees the projected rows of the LLM input. The LLM input, attention mask and position ids
+  shrink to match; kept tokens keep their original (M-RoPE) position ids.
+- `llm`: at decoder layer K = `method.layer` during prefill, the media rows are dropped (or
+  merged) for layers >= K; the attention the method reads at layer K - 1 is recomputed from that
+  layer's queries and keys (so SDPA works); layers < K cache every token, layers >= K the kept.
+- `cache`: at every decoding step, the method selects the media cache entries that layers >= K
+  attend to at that step (DyCoke's stage 2); `reset()` is called at every prefill.
+- `encoder`: ToMe-style merging inside every CLIP / SigLIP encoder layer of LLaVA models,
+  with proportional attention; see `encoder.py`.
+
+Signals follow the agreed convention: `attention` (B, heads, M, N_media) with M = every token
+after the last media token up to the last prompt token, `text` the hidden states of those M
+rows (the input of layer K), `keys` for the cache stage the layer-K keys with heads flattened.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..interface import Compression, Method, Tokens
+from ..registry import get
+from .models import Adapter, adapter_for, media_of
+from .sequence import Span, mask_4d, rebuild, runs, split_runs, take, valid_columns
+
+#: signals each stage can supply, beyond the model-specific projector signals
+STAGE_SIGNALS: dict[str, tuple[str, ...]] = {
+    "projector": (),
+    "encoder": ("keys",),
+    "llm": ("attention", "text"),
+    "cache": ("keys", "attention"),
+}
+
+
+@dataclass
+class Record:
+    """What one forward call (or one decoding step, for the cache stage) did, per batch row.
+
+    `tokens_*` count the real (non-padding) tokens of the LLM sequence (for `cache`: the cache
+    entries attended to at layers >= K); `media_*` the tokens of the compressed modality.
+    """
+
+    call: int
+    stage: str
+    tokens_before: list[int]
+    tokens_after: list[int]
+    media_before: list[int]
+    media_after: list[int]
+
+    @property
+    def ratio(self) -> float:
+        """Kept media tokens / media tokens over the batch."""
+        return sum(self.media_after) / max(1, sum(self.media_before))
+
+
+@dataclass
+class Report:
+    """Everything `compress` did, one `Record` per compressing call, in order."""
+
+    method: str
+    stage: str
+    records: list[Record] = field(default_factory=list)
+    calls: int = 0
+
+    def __str__(self) -> str:
+        lines = [f"{self.method} ({self.stage} stage): {self.calls} forward calls"]
+        for r in self.records:
+            lines.append(
+                f"  call {r.call}: tokens {r.tokens_before} -> {r.tokens_after}, "
+                f"media {r.media_before} -> {r.media_after}"
+            )
+        return "\n".join(lines)
+
+
+def _rope(
+    attn: nn.Module, q: Tensor, k: Tensor, position_embeddings: tuple[Tensor, Tensor]
+) -> tuple[Tensor, Tensor]:
+    """Apply the rotary embedding exactly as the attention module's own file does."""
+    module = sys.modules[type(attn).__module__]
+    cos, sin = position_embeddings
+    return module.apply_rotary_pos_emb(q, k, cos, sin)
+
+
+def _queries_keys(
+    attn: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor]
+) -> tuple[Tensor, Tensor]:
+    """(B, heads, L, hd) queries and keys (kv heads repeated) of a decoder attention module."""
+    b, n, _ = hidden.shape
+    hd = attn.head_dim
+    q = attn.q_proj(hidden).view(b, n, -1, hd).transpose(1, 2)
+    k = attn.k_proj(hidden).view(b, n, -1, hd).transpose(1, 2)
+    q, k = _rope(attn, q, k, position_embeddings)
+    return q, k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+
+
+def _arg(args: tuple, kwargs: dict, name: str, position: int = 0) -> Any:
+    return kwargs[name] if name in kwargs else (args[position] if len(args) > position else None)
+
+
+class _Session:
+    """The hooks of one `compress` context and the state they share across calls."""
+
+    def __init__(self, model: nn.Module, method: Method) -> None:
+        self.model = model
+        self.method = method
+        self.adapter: Adapter = adapter_for(model)
+        self.stage = method.stage
+        self.report = Report(method=method.name or type(method).__name__, stage=self.stage)
+        self.handles: list[Any] = []
+        self.implementation = self.adapter.language_model.config._attn_implementation
+        self.modalities = [m for m in method.modality if m in self.adapter.tokens]
+        self._check()
+        self.input_ids: Tensor | None = None
+        self.media: dict[str, Any] = {}
+        self.pending: dict[int, tuple[Compression, int]] = {}
+        self.spans: list[Span] = []
+        self.cache: Any = None
+        self.cols: Tensor | None = None  # original index of each compressed-group cache column
+        self.seen = 0  # original tokens seen so far in this generation
+        self.mask2d: Tensor | None = None
+        self.group: dict[str, Any] | None = None  # kwargs for layers >= K
+        self.captured: dict[str, Any] = {}
+        self.inside_projector = False
+        self.mask2d_step: Tensor | None = None
+        self.in_prefill = False
+
+    # ------------------------------------------------------------------ checks and install
+    def _check(self) -> None:
+        a, m = self.adapter, self.method
+        if not self.modalities:
+            raise ValueError(
+                f"{m.name} works on {'/'.join(m.modality)} tokens but {type(self.model).__name__} "
+                f"carries {'/'.join(a.tokens)} tokens: pick a method for {'/'.join(a.tokens)}"
+            )
+        if self.stage == "encoder":
+            raise ValueError(
+                f"{m.name} is an encoder-stage method; the encoder stage is not implemented in "
+                "reproductions.hf yet. Supported stages: projector, llm, cache"
+            )
+        available = set(STAGE_SIGNALS[self.stage])
+        if self.stage == "projector":
+            available |= set(a.signals)
+        missing = [s for s in m.needs if s not in available]
+        if missing:
+            raise ValueError(
+                f"{m.name} needs {', '.join(missing)}, which {type(self.model).__name__} cannot "
+                f"supply at the {self.stage} stage (it supplies: {', '.join(sorted(available)) or 'none'})"
+            )
+        if self.stage in ("llm", "cache"):
+            layer = getattr(m, "layer", None)
+            if not isinstance(layer, int) or not 1 <= layer < len(a.layers):
+                raise ValueError(
+                    f"{m.name}.layer={layer!r}: the {self.stage} stage needs a decoder layer K in "
+                    f"[1, {len(a.layers) - 1}] (its attention comes from layer K - 1)"
+                )
+            if self.implementation not in ("eager", "sdpa"):
+                raise ValueError(
+                    f"attn_implementation={self.implementation!r}: the {self.stage} stage builds "
+                    "its own attention masks; load the model with attn_implementation='sdpa' or 'eager'"
+                )
+
+    def install(self) -> None:
+        a = self.adapter
+        self._hook(a.outer.register_forward_pre_hook(self._outer, with_kwargs=True))
+        self._hook(a.language_model.register_forward_pre_hook(self._decoder, with_kwargs=True))
+        if self.stage == "projector" and a.projector is not None:
+            self._hook(a.projector.register_forward_hook(self._projector))
+            layer = a.encoder_layers[a.feature_layer]
+            self._hook(layer.register_forward_hook(self._encoder_output))
+            self._hook(
+                layer.self_attn.register_forward_pre_hook(self._encoder_attention, with_kwargs=True)
+            )
+        if self.stage in ("llm", "cache"):
+            k = self.method.layer
+            attn = a.layers[k - 1].self_attn
+            self._hook(attn.register_forward_pre_hook(self._capture_attention, with_kwargs=True))
+            self._hook(a.layers[k].register_forward_pre_hook(self._layer_k, with_kwargs=True))
+            for layer in a.layers[k + 1 :]:
+                self._hook(layer.register_forward_pre_hook(self._later_layer, with_kwargs=True))
+
+    def _hook(self, handle: Any) -> None:
+        self.handles.append(handle)
+
+    def remove(self) -> None:
+        while self.handles:
+            self.handles.pop().remove()
+
+    # ------------------------------------------------------------------ outer model
+    def _outer(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self.report.calls += 1
+        ids = _arg(args, kwargs, "input_ids")
+        self.input_ids = ids if isinstance(ids, Tensor) else None
+        self.media = media_of(kwargs)
+        self.pending = {}
+        self.captured = {}
+
+    # ------------------------------------------------------------------ spans
+    def _find_spans(self, length: int) -> list[Span]:
+        ids = self.input_ids
+        if ids is None or ids.shape[1] != length:
+            return []
+        spans: list[Span] = []
+        for modality in self.modalities:
+            found = runs(ids, self.adapter.tokens[modality])
+            sizes = self.adapter.item_sizes(modality, self.media)
+            if sizes is not None and sum(sizes) != sum(n for row in found for _, n in row):
+                sizes = None
+            item = 0
+            for row, items in enumerate(split_runs(found, sizes)):
+                for start, length_ in items:
+                    n = length_ - (self.adapter.video_trailer if modality == "video" else 0)
+                    layout = self.adapter.layout(modality, n, item, self.media)
+                    spans.append(Span(row, start, n, modality, layout, item))
+                    item += 1
+        return spans
+
+    # ------------------------------------------------------------------ LLaVA projector
+    def _encoder_attention(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if self.inside_projector or not {"cls_attention", "keys"} & set(self.method.needs):
+            return
+        hidden = _arg(args, kwargs, "hidden_states")
+        b, n, _ = hidden.shape
+        q = module.q_proj(hidden).view(b, n, module.num_heads, -1).transpose(1, 2)
+        k = module.k_proj(hidden).view(b, n, module.num_heads, -1).transpose(1, 2)
+        # eager attention of the [CLS] row, for this one layer (ToMe / VisionZip read keys
+        # averaged over heads)
+        scores = (q[:, :, :1].float() @ k.float().transpose(-1, -2)) * module.scale
+        self.captured["cls_attention"] = scores.softmax(-1)[:, :, 0].to(hidden.dtype)
+        self.captured["keys"] = k.mean(1)
+
+    def _encoder_output(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if not self.inside_projector:
+            self.captured["hidden"] = output[0] if isinstance(output, tuple) else output
+
+    def _projector(self, module: nn.Module, args: tuple, output: Tensor) -> None:
+        if self.inside_projector:
+            return None
+        features = args[0]
+        special = 0
+        wants_cls = self.method.special_tokens is not None and 0 not in self.method.special_tokens
+        drop = self.adapter.encoder_special
+        if wants_cls and drop and "hidden" in self.captured:
+            features, special, drop = self.captured["hidden"], drop, 0
+        signals = {}
+        for name in self.method.needs:
+            value = self.captured[name]
+            signals[name] = value[:, :, drop:] if name == "cls_attention" else value[:, drop:]
+        side = self.adapter.extra["patches_per_side"]
+        layout = (side, side) if features.shape[1] - special == side * side else None
+        tokens = Tokens(features=features, layout=layout, special=special, **signals)
+        comp = self.method(tokens)
+        self.inside_projector = True
+        try:
+            projected = module(comp.features)
+        finally:
+            self.inside_projector = False
+        for i in range(features.shape[0]):
+            self.pending[i] = (
+                Compression(
+                    projected[i : i + 1],
+                    comp.source[i : i + 1],
+                    comp.positions[i : i + 1],
+                    comp.sizes[i : i + 1],
+                ),
+                special,
+            )
+        return None
+
+    # ------------------------------------------------------------------ decoder entry
+    def _prefill(self, cache: Any) -> bool:
+        return cache is None or cache.get_seq_length() == 0
+
+    def _decoder(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is None:
+            return None
+        cache = kwargs.get("past_key_values")
+        self.in_prefill = self._prefill(cache)
+        if self.in_prefill:
+            return self._decoder_prefill(args, kwargs, embeds, cache)
+        if cache is not self.cache:
+            return None
+        if self.stage == "cache":
+            mask2d = kwargs.get("attention_mask")
+            self.mask2d_step = mask2d if isinstance(mask2d, Tensor) and mask2d.dim() == 2 else None
+            self.seen += embeds.shape[1]
+            return None
+        if self.cols is not None:
+            return self._decoder_decode(args, kwargs, embeds)
+        return None
+
+    def _positions(self, kwargs: dict, embeds: Tensor, start: int) -> Tensor:
+        """The position ids the unpatched decoder would use for these rows."""
+        position_ids = kwargs.get("position_ids")
+        if position_ids is not None:
+            return position_ids
+        b, n = embeds.shape[:2]
+        pos = torch.arange(start, start + n, device=embeds.device).expand(b, n)
+        if self.adapter.family in ("qwen2_vl", "qwen2_5_vl"):
+            pos = pos[None].expand(3, b, n)
+        return pos
+
+    def _decoder_prefill(self, args: tuple, kwargs: dict, embeds: Tensor, cache: Any):
+        self.cache, self.cols, self.group, self.mask2d_step = cache, None, None, None
+        b, n = embeds.shape[:2]
+        self.seen = n
+        mask2d = kwargs.get("attention_mask")
+        self.mask2d = mask2d if isinstance(mask2d, Tensor) and mask2d.dim() == 2 else None
+        self.spans = self._find_spans(n)
+        if hasattr(self.method, "reset"):
+            self.method.reset()
+        if self.stage != "projector" or not self.spans:
+            return None
+        compressions = self._compress_spans(embeds)
+        new, index = rebuild(embeds, self.spans, compressions)
+        self._record(index, embeds.shape[1], compressions)
+        if (
+            index.shape[1] == n
+            and bool((index == torch.arange(n, device=index.device)).all())
+            and torch.equal(new, embeds)
+        ):
+            return None  # nothing changed: leave the call exactly as it was
+        self.cols = index
+        kwargs = dict(kwargs)
+        kwargs["inputs_embeds"] = new
+        kwargs["attention_mask"] = valid_columns(index, self.mask2d).long()
+        kwargs["position_ids"] = take(self._positions(kwargs, embeds, 0), index, dim=-1, fill=1)
+        return args, kwargs
+
+    def _compress_spans(self, embeds: Tensor) -> dict[int, tuple[Compression, int]]:
+        """Compression of every span: from the projector hook (LLaVA) or of the LLM input rows,
+        batched over spans of one shape."""
+        out: dict[int, tuple[Compression, int]] = {}
+        groups: dict[tuple, list[int]] = {}
+        for i, span in enumerate(self.spans):
+            if span.modality == "image" and span.item in self.pending:
+                out[i] = self.pending[span.item]
+            else:
+                groups.setdefault((span.length, span.layout, span.modality), []).append(i)
+        for (length, layout, _), members in groups.items():
+            rows = torch.stack(
+                [
+                    embeds[self.spans[i].row, self.spans[i].start : self.spans[i].start + length]
+                    for i in members
+                ]
+            )
+            comp = self.method(Tokens(features=rows, layout=layout))
+            for j, i in enumerate(members):
+                out[i] = (
+                    Compression(
+                        *(
+                            t[j : j + 1]
+                            for t in (comp.features, comp.source, comp.positions, comp.sizes)
+                        )
+                    ),
+                    0,
+                )
+        return out
+
+    def _record(
+        self, index: Tensor, before_len: int, compressions: dict[int, tuple[Compression, int]]
+    ) -> None:
+        b = index.shape[0]
+        real = (
+            self.mask2d.bool()
+            if self.mask2d is not None
+            else torch.ones(b, before_len, dtype=torch.bool)
+        )
+        before = real.sum(1).tolist()
+        after = valid_columns(index, self.mask2d).sum(1).tolist()
+        media_before = [sum(s.length for s in self.spans if s.row == r) for r in range(b)]
+        media_after = [
+            sum(
+                compressions[i][0].count
+                for i, s in enumerate(self.spans)
+                if s.row == r and i in compressions
+            )
+            for r in range(b)
+        ]
+        self.report.records.append(
+            Record(self.report.calls, self.stage, before, after, media_before, media_after)
+        )
+
+    def _decoder_decode(self, args: tuple, kwargs: dict, embeds: Tensor):
+        q = embeds.shape[1]
+        b = embeds.shape[0]
+        mask2d = kwargs.get("attention_mask")
+        mask2d = mask2d if isinstance(mask2d, Tensor) and mask2d.dim() == 2 else None
+        new_cols = torch.arange(self.seen, self.seen + q, device=embeds.device).expand(b, q)
+        if mask2d is None:
+            full = torch.ones(b, self.seen + q, dtype=torch.long, device=embeds.device)
+        else:
+            full = mask2d
+        cols = torch.cat([self.cols, new_cols], dim=1)
+        valid = valid_columns(cols, full)
+        kwargs = dict(kwargs)
+        if self.stage == "projector":
+            kwargs["attention_mask"] = valid.long()
+            kwargs["position_ids"] = self._positions(kwargs, embeds, self.seen)
+        else:
+            dtype = embeds.dtype
+            self.group = {"attention_mask": mask_4d(valid, q, self.implementation, dtype)}
+        self.cols = cols
+        self.seen += q
+        return args, kwargs
+
+    # ------------------------------------------------------------------ llm / cache stages
+    def _capture_attention(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = _arg(args, kwargs, "hidden_states")
+        self.captured["attn_input"] = (module, hidden, kwargs.get("position_embeddings"))
+
+    def _media_columns(self, row: int) -> Tensor:
+        idx = [torch.arange(s.start, s.start + s.length) for s in self.spans if s.row == row]
+        return torch.cat(idx) if idx else torch.empty(0, dtype=torch.long)
+
+    def _attention_rows(
+        self, rows_of: list[Tensor], columns_of: list[Tensor], total: int
+    ) -> list[Tensor]:
+        """Per batch row, the (heads, M, N) attention that rows_of[b] pay to columns_of[b] at
+        layer K - 1, softmax over every column the row may see (causal, padding), in float32."""
+        module, hidden, position_embeddings = self.captured["attn_input"]
+        qs, ks = _queries_keys(module, hidden, position_embeddings)
+        out = []
+        n = ks.shape[2]
+        for b, (rows, cols) in enumerate(zip(rows_of, columns_of, strict=True)):
+            rows = rows.to(qs.device)
+            scores = (qs[b][:, rows].float() @ ks[b].float().transpose(-1, -2)) * module.scaling
+            seen = torch.arange(n, device=qs.device)[None, :] <= rows[:, None]
+            if self.mask2d is not None:
+                seen = seen & self.mask2d[b, -n:].bool().to(qs.device)[None, :]
+            scores = scores.masked_fill(~seen[None], float("-inf"))
+            out.append(scores.softmax(-1)[:, :, cols.to(qs.device)])
+        return out
+
+    def _layer_k(self, module: nn.Module, args: tuple, kwargs: dict):
+        hidden = _arg(args, kwargs, "hidden_states")
+        cache = kwargs.get("past_key_values")
+        if self.stage == "cache":
+            if not self.in_prefill and cache is self.cache and self.spans:
+                self._cache_step(cache, hidden)
+            return None if self.in_prefill else self._apply_group(args, kwargs)
+        if not self.in_prefill:
+            return self._apply_group(args, kwargs)
+        if not self.spans or "attn_input" not in self.captured:
+            return None
+        return self._llm_prefill(args, kwargs, hidden)
+
+    def _llm_prefill(self, args: tuple, kwargs: dict, hidden: Tensor):
+        b, n = hidden.shape[:2]
+        columns = [self._media_columns(r) for r in range(b)]
+        rows = []
+        for cols in columns:
+            last = int(cols.max()) + 1 if len(cols) else n - 1
+            rows.append(torch.arange(min(last, n - 1), n))
+        attention = self._attention_rows(rows, columns, n)
+        compressions: dict[int, tuple[Compression, int]] = {}
+        row_spans: list[Span] = []
+        shapes = {(len(c), len(r)) for c, r in zip(columns, rows, strict=True)}
+        batched = len(shapes) == 1
+        comps: list[Compression | None] = [None] * b
+        if batched and len(columns[0]):
+            feats = torch.stack([hidden[r, columns[r].to(hidden.device)] for r in range(b)])
+            text = torch.stack([hidden[r, rows[r].to(hidden.device)] for r in range(b)])
+            comp = self.method(
+                Tokens(
+                    features=feats,
+                    layout=self._row_layout(0),
+                    attention=torch.stack(attention).to(hidden.dtype),
+                    text=text,
+                )
+            )
+            comps = [
+                Compression(
+                    *(
+                        t[r : r + 1]
+                        for t in (comp.features, comp.source, comp.positions, comp.sizes)
+                    )
+                )
+                for r in range(b)
+            ]
+        else:
+            for r in range(b):
+                if len(columns[r]):
+                    cols, rws = columns[r].to(hidden.device), rows[r].to(hidden.device)
+                    comps[r] = self.method(
+                        Tokens(
+                            features=hidden[r : r + 1, cols],
+                            layout=self._row_layout(r),
+                            attention=attention[r][None].to(hidden.dtype),
+                            text=hidden[r : r + 1, rws],
+                        )
+                    )
+        for r in range(b):
+            if comps[r] is None:
+                continue
+            # the media of a row form one candidate set: rebuild keeps kept tokens in
+            # positional order, each at its own original index
+            cols = columns[r].to(hidden.device)
+            comp = comps[r]
+            order = comp.positions[0].argsort()
+            where = cols[comp.positions[0][order]]
+            span = Span(r, 0, n, "media", None, r)
+            compressions[len(row_spans)] = (
+                Compression(
+                    comp.features[:, order], comp.source, where[None], comp.sizes[:, order]
+                ),
+                0,
+            )
+            row_spans.append(span)
+        new, index = self._rebuild_rows(hidden, row_spans, compressions, columns)
+        self._record_llm(index, n, columns, compressions, row_spans)
+        if (
+            index.shape[1] == n
+            and bool((index == torch.arange(n, device=index.device)).all())
+            and torch.equal(new, hidden)
+        ):
+            return None
+        self.cols = index
+        valid = valid_columns(index, self.mask2d[:, -n:] if self.mask2d is not None else None)
+        group: dict[str, Any] = {}
+        if self.implementation == "sdpa" and bool(valid.all()):
+            group["attention_mask"] = None
+        else:
+            group["attention_mask"] = mask_4d(
+                valid, index.shape[1], self.implementation, hidden.dtype
+            )
+        cos, sin = kwargs["position_embeddings"]
+        group["position_embeddings"] = (take(cos, index, dim=1), take(sin, index, dim=1))
+        pos = kwargs.get("position_ids")
+        if isinstance(pos, Tensor):
+            group["position_ids"] = take(pos, index, dim=-1, fill=1)
+        self.group = group
+        args = (new, *args[1:]) if args else args
+        if "hidden_states" in kwargs:
+            kwargs = {**kwargs, "hidden_states": new}
+        return self._apply_group(args, kwargs)
+
+    def _row_layout(self, row: int) -> tuple[int, ...] | None:
+        own = [s for s in self.spans if s.row == row]
+        return own[0].layout if len(own) == 1 else None
+
+    def _rebuild_rows(
+        self, hidden: Tensor, row_spans: list[Span], compressions: dict, columns: list[Tensor]
+    ):
+        """Keep the non-media rows and the method's media output, in original order."""
+        b, n, d = hidden.shape
+        rows, indices = [], []
+        for r in range(b):
+            keep = torch.ones(n, dtype=torch.bool, device=hidden.device)
+            keep[columns[r].to(hidden.device)] = False
+            where = torch.arange(n, device=hidden.device)[keep]
+            feats = hidden[r, keep]
+            match = [i for i, s in enumerate(row_spans) if s.row == r]
+            if match:
+                comp = compressions[match[0]][0]
+                where = torch.cat([where, comp.positions[0]])
+                feats = torch.cat([feats, comp.features[0].to(hidden.dtype)])
+                order = where.argsort(stable=True)
+                where, feats = where[order], feats[order]
+            rows.append(feats)
+            indices.append(where)
+        width = max(len(w) for w in indices)
+        out = hidden.new_zeros(b, width, d)
+        index = torch.full((b, width), -1, dtype=torch.long, device=hidden.device)
+        for r in range(b):
+            out[r, width - len(indices[r]) :] = rows[r]
+            index[r, width - len(indices[r]) :] = indices[r]
+        return out, index
+
+    def _record_llm(
+        self,
+        index: Tensor,
+        n: int,
+        columns: list[Tensor],
+        compressions: dict,
+        row_spans: list[Span],
+    ) -> None:
+        b = index.shape[0]
+        mask = self.mask2d[:, -n:] if self.mask2d is not None else None
+        real = mask.bool() if mask is not None else torch.ones(b, n, dtype=torch.bool)
+        after = valid_columns(index, mask).sum(1).tolist()
+        media_after = [0] * b
+        for i, s in enumerate(row_spans):
+            media_after[s.row] = compressions[i][0].count
+        self.report.records.append(
+            Record(
+                self.report.calls,
+                self.stage,
+                real.sum(1).tolist(),
+                after,
+                [len(c) for c in columns],
+                media_after,
+            )
+        )
+
+    def _later_layer(self, module: nn.Module, args: tuple, kwargs: dict):
+        return self._apply_group(args, kwargs)
+
+    def _apply_group(self, args: tuple, kwargs: dict):
+        if self.group is None:
+            return None
+        return args, {**kwargs, **self.group}
+
+    def _cache_step(self, cache: Any, hidden: Tensor) -> None:
+        """One decoding step of the cache stage: score the media entries, mask the dropped."""
+        b, q = hidden.shape[:2]
+        k = self.method.layer
+        columns = [self._media_columns(r) for r in range(b)]
+        if len({len(c) for c in columns}) != 1:
+            raise ValueError(
+                f"{self.method.name}: the rows of the batch hold different numbers of media "
+                "tokens; the cache stage needs the same count in every row"
+            )
+        module, h, position_embeddings = self.captured["attn_input"]
+        # layer K - 1 has already cached this step's key: its cache is every column
+        qs, _ = _queries_keys(module, h, position_embeddings)
+        keys = cache.layers[k - 1].keys
+        keys = keys.repeat_interleave(qs.shape[1] // keys.shape[1], dim=1)
+        total = keys.shape[2]
+        scores = (qs[:, :, -1:].float() @ keys.float().transpose(-1, -2)) * module.scaling
+        full = (
+            self.mask2d_step
+            if self.mask2d_step is not None
+            else torch.ones(b, total, dtype=torch.bool)
+        )
+        scores = scores.masked_fill(
+            ~full[:, None, None, -total:].bool().to(scores.device), float("-inf")
+        )
+        probs = scores.softmax(-1)
+        cols = torch.stack(columns).to(probs.device)
+        attention = torch.stack([probs[r, :, :, cols[r]] for r in range(b)]).to(hidden.dtype)
+        kv = cache.layers[k].keys  # (B, kv heads, C, hd), the current token not yet added
+        flat = kv.transpose(1, 2).reshape(b, kv.shape[2], -1)
+        features = torch.stack([flat[r, cols[r]] for r in range(b)])
+        comp = self.method(
+            Tokens(features=features, layout=self._row_layout(0), attention=attention)
+        )
+        keep = torch.ones(b, total, dtype=torch.bool, device=probs.device)
+        for r in range(b):
+            keep[r, cols[r]] = comp.source[r] >= 0
+        valid = keep & full[:, -total:].bool().to(keep.device)
+        self.group = {"attention_mask": mask_4d(valid, q, self.implementation, hidden.dtype)}
+        before = full[:, -total:].sum(1).tolist()
+        self.report.records.append(
+            Record(
+                self.report.calls,
+                self.stage,
+                before,
+                valid.sum(1).tolist(),
+                [len(c) for c in columns],
+                [int((comp.source[r] >= 0).sum()) for r in range(b)],
+            )
+        )
+
+
+@contextmanager
+def compress(model: nn.Module, method: Method | str, **options: Any) -> Iterator[Report]:
+    """Run `model` with `method` applied where its stage says; yields the `Report`.
+
+    `method` is a `Method` or a registry name, built with `options` as its hyperparameters
+    (`compress(model, "fastv", keep=64)`). Every hook is removed on exit, also on error.
+    """
+    if isinstance(method, str):
+        method = get(method, **options)
+    elif options:
+        raise ValueError(
+            f"options {sorted(options)} are hyperparameters: pass a method name with them, e.g. "
+            f"compress(model, {method.name!r}, ...), or build the method yourself"
+        )
+    if not isinstance(method, Method):
+        raise ValueError(
+            f"method must be a reproductions Method or a registry name, got {type(method).__name__}"
+        )
+    session = _Session(model, method)
+    try:
+        session.install()
+        yield session.report
+    finally:
+        session.remove()

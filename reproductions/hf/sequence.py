@@ -1,0 +1,169 @@
+"""Pure tensor helpers of the integration: find the media spans of a prompt, rebuild a shorter
+sequence from per-span compressions, and build the attention masks that go with it.
+
+A rebuilt sequence is described by `index` (B, L') long: for every new row, the index in the
+original sequence whose position id, attention-mask value and cache column it inherits, -1 for
+a padding row added on the left (rows of one batch may shrink by different amounts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..interface import Compression
+
+
+@dataclass
+class Span:
+    """One image, video or audio clip in one row of the LLM sequence.
+
+    `start`, `length`: where its placeholder tokens lie in the row; `layout`: the grid the tokens
+    fill ((H, W), (T, H, W) or (T,)), None where the model packs them irregularly; `item`: its
+    index among the items of its modality in (batch, sequence) order.
+    """
+
+    row: int
+    start: int
+    length: int
+    modality: str
+    layout: tuple[int, ...] | None
+    item: int
+
+
+def runs(ids: Tensor, token: int) -> list[list[tuple[int, int]]]:
+    """Per row, the (start, length) of each maximal run of `token` in `ids` (B, L)."""
+    out: list[list[tuple[int, int]]] = []
+    hits = (ids == token).cpu()
+    for row in hits:
+        found: list[tuple[int, int]] = []
+        flags = row.tolist()
+        i = 0
+        while i < len(flags):
+            if flags[i]:
+                j = i
+                while j < len(flags) and flags[j]:
+                    j += 1
+                found.append((i, j - i))
+                i = j
+            else:
+                i += 1
+        out.append(found)
+    return out
+
+
+def split_runs(
+    found: list[list[tuple[int, int]]], sizes: list[int] | None
+) -> list[list[tuple[int, int]]]:
+    """Split runs into items of the given `sizes` (in order over rows), where adjacent items
+    share one run; None keeps one item per run."""
+    if sizes is None:
+        return found
+    queue = list(sizes)
+    out: list[list[tuple[int, int]]] = []
+    for row in found:
+        items: list[tuple[int, int]] = []
+        for start, length in row:
+            while length > 0:
+                if not queue:
+                    raise ValueError(
+                        "the prompt has more media placeholder tokens than the media inputs fill; "
+                        "pass one placeholder run per image / video / audio"
+                    )
+                size = queue.pop(0)
+                if size > length:
+                    raise ValueError(
+                        f"a placeholder run of {length} tokens is shorter than its item ({size} tokens)"
+                    )
+                items.append((start, size))
+                start, length = start + size, length - size
+        out.append(items)
+    return out
+
+
+def take(x: Tensor, index: Tensor, dim: int, fill: float | int = 0) -> Tensor:
+    """x gathered along the sequence `dim` by `index` (B, L') per batch row; -1 gives `fill`.
+
+    The batch dimension of `x` is the one just before `dim` (size B or 1, broadcast).
+    """
+    dim = dim % x.dim()
+    batch_dim = dim - 1
+    b = index.shape[0]
+    if x.shape[batch_dim] == 1 and b > 1:
+        x = x.expand(*x.shape[:batch_dim], b, *x.shape[batch_dim + 1 :])
+    safe = index.clamp_min(0)
+    shape = [1] * x.dim()
+    shape[batch_dim], shape[dim] = b, index.shape[1]
+    idx = safe.reshape(shape).expand(*x.shape[:dim], index.shape[1], *x.shape[dim + 1 :])
+    out = x.gather(dim, idx.to(x.device))
+    pad = (index < 0).reshape(shape).expand_as(out).to(out.device)
+    return out.masked_fill(pad, fill) if bool(pad.any()) else out
+
+
+def rebuild(
+    hidden: Tensor, spans: list[Span], compressions: dict[int, tuple[Compression, int]]
+) -> tuple[Tensor, Tensor]:
+    """The shorter sequence where each compressed span is replaced by its compression.
+
+    `compressions[i]` is (Compression over the tokens of `spans[i]`, number of leading special
+    tokens the method saw, which have no placeholder of their own). Output token k of a span
+    takes the position of the placeholder `start + max(positions[k] - special, 0)`; tokens are
+    emitted in the method's output order. Returns (new hidden (B, L', D), index (B, L')), rows
+    left-padded with zeros (index -1) to the longest row.
+    """
+    b = hidden.shape[0]
+    rows: list[Tensor] = []
+    indices: list[Tensor] = []
+    device = hidden.device
+    for row in range(b):
+        own = sorted(
+            ((i, s) for i, s in enumerate(spans) if s.row == row and i in compressions),
+            key=lambda p: p[1].start,
+        )
+        pieces, where, cursor = [], [], 0
+        for i, span in own:
+            comp, special = compressions[i]
+            pieces.append(hidden[row, cursor : span.start])
+            where.append(torch.arange(cursor, span.start, device=device))
+            pieces.append(comp.features[0].to(hidden.dtype))
+            where.append(span.start + (comp.positions[0].to(device) - special).clamp_min(0))
+            cursor = span.start + span.length
+        pieces.append(hidden[row, cursor:])
+        where.append(torch.arange(cursor, hidden.shape[1], device=device))
+        rows.append(torch.cat(pieces))
+        indices.append(torch.cat(where))
+    width = max(r.shape[0] for r in rows)
+    out = hidden.new_zeros(b, width, hidden.shape[2])
+    index = torch.full((b, width), -1, dtype=torch.long, device=device)
+    for row, (r, w) in enumerate(zip(rows, indices, strict=True)):
+        out[row, width - r.shape[0] :] = r
+        index[row, width - w.shape[0] :] = w
+    return out, index
+
+
+def valid_columns(index: Tensor, mask2d: Tensor | None) -> Tensor:
+    """(B, L') bool: the rebuilt rows that are real tokens (not padding, old or new)."""
+    valid = index >= 0
+    if mask2d is not None:
+        valid = valid & take(mask2d.bool(), index, dim=1, fill=False)
+    return valid
+
+
+def mask_4d(valid: Tensor, queries: int, implementation: str, dtype: torch.dtype) -> Tensor:
+    """The (B, 1, q, kv) mask of the last `queries` rows over `valid` (B, kv) columns, causal by
+    sequence index, in the format the attention implementation adds or selects with.
+
+    A query row that would see nothing (a padding row) sees itself, so softmax stays finite.
+    """
+    b, kv = valid.shape
+    q_index = torch.arange(kv - queries, kv, device=valid.device)[:, None]
+    k_index = torch.arange(kv, device=valid.device)[None, :]
+    allowed = (k_index <= q_index)[None] & valid[:, None, :]
+    allowed = allowed | (k_index == q_index)[None]
+    allowed = allowed[:, None]
+    if implementation == "eager":
+        zero = torch.zeros((), dtype=dtype, device=valid.device)
+        return torch.where(allowed, zero, torch.finfo(dtype).min)
+    return allowed
