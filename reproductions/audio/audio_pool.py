@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..interface import Compression, Method, Tokens
-from ..ops import identity, input_sizes, merge
+from ..ops import identity, input_sizes, work_dtype
 from ..registry import register
 
 
@@ -62,9 +62,21 @@ class AudioPool(Method):
                 f"audio_pool(stride={self.stride}) needs at least {self.stride} frames, got "
                 f"{n - special}: pass a smaller stride or a longer clip"
             )
-        device = tokens.features.device
+        x = tokens.features
+        device = x.device
         frame = torch.arange(n - special, device=device)
         slot = torch.where(frame < groups * self.stride, frame // self.stride + special, -1)
         source = torch.cat([torch.arange(special, device=device), slot]).expand(tokens.batch, n)
-        ones = torch.ones_like(input_sizes(tokens))
-        return merge(tokens, source, special + groups, weights=ones)
+        span = slice(special, special + groups * self.stride)
+        shape = (tokens.batch, groups, self.stride)
+        pooled = x[:, span].to(work_dtype(x)).reshape(*shape, -1).mean(dim=2).to(x.dtype)
+        sizes = input_sizes(tokens)
+        starts = torch.arange(groups, device=device) * self.stride + special
+        return Compression(
+            features=torch.cat([x[:, :special], pooled], dim=1),
+            source=source.clone(),
+            positions=torch.cat([torch.arange(special, device=device), starts])
+            .expand(tokens.batch, -1)
+            .clone(),
+            sizes=torch.cat([sizes[:, :special], sizes[:, span].reshape(shape).sum(dim=2)], dim=1),
+        )

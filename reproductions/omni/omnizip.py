@@ -108,6 +108,11 @@ class OmniZip(Method):
         x, attention = tokens.features, tokens.attention
         n = x.shape[1] if x.dim() == 3 else 0
         validate_tokens(dataclasses.replace(tokens, attention=attention[..., :n]), self)
+        if len(tokens.grid) != 3:
+            raise ValueError(
+                f"omnizip compresses video tokens with layout (T, H, W), got layout {tokens.layout}: "
+                "pass the video tokens in features and the audio tokens in the audio signal"
+            )
         na = tokens.audio.shape[1]
         if attention.shape[-1] != n + na:
             raise ValueError(

@@ -67,3 +67,20 @@ def test_threshold_with_rows_that_disagree_raises():
     x = torch.zeros(2, 4, 1, dtype=torch.float64)
     with pytest.raises(ValueError, match="rectangular"):
         get("atome", threshold=0.9)(Tokens(features=x, keys=keys, layout=(4,)))
+
+
+def test_pair_merge_equals_the_generic_weighted_merge():
+    from reproductions.audio.atome import merge_pairs
+    from reproductions.ops import merge
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 9, 5, generator=g, dtype=torch.float64)
+    sizes = torch.rand(2, 9, generator=g, dtype=torch.float64) + 0.5
+    joins = torch.zeros(2, 9, dtype=torch.bool)
+    joins[:, [2, 6, 8]] = True  # pairs (1, 2), (5, 6), (7, 8)
+    t = Tokens(features=x, layout=(9,), sizes=sizes.float())
+    fast = merge_pairs(t, joins, 6)
+    slow = merge(t, (~joins).long().cumsum(dim=1) - 1, 6)
+    assert torch.allclose(fast.features, slow.features)
+    assert torch.equal(fast.source, slow.source) and torch.equal(fast.positions, slow.positions)
+    assert torch.allclose(fast.sizes, slow.sizes)

@@ -195,3 +195,10 @@ def test_bad_inputs_raise():
         get("omnizip", audio_ratio=1.5)
     with pytest.raises(ValueError, match="g="):
         get("omnizip", g=-1)
+
+
+def test_audio_layout_in_features_is_rejected():
+    tokens = omni_tokens()
+    flat = dataclasses.replace(tokens, layout=(tokens.count,))
+    with pytest.raises(ValueError, match=r"\(T, H, W\)"):
+        get("omnizip")(flat)
