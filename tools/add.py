@@ -111,8 +111,11 @@ def parse_bibtex(text: str) -> Paper:
         raise AddError(f"the BibTeX entry {entry.key} has no title; add title = {{...}}")
     authors = [_author(name) for name in re.split(r"\s+and\s+", fields.get("author", "")) if name.strip()]
     arxiv = None
-    for key in ("eprint", "journal", "url", "arxiv"):
-        match = re.search(r"(\d{4}\.\d{4,5})", fields.get(key, ""))
+    for key in ("eprint", "journal", "url", "arxiv", "doi"):
+        text = fields.get(key, "")
+        if key in ("url", "doi") and "arxiv" not in text.lower():
+            continue
+        match = re.search(r"(\d{4}\.\d{4,5})", text)
         if match:
             arxiv = match.group(1)
             break

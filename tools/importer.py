@@ -71,6 +71,17 @@ CODE_HOSTS = ("github.com", "gitlab.com", "bitbucket.org", "huggingface.co/space
 ODD_YEARS, EVEN_YEARS = {"ICCV"}, {"ECCV"}
 #: arXiv ids that are placeholders, not papers: they look like no real id (.99999)
 PLACEHOLDER = re.compile(r"\.9{4,5}$")
+#: papers the lists credit to a team ("Qwen Team"): the first author the id rule uses instead,
+#: taken from the arXiv listing (only where we are certain; the others keep a `team...` id)
+TEAM_FIRST_AUTHORS = {
+    "2204.14198": "Jean-Baptiste Alayrac",  # Flamingo ("DeepMind Team")
+    "2304.14178": "Qinghao Ye",  # mPLUG-Owl ("DAMO Team")
+    "2404.16821": "Zhe Chen",  # InternVL 1.5 ("InternVL Team")
+    "2409.12191": "Peng Wang",  # Qwen2-VL ("Qwen Team")
+    "2412.04468": "Zhijian Liu",  # NVILA ("NVIDIA")
+    "2502.13923": "Shuai Bai",  # Qwen2.5-VL ("Qwen Team")
+    "2503.20215": "Jin Xu",  # Qwen2.5-Omni ("Qwen Team")
+}
 #: fields the lists carry; every other field of an existing file is kept as it is
 LIST_FIELDS = ("modalities", "mechanisms", "architecture", "tasks")
 
@@ -353,6 +364,10 @@ def build(sources: Path, existing: list[Paper], log: Callable[[str], None] = pri
         (papers if old else fresh).append(merged)
     for paper in sorted(fresh, key=lambda paper: (paper["arxiv"] or "~", normalised_title(paper["title"]))):
         first_author = paper["authors"][0] if paper["authors"] else None
+        if paper["arxiv"] in TEAM_FIRST_AUTHORS:
+            log(f"id: {paper['arxiv']}: the lists credit {first_author!r}; the id uses the first "
+                f"author {TEAM_FIRST_AUTHORS[paper['arxiv']]!r}")
+            first_author = TEAM_FIRST_AUTHORS[paper["arxiv"]]
         paper["id"] = paper_id(first_author, paper["year"], paper["title"], taken)
         taken.add(paper["id"])
         papers.append(paper)

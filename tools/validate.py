@@ -26,6 +26,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
 from .catalog import CATALOG, ROOT, Paper, load_taxonomy, paper_id
+from .importer import TEAM_FIRST_AUTHORS, normalised_title
 from .schema import build_schema
 
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -259,13 +260,13 @@ def _rule_breaks(paper: Paper) -> bool:
         expected = paper_id(paper["authors"][0], paper["year"], paper["title"])
     except (KeyError, TypeError, IndexError, ValueError):
         return False
+    if paper.get("arxiv") in TEAM_FIRST_AUTHORS:
+        expected = paper_id(TEAM_FIRST_AUTHORS[paper["arxiv"]], paper["year"], paper["title"])
     given = str(paper.get("id", ""))
     return not (given == expected or (given[:-1] == expected and given[-1:].isalpha()))
 
 
 def _normalised(title: Any) -> str | None:
-    from .importer import normalised_title
-
     return normalised_title(title) if isinstance(title, str) else None
 
 

@@ -1,0 +1,94 @@
+"""`python -m tools add`, offline: a recorded arXiv Atom answer (hand-written in the API's format)
+and BibTeX entries. It refuses to overwrite a file and reports duplicates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from catalog_fixtures import snapshot
+
+from tools.add import main
+from tools.validate import validate
+
+ATOM = Path(__file__).parent / "fixtures" / "arxiv_2507.20198.atom"
+BIBTEX = """
+@inproceedings{bolya2023token,
+  title     = {{Token Merging}: Your {ViT} But Faster},
+  author    = {Bolya, Daniel and Fu, Cheng-Yang and Dai, Xiaoliang},
+  booktitle = {The Eleventh International Conference on Learning Representations},
+  year      = {2023},
+  doi       = {10.48550/arXiv.2210.09461},
+  url       = {https://openreview.net/forum?id=JroZRaRw7Eu},
+}
+"""
+
+
+def test_from_a_recorded_arxiv_answer(catalog: Path, capsys) -> None:
+    args = ["2507.20198", "--atom", str(ATOM), "--root", str(catalog), "--modality", "video",
+            "--modality", "audio", "--mechanism", "query", "--code", "https://github.com/cokeshao/x"]
+    assert main(args) == 0
+    path = catalog / "papers" / "shao2025when.yaml"
+    paper = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert paper["title"] == (
+        "When Tokens Talk Too Much: A Survey of Multimodal Long-Context Token Compression "
+        "across Images, Videos, and Audios"
+    )
+    assert paper["authors"] == ["Kele Shao", "Keda Tao", "Kejia Zhang", "Huan Wang"]
+    assert (paper["year"], paper["month"], paper["arxiv"], paper["venue"]) == (2025, 7, "2507.20198", None)
+    assert paper["links"]["paper"] == "https://arxiv.org/abs/2507.20198"
+    assert paper["modalities"] == ["video", "audio"] and paper["mechanisms"] == ["query"]
+    assert validate(catalog, registry=False).errors == []
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_an_arxiv_id_the_catalog_has_is_refused(catalog: Path, capsys) -> None:
+    atom = ATOM.read_text().replace("2507.20198", "2403.06764")
+    saved = catalog.parent / "answer.xml"
+    saved.write_text(atom)
+    before = snapshot(catalog)
+    assert main(["arXiv:2403.06764v2", "--atom", str(saved), "--root", str(catalog)]) == 1
+    err = capsys.readouterr().err
+    assert "duplicate" in err and "chen2024image.yaml" in err and "2403.06764" in err
+    assert snapshot(catalog) == before
+
+
+def test_an_existing_file_is_never_overwritten(catalog: Path, capsys) -> None:
+    assert main(["2507.20198", "--atom", str(ATOM), "--root", str(catalog), "--id", "chen2024image"]) == 1
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert yaml.safe_load((catalog / "papers" / "chen2024image.yaml").read_text())["arxiv"] == "2403.06764"
+
+
+def test_a_bad_arxiv_id_is_refused(catalog: Path, capsys) -> None:
+    assert main(["24036764", "--root", str(catalog)]) == 1
+    assert "not an arXiv id" in capsys.readouterr().err
+
+
+def test_from_bibtex_offline(catalog: Path, capsys) -> None:
+    (catalog / "papers" / "bolya2022token.yaml").unlink()
+    source = catalog.parent / "paper.bib"
+    source.write_text(BIBTEX)
+    assert main(["--bibtex", str(source), "--root", str(catalog), "--mechanism", "similarity"]) == 0
+    paper = yaml.safe_load((catalog / "papers" / "bolya2022token.yaml").read_text(encoding="utf-8"))
+    assert paper["title"] == "Token Merging: Your ViT But Faster"
+    assert paper["authors"] == ["Daniel Bolya", "Cheng-Yang Fu", "Xiaoliang Dai"]
+    assert paper["venue"] == {"name": "ICLR", "year": 2023, "track": "main", "presentation": None}
+    assert paper["arxiv"] == "2210.09461" and paper["year"] == 2022  # the id's year: 2210 -> 2022
+    assert paper["doi"] == "10.48550/arXiv.2210.09461"
+    assert validate(catalog, registry=False).errors == []
+
+
+def test_bibtex_duplicate_title_is_refused(catalog: Path, capsys) -> None:
+    source = catalog.parent / "paper.bib"
+    source.write_text(BIBTEX.replace("doi       = {10.48550/arXiv.2210.09461},\n", ""))
+    before = snapshot(catalog)
+    assert main(["--bibtex", str(source), "--root", str(catalog)]) == 1
+    assert "bolya2022token.yaml" in capsys.readouterr().err
+    assert snapshot(catalog) == before
+
+
+def test_bibtex_without_an_entry_is_refused(catalog: Path, capsys) -> None:
+    source = catalog.parent / "paper.bib"
+    source.write_text("this is not bibtex")
+    assert main(["--bibtex", str(source), "--root", str(catalog)]) == 1
+    assert "no BibTeX entry" in capsys.readouterr().err
