@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..interface import Compression, Method, Tokens
-from ..ops import identity, input_sizes, order, work_dtype
+from ..ops import identity, input_sizes, order, take_rows, work_dtype
 from ..registry import register
 
 
@@ -126,7 +126,7 @@ def merge_pairs(tokens: Tokens, joins: Tensor, count: int) -> Compression:
     first = (~joins).nonzero()[:, 1].reshape(b, count)
     second = (first + 1).clamp(max=n - 1)
     paired = joins.gather(1, second) & (first + 1 < n)
-    features = rows(x, first)  # unmerged tokens are copied as they are
+    features = take_rows(x, first)  # unmerged tokens are copied as they are
     pick = paired.reshape(-1).nonzero().squeeze(1)  # flat (b * count + k) of the merged slots
     if pick.numel():
         flat_first = (first + torch.arange(b, device=x.device).unsqueeze(1) * n).reshape(-1)[pick]
@@ -143,17 +143,6 @@ def merge_pairs(tokens: Tokens, joins: Tensor, count: int) -> Compression:
         positions=first,
         sizes=sizes.gather(1, first) + sizes.gather(1, second) * paired,
     )
-
-
-def rows(x: Tensor, idx: Tensor) -> Tensor:
-    """x[b, idx[b, k]] for (B, N, D) `x`, by `index_select` on the flattened rows.
-
-    Same result as `ops.gather`, whose `torch.gather` with an expanded (B, K, D) index is ~40x
-    slower on CPU at Whisper sizes (1500 x 1280); this keeps atome within its 20 ms target.
-    """
-    offsets = torch.arange(x.shape[0], device=x.device).unsqueeze(1) * x.shape[1]
-    flat = x.reshape(-1, x.shape[-1]).index_select(0, (idx + offsets).reshape(-1))
-    return flat.reshape(*idx.shape, x.shape[-1])
 
 
 def adjacent_pair_scores(keys: Tensor) -> Tensor:
