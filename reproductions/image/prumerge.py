@@ -58,7 +58,9 @@ def prune_and_merge(tokens: Tokens, kept: Tensor, scores: Tensor, neighbors: int
         self_match = torch.arange(k, device=x.device).expand(b, k).unsqueeze(-1)
         sim = sim.scatter(2, self_match, -math.inf)
         near = order(sim)[..., :count]  # (B, K, count) positions in `listed`
-        mix = torch.zeros_like(sim).scatter_(2, near, weight.unsqueeze(1).expand_as(sim).gather(2, near))
+        mix = torch.zeros_like(sim).scatter_(
+            2, near, weight.unsqueeze(1).expand_as(sim).gather(2, near)
+        )
         updated = updated + mix @ x
 
     sizes = input_sizes(tokens)

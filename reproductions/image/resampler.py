@@ -112,6 +112,7 @@ class PerceiverResampler(Method):
     copies = False
     trainable = True
     example = {"dim": 32, "num_queries": 8, "depth": 2, "heads": 4, "head_dim": 8}
+    benchmark = {"dim": 1024}  # Flamingo's defaults on the image preset's width
 
     def __post_init__(self) -> None:
         for name in ("dim", "num_queries", "depth", "heads", "head_dim", "ff_mult"):

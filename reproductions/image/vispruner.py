@@ -25,15 +25,19 @@ def remove_duplicates(similarity: Tensor, target: int) -> Tensor:
     the original list, in the final list order. One round is a gather, a max and a sort.
     """
     b, r = similarity.shape[:2]
-    rows = torch.arange(b, device=similarity.device)[:, None, None]
+    flat = similarity.reshape(b * r, r)  # row picks as one index_select: the fast path on CPU
+    offsets = torch.arange(b, device=similarity.device)[:, None] * r
     current = torch.arange(r, device=similarity.device).expand(b, r)
     while (excess := current.shape[1] - target) > 0:
         evens, odds = current[:, ::2], current[:, 1::2]
+        count = evens.shape[1]
         if odds.shape[1]:
-            scores = similarity[rows, evens[:, :, None], odds[:, None, :]].max(dim=-1).values
+            rows = flat.index_select(0, (evens + offsets).flatten()).view(b, count, r)
+            scores = rows.gather(2, odds[:, None, :].expand(b, count, odds.shape[1]))
+            scores = scores.amax(dim=-1)
         else:  # a single entry left and nothing to match it with
             scores = torch.zeros(evens.shape, dtype=similarity.dtype, device=similarity.device)
-        drop = min(ROUND, excess, evens.shape[1])
+        drop = min(ROUND, excess, count)
         survivors = evens.gather(1, order(scores)[:, drop:])
         current = torch.cat([survivors, odds], dim=1)
     return current
