@@ -201,8 +201,13 @@ class FastVID(Method):
         rest_tokens = video.gather(1, rest.unsqueeze(-1).expand(-1, -1, video.shape[-1]))
         rest_unit = rest_tokens / rest_tokens.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         rest_index = frame_index.gather(1, rest)
-        density, delta = density_peaks(rest_tokens, k=4)
-        score = density * delta
+        # density-peak scores, per frame; only anchor frames pick context tokens, so only
+        # theirs are computed (the released code scores every frame and uses these)
+        score = torch.zeros(rest.shape, dtype=x.dtype, device=device)
+        anchors = [f for f, share in enumerate(shares) if share > 0]
+        if anchors:
+            density, delta = density_peaks(rest_tokens[anchors], k=4)
+            score[anchors] = density * delta
 
         owner = torch.full((x.shape[0],), -1, dtype=torch.long, device=device)
         owner[:special] = torch.arange(special, device=device)

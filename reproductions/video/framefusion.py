@@ -159,8 +159,12 @@ class FrameFusion(Method):
         while True:
             bound = pruning_ratio(sparsities, self.cost, self.layers)
             prev = previous_alive(alive)
-            earlier = current.gather(0, prev.clamp_min(0).unsqueeze(-1).expand_as(current))
-            cosine = torch.nn.functional.cosine_similarity(current, earlier, dim=-1)
+            unit = current / current.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            if bool(alive.all()):  # the previous token of a patch is one frame earlier
+                earlier = torch.cat([unit[:1], unit[:-1]])
+            else:
+                earlier = unit.gather(0, prev.clamp_min(0).unsqueeze(-1).expand_as(unit))
+            cosine = (unit * earlier).sum(dim=-1)
             cosine = torch.where(alive & (prev >= 0), cosine, NO_PREVIOUS)
             remaining = int(alive.sum())
             similar = alive & (cosine >= self.similarity)
