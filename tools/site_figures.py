@@ -27,6 +27,8 @@ PATCH = 14
 GRID = 16
 #: the budget a figure uses for methods with a `keep` field: a quarter of the patches
 FIGURE_KEEP = 0.25
+#: nearest-neighbour upscaling of the saved figure
+SCALE = 2
 
 
 def can_draw(cls: type) -> bool:
@@ -66,10 +68,14 @@ def patch_features(image: np.ndarray) -> np.ndarray:
 
 
 def figure_parameters(cls: type) -> dict[str, Any]:
-    """The method's example parameters, with a quarter of the patches as budget where it has `keep`."""
+    """The method's example parameters, with a budget that shows on the photograph: a quarter of
+    the patches for a `keep` budget, half of them merged away for a ToMe-style `r`."""
     params = dict(cls.example)
-    if "keep" in {f.name for f in fields(cls)}:
+    names = {f.name for f in fields(cls)}
+    if "keep" in names:
         params["keep"] = FIGURE_KEEP
+    elif "r" in names:
+        params["r"] = GRID * GRID // 2
     return params
 
 
@@ -90,6 +96,7 @@ def draw(cls: type) -> tuple[bytes, str]:
     out = method(Tokens(features=features, layout=(GRID, GRID), special=special))
     slots = out.source[0, special:].numpy().reshape(GRID, GRID)
     picture = np.concatenate([image, np.ones((image.shape[0], 8, 3)), render(image, slots)], axis=1)
+    picture = picture.repeat(SCALE, axis=0).repeat(SCALE, axis=1)  # crisp patches on screen
     buffer = io.BytesIO()
     matplotlib.image.imsave(buffer, np.clip(picture, 0, 1), format="png")
     kept = int((slots >= 0).sum())

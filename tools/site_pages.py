@@ -11,6 +11,7 @@ only through `text` (HTML-escaped, inside a raw HTML block that Markdown leaves 
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import inspect
 import json
@@ -356,7 +357,7 @@ def paper_row(paper: Paper, data: SiteData, source: str) -> str:
         ("repro", "1" if reproductions else "0", reproductions),
     ]
     tds = "".join(f'<td data-sort="{key}">{body}</td>' for _, key, body in cells)
-    return f'<tr {attributes} data-text="{text(search_text(paper))}">{tds}</tr>'
+    return f'<tr data-id="{paper["id"]}" {attributes} data-text="{text(search_text(paper))}">{tds}</tr>'
 
 
 def _tags(source: str, kind: str, values: list[str]) -> str:
@@ -377,7 +378,7 @@ def papers_table(papers: Iterable[Paper], data: SiteData, source: str, interacti
     rows = "\n".join(paper_row(paper, data, source) for paper in papers)
     return (
         '<div class="papers-table-wrap">\n'
-        f'<table class="papers-table"{" data-papers-table" if interactive else ""}>\n'
+        f'<table data-table="papers"{" data-papers-table" if interactive else ""}>\n'
         f"<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>\n</div>\n"
     )
 
@@ -454,7 +455,7 @@ def paper_markdown(paper: Paper, data: SiteData) -> str:
     out = [
         front_matter(paper["title"]),
         f'<h1 class="paper-title">{text(paper["title"])}</h1>\n',
-        f'<table class="paper-facts">\n{rows}\n</table>\n',
+        f'<table data-table="paper-facts">\n{rows}\n</table>\n',
     ]
     links = [
         f'<li>{name}: {link(target, target, external=True)}</li>'
@@ -477,8 +478,8 @@ def paper_markdown(paper: Paper, data: SiteData) -> str:
     neighbours = related(paper, data.papers)
     if neighbours:
         out.append(
-            "## Related papers\n\nSame modality and mechanism.\n\n"
-            + papers_table(neighbours, data, source, interactive=False)
+            "## Related papers\n\n<p>Papers that share a modality and a mechanism with this one, "
+            "most shared pairs first.</p>\n\n" + papers_list(neighbours, source)
         )
     return "\n".join(out)
 
@@ -511,7 +512,7 @@ def matrix_table(data: SiteData, source: str) -> str:
         label = link(href(source, taxonomy_page("modalities", modality)), text(modality))
         rows.append(f"<tr><th>{label}</th>{''.join(cells)}</tr>")
     return (
-        '<table class="matrix">\n'
+        '<table data-table="matrix">\n'
         f"<thead><tr><th>modality \\ mechanism</th>{head}</tr></thead>\n<tbody>\n"
         + "\n".join(rows)
         + "\n</tbody>\n</table>\n"
@@ -519,7 +520,7 @@ def matrix_table(data: SiteData, source: str) -> str:
 
 
 def counts_block(data: SiteData, source: str) -> str:
-    """Headline counts, then papers by year and by venue."""
+    """Headline counts, each a link to the papers (or methods) it counts."""
     papers = data.papers
     with_code = sum(1 for p in papers if code_url(p))
     reproduced = sum(1 for p in papers if reproductions_of(p, data))
@@ -532,30 +533,38 @@ def counts_block(data: SiteData, source: str) -> str:
         (unclassified, "not yet classified by mechanism", href(source, "papers/index.md", query(mechanism=UNCLASSIFIED))),
     ]
     items = "".join(f'<li><a href="{target}"><strong>{n}</strong> {label}</a></li>' for n, label, target in facts)
-    years = "".join(
-        f'<tr><td><a href="{href(source, "papers/index.md", query(year=str(year)))}">{year}</a></td><td>{n}</td></tr>'
-        for year, n in sorted(by_year(papers).items(), reverse=True)
+    return f'<ul class="counts">{items}</ul>\n'
+
+
+def spread_block(data: SiteData, source: str) -> str:
+    """Papers by year and by venue (`tools.catalog.by_year` / `by_venue`), each a filter link."""
+    years = " · ".join(
+        f'<a href="{href(source, "papers/index.md", query(year=str(year)))}">{year}</a>&nbsp;({n})'
+        for year, n in sorted(by_year(data.papers).items(), reverse=True)
     )
-    venues = "".join(
-        f'<tr><td><a href="{href(source, "papers/index.md", query(venue=name))}">{text(name)}</a></td><td>{n}</td></tr>'
-        for name, n in by_venue(papers).items()
+    venues = " · ".join(
+        f'<a href="{href(source, "papers/index.md", query(venue=name))}">{text(name)}</a>&nbsp;({n})'
+        for name, n in by_venue(data.papers).items()
     )
-    return (
-        f'<ul class="counts">{items}</ul>\n\n'
-        '<div class="count-tables">\n'
-        f'<table class="by-year"><thead><tr><th>Year</th><th>Papers</th></tr></thead><tbody>{years}</tbody></table>\n'
-        f'<table class="by-venue"><thead><tr><th>Venue</th><th>Papers</th></tr></thead><tbody>{venues}</tbody></table>\n'
-        "</div>\n"
-    )
+    return f'<p class="spread"><strong>By year:</strong> {years}</p>\n<p class="spread"><strong>By venue:</strong> {venues}</p>\n'
+
+
+def papers_list(papers: Iterable[Paper], source: str) -> str:
+    """A compact list of papers: linked title, then method, venue, date and classification."""
+    items = []
+    for p in papers:
+        meta = [p.get("method") or "", venue_label(p), when(p),
+                "/".join(p.get("modalities") or []), "/".join(p.get("mechanisms") or [])]
+        shown = " · ".join(text(part) for part in meta if part)
+        items.append(
+            f"<li>{link(href(source, paper_page(p['id'])), text(p['title']))} "
+            f'<span class="paper-meta">{shown}</span></li>'
+        )
+    return '<ul class="papers-list">\n' + "\n".join(items) + "\n</ul>\n"
 
 
 def newest_list(data: SiteData, source: str) -> str:
-    items = "\n".join(
-        f"<li>{link(href(source, paper_page(p['id'])), text(p['title']))} "
-        f'<span class="paper-meta">{text(p.get("method") or "")} · {text(venue_label(p))} · {text(when(p))}</span></li>'
-        for p in newest(data)
-    )
-    return f'<ul class="newest">\n{items}\n</ul>\n'
+    return papers_list(newest(data), source)
 
 
 def home(template: str, data: SiteData) -> str:
@@ -566,6 +575,7 @@ def home(template: str, data: SiteData) -> str:
         {
             "counts": counts_block(data, source),
             "matrix": matrix_table(data, source),
+            "spread": spread_block(data, source),
             "newest": newest_list(data, source),
         },
     )
@@ -705,20 +715,19 @@ def method_markdown(
         ("Modalities", text(", ".join(cls.modality))),
         ("Mechanisms", _tags(source, "mechanisms", list(cls.mechanisms)) or "none (baseline)"),
         ("Signals it needs", f"<ul>{needs}</ul>"),
-        ("Output tokens", "copies of input tokens" if cls.copies else "new tokens (merged or pooled)"),
+        ("Output tokens", "an output token that stands for one input token is that token, unchanged"
+         if cls.copies else "new vectors (pooled, projected or otherwise recomputed)"),
         ("Batch rows", "independent" if cls.batch_independent else "one statistic spans the batch"),
     ]
     if cls.trainable:
         facts.append(("Trainable", "yes: an <code>nn.Module</code> with learned weights"))
     rows = "\n".join(f"<tr><th>{label}</th><td>{value}</td></tr>" for label, value in facts)
-    parameters = "\n".join(
-        f"| `{param}` | `{_default(default)}` |" for param, default in cls.parameters()
-    )
+    parameters = "\n".join(f"| `{param}` | `{default}` |" for param, default in parameter_defaults(cls))
     out = [
         front_matter(f"{name}: reproduction"),
         f"# `{name}`\n",
         textwrap.dedent(body) + "\n",
-        f'<table class="method-facts">\n{rows}\n</table>\n',
+        f'<table data-table="method-facts">\n{rows}\n</table>\n',
         "## Parameters\n\n| Parameter | Default |\n| --- | --- |\n" + parameters + "\n",
         "## Usage\n\n" + fence(usage_snippet(cls), "python"),
     ]
@@ -735,10 +744,19 @@ def method_markdown(
     return "\n".join(out)
 
 
-def _default(value: Any) -> str:
-    from dataclasses import MISSING
-
-    return "required" if value is MISSING else repr(value)
+def parameter_defaults(cls: type) -> list[tuple[str, str]]:
+    """(name, default as code) of each hyperparameter in `cls.parameters()`; factories are called,
+    fields the caller cannot set (init=False) are left out."""
+    settable = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    rows = []
+    for name, default in cls.parameters():
+        spec = settable.get(name)
+        if spec is None:
+            continue
+        if default is dataclasses.MISSING and spec.default_factory is not dataclasses.MISSING:
+            default = spec.default_factory()
+        rows.append((name, "required" if default is dataclasses.MISSING else repr(default)))
+    return rows
 
 
 def reproductions_index(data: SiteData) -> str:
@@ -753,7 +771,7 @@ def reproductions_index(data: SiteData) -> str:
             f"<td>{text(cls.stage)}</td><td>{text(', '.join(cls.needs) or '-')}</td><td>{paper_cell}</td></tr>"
         )
     table = (
-        '<table class="methods"><thead><tr><th>Method</th><th>Modalities</th><th>Mechanisms</th>'
+        '<table data-table="methods"><thead><tr><th>Method</th><th>Modalities</th><th>Mechanisms</th>'
         "<th>Stage</th><th>Needs</th><th>Paper</th></tr></thead><tbody>\n"
         + "\n".join(rows)
         + "\n</tbody></table>\n"
@@ -801,7 +819,7 @@ def results_table(records: list[dict[str, Any]], source: str) -> str:
     rows = "\n".join(
         "<tr>" + "".join(f"<td>{text(_number(r.get(c)))}</td>" for c in columns) + "</tr>" for r in records
     )
-    return f'<div class="results-wrap"><table class="results"><thead><tr>{head}</tr></thead><tbody>\n{rows}\n</tbody></table></div>\n'
+    return f'<div class="results-wrap"><table data-table="results"><thead><tr>{head}</tr></thead><tbody>\n{rows}\n</tbody></table></div>\n'
 
 
 def _number(value: Any) -> Any:
@@ -825,7 +843,7 @@ def benchmarks_page(data: SiteData) -> str:
         out.append(f"## {text(document.get('file', 'results'))}\n")
         if isinstance(environment, Mapping):
             env = "".join(f"<tr><th>{text(k)}</th><td>{text(v)}</td></tr>" for k, v in environment.items())
-            out.append(f'<table class="environment"><tbody>{env}</tbody></table>\n')
+            out.append(f'<table data-table="environment"><tbody>{env}</tbody></table>\n')
         out.append(results_table(result_records([document]), "benchmarks.md"))
     return "\n".join(out)
 
@@ -844,7 +862,7 @@ def schema_fields(schema: Mapping[str, Any]) -> str:
             f"<td>{text(_schema_type(spec))}</td><td>{text(spec.get('description', ''))}</td></tr>"
         )
     return (
-        '<table class="schema-fields"><thead><tr><th>Field</th><th>Type / allowed values</th>'
+        '<table data-table="schema-fields"><thead><tr><th>Field</th><th>Type / allowed values</th>'
         "<th>Meaning</th></tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>\n"
     )
 

@@ -1,0 +1,203 @@
+"""The built site in a real browser: Debian's Chromium driven by playwright, headless.
+
+The papers table filters, searches, sorts and keeps its state in the URL; it also works after
+mkdocs-material's instant navigation; the BibTeX copy button copies; nothing raises a console
+error or opens a dialog. Screenshots land in test-artifacts/site/.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tools.catalog import load_papers
+from tools.site_pages import search_text
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "site"
+READY = "[data-papers][data-ready='true']"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make chromium` (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Tab:
+    """A browser page that records console errors, page errors and dialogs."""
+
+    def __init__(self, page: Any, base: str) -> None:
+        self.page = page
+        self.base = base
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("dialog", self._dialog)
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def open(self, path: str) -> None:
+        self.page.goto(self.base + path)
+
+    def open_papers(self, query: str = "") -> float:
+        """Load the papers page; return the ms from navigation start until the table was ready."""
+        self.open("papers/" + query)
+        self.page.wait_for_selector(READY, state="attached")
+        return self.page.evaluate("window.papersReadyAt")
+
+    def visible_ids(self) -> list[str]:
+        return self.page.eval_on_selector_all(
+            "[data-papers-table] tbody tr:not([hidden])", "rows => rows.map(r => r.dataset.id)"
+        )
+
+    def shot(self, name: str) -> None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
+
+
+@pytest.fixture
+def tab(browser: Any, server: str) -> Iterator[Tab]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.rstrip("/"))
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    opened = Tab(page, server)
+    yield opened
+    context.close()
+
+
+def expected_ids(papers: list[dict[str, Any]], **facets: str) -> set[str]:
+    def matches(paper: dict[str, Any]) -> bool:
+        return all(
+            value in (paper.get({"modality": "modalities", "mechanism": "mechanisms"}[facet]) or [])
+            for facet, value in facets.items()
+        )
+
+    return {paper["id"] for paper in papers if matches(paper)}
+
+
+def test_papers_page_loads_quickly_without_errors(tab: Tab, built: Any) -> None:
+    started = time.perf_counter()
+    ready_ms = tab.open_papers()
+    wall_ms = (time.perf_counter() - started) * 1000
+    tab.page.wait_for_load_state("load")
+    rows = len(tab.visible_ids())
+    print(f"\npapers page: table ready {ready_ms:.0f} ms after navigation start "
+          f"({wall_ms:.0f} ms wall from goto), {rows} rows")
+    tab.shot("papers")
+    assert rows == len(load_papers(built.catalog))
+    assert tab.errors == []
+    assert tab.dialogs == []
+
+
+def test_facet_filters_show_exactly_the_catalog_rows(tab: Tab, built: Any) -> None:
+    tab.open_papers()
+    tab.page.select_option("select[data-facet=modality]", "video")
+    tab.page.select_option("select[data-facet=mechanism]", "similarity")
+    tab.shot("papers-video-similarity")
+    expected = expected_ids(load_papers(built.catalog), modality="video", mechanism="similarity")
+    assert expected, "the catalog has no video + similarity paper to filter for"
+    assert set(tab.visible_ids()) == expected
+    assert "modality=video" in tab.page.url and "mechanism=similarity" in tab.page.url
+    assert tab.page.text_content("[data-papers-count]").startswith(f"{len(expected)} of ")
+    assert tab.errors == []
+
+
+def test_text_filter(tab: Tab, built: Any) -> None:
+    papers = load_papers(built.catalog)
+    term = next(p["method"] for p in papers if p.get("method") and p["method"].isalnum()).lower()
+    tab.open_papers()
+    tab.page.fill("[data-filter-text]", term.upper())
+    tab.shot("papers-text-filter")
+    expected = {p["id"] for p in papers if term in search_text(p)}
+    assert set(tab.visible_ids()) == expected
+    assert 0 < len(expected) < len(papers)
+    assert f"q={term.upper()}" in tab.page.url
+
+
+def test_sorting_by_year(tab: Tab) -> None:
+    tab.open_papers()
+    button = "th[data-column=year] button"
+    years = "rows => rows.map(r => r.querySelector('td:nth-child(3)').dataset.sort)"
+    tab.page.click(button)
+    ascending = tab.page.eval_on_selector_all("[data-papers-table] tbody tr", years)
+    assert ascending == sorted(ascending) and ascending[0] < ascending[-1]
+    assert tab.page.get_attribute("th[data-column=year]", "aria-sort") == "ascending"
+    tab.page.click(button)
+    descending = tab.page.eval_on_selector_all("[data-papers-table] tbody tr", years)
+    assert descending == sorted(descending, reverse=True)
+    assert "sort=year" in tab.page.url and "order=desc" in tab.page.url
+    tab.shot("papers-sorted-by-year")
+
+
+def test_shared_url_restores_the_filter(tab: Tab, built: Any) -> None:
+    tab.open_papers("?modality=video&mechanism=similarity&sort=year&order=desc")
+    assert tab.page.input_value("select[data-facet=modality]") == "video"
+    assert tab.page.input_value("select[data-facet=mechanism]") == "similarity"
+    assert tab.page.get_attribute("th[data-column=year]", "aria-sort") == "descending"
+    expected = expected_ids(load_papers(built.catalog), modality="video", mechanism="similarity")
+    assert set(tab.visible_ids()) == expected
+    tab.shot("papers-shared-url")
+
+
+def test_matrix_link_works_after_instant_navigation(tab: Tab, built: Any) -> None:
+    """Clicking a matrix cell swaps the page in place (no reload); the table still sets up."""
+    tab.open("")
+    tab.page.evaluate("window.stillHere = true")
+    cell = tab.page.locator("a[data-cell='video/similarity']")
+    count = int(cell.text_content())
+    cell.click()
+    tab.page.wait_for_selector(READY, state="attached")
+    assert tab.page.evaluate("window.stillHere") is True, "the click reloaded the page"
+    assert len(tab.visible_ids()) == count
+    assert count == len(expected_ids(load_papers(built.catalog), modality="video", mechanism="similarity"))
+    tab.shot("papers-from-matrix")
+    assert tab.errors == []
+
+
+def test_bibtex_copy_button(tab: Tab, built: Any) -> None:
+    paper = load_papers(built.catalog)[0]
+    tab.open(f"papers/{paper['id']}/")
+    block = tab.page.locator("code", has_text=f"{{{paper['id']},").first
+    entry = block.inner_text()
+    # the copy button mkdocs-material adds to code blocks (content.code.copy)
+    tab.page.locator("button[data-md-type=copy], .md-clipboard").first.click()
+    copied = tab.page.evaluate("navigator.clipboard.readText()")
+    selected = tab.page.evaluate("String(window.getSelection())")
+    tab.shot("paper-page")
+    assert entry.strip() in (copied.strip(), selected.strip())
+    assert entry.startswith("@") and paper["id"] in entry
+
+
+def test_hostile_paper_page_runs_no_script(tab: Tab) -> None:
+    tab.open("papers/zzhostile2025script/")
+    tab.page.wait_for_load_state("load")
+    heading = tab.page.text_content("h1.paper-title")
+    tab.shot("hostile-paper")
+    assert "<script>alert('title')</script>" in heading
+    assert tab.dialogs == []
+    assert tab.page.locator("article img[src=x]").count() == 0

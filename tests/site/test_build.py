@@ -1,0 +1,205 @@
+"""The built site: every page there, no broken internal link, nothing fetched from the internet,
+hostile catalog text shown only as text, and the downloads equal to the catalog."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import bibtexparser
+import pytest
+
+import reproductions
+from tools.catalog import load_papers, matrix
+
+Build = Any  # conftest.Build: the built site, its catalog, log and build time
+
+
+HOSTILE = "zzhostile2025script"
+
+
+class Page(HTMLParser):
+    """One HTML page: its elements with attributes, inline scripts, ids and visible text."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.elements: list[tuple[str, dict[str, str | None]]] = []
+        self.scripts: list[str] = []
+        self.ids: set[str] = set()
+        self.text: list[str] = []
+        self._in_script = False
+        self.feed(source)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        self.elements.append((tag, attributes))
+        if attributes.get("id"):
+            self.ids.add(attributes["id"])
+        if tag == "a" and attributes.get("name"):
+            self.ids.add(attributes["name"])
+        self._in_script = tag == "script"
+        if self._in_script:
+            self.scripts.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script:
+            self.scripts[-1] += data
+        else:
+            self.text.append(data)
+
+
+@cache
+def parse(path: Path) -> Page:
+    return Page(path.read_text(encoding="utf-8"))
+
+
+def html_pages(site: Path) -> list[Path]:
+    return sorted(site.rglob("*.html"))
+
+
+def resolve(site: Path, page: Path, target: str) -> tuple[Path, str] | None:
+    """The file an internal link points at and its fragment; None for an external link."""
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or target.startswith(("mailto:", "data:")):
+        return None
+    path = unquote(parts.path)
+    if not path:
+        return page, parts.fragment
+    resolved = (page.parent / path).resolve() if not path.startswith("/") else site / path.lstrip("/")
+    if resolved.is_dir() or path.endswith("/"):
+        resolved = resolved / "index.html"
+    return resolved, parts.fragment
+
+
+def test_build_is_strict_and_fast(built: Build) -> None:
+    assert "WARNING" not in built.log, built.log
+    print(f"full site build: {built.seconds:.1f} s")
+
+
+def test_every_generated_page_exists(built: Build) -> None:
+    papers = load_papers(built.catalog)
+    for paper in papers:
+        assert (built.site / "papers" / paper["id"] / "index.html").is_file(), paper["id"]
+    for name in reproductions.methods():
+        assert (built.site / "reproductions" / name / "index.html").is_file(), name
+    for kind, values in (("modalities", ("image", "video", "audio")),
+                         ("mechanisms", ("transformation", "similarity", "attention", "query"))):
+        for value in values:
+            assert (built.site / "taxonomy" / kind / value / "index.html").is_file()
+    for page in ("index.html", "papers/index.html", "benchmarks/index.html", "contributing/index.html"):
+        assert (built.site / page).is_file(), page
+
+
+def test_no_broken_internal_links(built: Build) -> None:
+    broken = []
+    for page in html_pages(built.site):
+        for tag, attributes in parse(page).elements:
+            for name in ("href", "src"):
+                target = attributes.get(name)
+                if not target or (tag == "link" and attributes.get("rel") == "canonical"):
+                    continue
+                found = resolve(built.site, page, target)
+                if found is None:
+                    continue
+                path, fragment = found
+                if not path.is_file():
+                    broken.append(f"{page.relative_to(built.site)}: {target}")
+                elif fragment and path.suffix == ".html" and unquote(fragment) not in parse(path).ids:
+                    broken.append(f"{page.relative_to(built.site)}: {target} (no such anchor)")
+    assert not broken, "\n".join(broken[:50])
+
+
+def test_nothing_is_fetched_from_the_internet(built: Build) -> None:
+    """Offline viewing: no external script, stylesheet, font, image or frame anywhere."""
+    external = re.compile(r"^(https?:)?//", re.IGNORECASE)
+    fetched = []
+    for page in html_pages(built.site):
+        for tag, attributes in parse(page).elements:
+            loads = {"script": "src", "img": "src", "iframe": "src", "source": "src", "video": "src"}
+            target = attributes.get(loads.get(tag, "")) if tag in loads else None
+            if tag == "link" and (attributes.get("rel") or "") in ("stylesheet", "preload", "preconnect", "icon"):
+                target = attributes.get("href")
+            if target and external.match(target):
+                fetched.append(f"{page.relative_to(built.site)}: <{tag}> {target}")
+    for css in built.site.rglob("*.css"):
+        for target in re.findall(r"url\(\s*['\"]?((?:https?:)?//[^'\")]+)", css.read_text(encoding="utf-8")):
+            fetched.append(f"{css.relative_to(built.site)}: url({target})")
+        assert "fonts.googleapis" not in css.read_text(encoding="utf-8")
+    assert not fetched, "\n".join(fetched[:20])
+
+
+def test_hostile_text_is_only_text(built: Build) -> None:
+    """The fixture paper's markup reaches every page only as characters, never as elements."""
+    paper = next(p for p in load_papers(built.catalog) if p["id"] == HOSTILE)
+    page = parse(built.site / "papers" / HOSTILE / "index.html")
+    shown = "".join(page.text)
+    assert paper["title"] in shown
+    assert paper["notes"] in shown
+    assert paper["method"] in shown
+    assert paper["authors"][0] in shown
+    for path in html_pages(built.site):
+        document = parse(path)
+        for tag, attributes in document.elements:
+            assert tag not in ("iframe", "svg") or "alert" not in str(attributes), (path, tag)
+            for name, value in attributes.items():
+                assert not (name.startswith("on") and "alert" in (value or "")), (path, tag, name)
+                if name in ("href", "src"):
+                    assert not (value or "").strip().lower().startswith("javascript:"), (path, tag, value)
+        for script in document.scripts:
+            assert "alert(" not in script, (path, script[:200])
+
+
+def test_hostile_title_is_escaped_in_title_element(built: Build) -> None:
+    """mkdocs puts page titles into <title> raw; the generator escapes them first."""
+    source = (built.site / "papers" / HOSTILE / "index.html").read_text(encoding="utf-8")
+    title = re.search(r"<title>(.*?)</title>", source, re.DOTALL).group(1)
+    assert "<" not in title and "&lt;script&gt;" in title
+
+
+def test_downloads_equal_the_catalog(built: Build) -> None:
+    papers = load_papers(built.catalog)
+    assert json.loads((built.site / "catalog.json").read_text(encoding="utf-8")) == papers
+    library = bibtexparser.parse_string((built.site / "catalog.bib").read_text(encoding="utf-8"))
+    assert [entry.key for entry in library.entries] == [paper["id"] for paper in papers]
+
+
+def test_home_matrix_matches_the_catalog(built: Build) -> None:
+    counts = matrix(load_papers(built.catalog))
+    home = parse(built.site / "index.html")
+    source = (built.site / "index.html").read_text(encoding="utf-8")
+    cells = dict(re.findall(r'data-cell="([a-z]+/[a-z]+)">(\d+)</a>', source))
+    assert cells, "no matrix on the home page"
+    for modality, row in counts.items():
+        for mechanism, count in row.items():
+            assert int(cells[f"{modality}/{mechanism}"]) == count, (modality, mechanism)
+    assert "2507.20198" in "".join(home.text)
+
+
+def test_paper_page_has_bibtex_and_related(built: Build) -> None:
+    papers = load_papers(built.catalog)
+    paper = next(p for p in papers if p["id"] == HOSTILE)
+    page = parse(built.site / "papers" / HOSTILE / "index.html")
+    shown = "".join(page.text)
+    assert f"@article{{{HOSTILE}," in shown
+    assert "Related papers" in shown
+    # the javascript: link is not a link; the https code link is
+    hrefs = [a.get("href") for tag, a in page.elements if tag == "a"]
+    assert paper["links"]["code"] in hrefs
+    assert paper["links"]["paper"] not in hrefs
+
+
+@pytest.mark.parametrize("name", sorted(reproductions.methods()))
+def test_method_page_has_its_sections(built: Build, name: str) -> None:
+    page = parse(built.site / "reproductions" / name / "index.html")
+    shown = "".join(page.text)
+    for section in ("Parameters", "Usage", "Differences from the official code"):
+        assert section in shown, (name, section)
