@@ -67,7 +67,8 @@ class FastVID(Method):
     "FastVID: Dynamic Density Pruning for Fast Video Large Language Models" (Shen et al.,
     NeurIPS 2025, arXiv 2503.11187), applied to the video tokens at the LLM input. Needs one
     global feature per frame (`frames`, the SigLIP pooling-head output in the released code)
-    and the pooling head's attention to every token (`cls_attention`, averaged over heads).
+    and the pooling head's attention to every token (`cls_attention`, averaged over heads; the
+    released code resizes it bilinearly to the pooled token grid, as the integration must).
 
     1. DySeg: cut the video after frame j when the cosine of the global features of frames j
        and j + 1 is among the `segments` - 1 lowest or below `tau`.

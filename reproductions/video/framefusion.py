@@ -76,8 +76,8 @@ class FrameFusion(Method):
       attention) on that layer's hidden states and prunes at the next layer with that layer's
       attention over the merged sequence. One call here sees one set of features and one
       attention: its merge steps repeat on the given features until a step merges under
-      `min_ratio` (or nothing), and the attention of a merged token is the mean of its
-      members' attention.
+      `min_ratio` (or nothing, or only one layer would be left for pruning), and the attention
+      of a merged token is the mean of its members' attention.
     - The released code averages in place (`index_add_` on the hidden states); the input is
       never modified here.
     - Ties in the budget-capped top-k and in pruning go to the lower index (patch order for
@@ -113,8 +113,8 @@ class FrameFusion(Method):
                 raise ValueError(f"{name}={value!r}: pass a number in [{low}, {high}]")
         if self.cost == 0:
             raise ValueError("cost=0 leaves no computation: pass a cost in (0, 1]")
-        if isinstance(self.layers, bool) or not isinstance(self.layers, int) or self.layers < 1:
-            raise ValueError(f"layers={self.layers!r}: pass the number of decoder layers (>= 1)")
+        if isinstance(self.layers, bool) or not isinstance(self.layers, int) or self.layers < 2:
+            raise ValueError(f"layers={self.layers!r}: pass the number of decoder layers (>= 2)")
 
     def output_count(self, tokens: Tokens) -> int | None:
         return None  # depends on how many tokens merge
@@ -171,7 +171,8 @@ class FrameFusion(Method):
             ratio = int(similar.sum()) / remaining
             if ratio < bound:
                 sparsities.append(ratio)
-                done = ratio < self.min_ratio or ratio == 0
+                # (the last guard keeps a layer for pruning: the budget divides by the layers left)
+                done = ratio < self.min_ratio or ratio == 0 or len(sparsities) >= self.layers - 1
             else:  # budget reached by merging alone: the most similar bound's worth, no pruning
                 by_patch = cosine.T.flatten()  # the released code ranks in patch order
                 chosen = order(by_patch)[: int(bound * remaining)]
