@@ -38,6 +38,7 @@ class DyCoke(Method):
       keeps the P' tokens least cosine-similar to the same spatial position in frame i;
     - pass 2: for i in range(0, T - 4, 4), frame i + 2 is reduced the same way against frame i
       (replacing its pass-1 selection), so frames 0, 4, 8, ... stay whole.
+    Despite the name, the released TTM drops the similar tokens (no averaging), as here.
     Kept tokens keep their positional order; special tokens pass through in front. The second
     stage of DyCoke (KV-cache pruning while decoding) is `dycoke_cache`.
 
