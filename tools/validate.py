@@ -11,7 +11,6 @@ exist; every registered method's `paper` exists and lists it).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import time
@@ -277,12 +276,15 @@ def _normalised_url(url: Any) -> str | None:
     return url.removesuffix(".git").split("/tree/")[0]
 
 
-def _registry(papers: list[Loaded], report: Report) -> None:
-    """`reproductions:` names exist in the registry; each registered method's paper lists it."""
-    try:
-        from reproductions.registry import methods
+def _registry(papers: list[Loaded], report: Report, exact: bool = False) -> None:
+    """`reproductions:` names exist in the registry; each registered method's paper lists it.
 
-        registered = methods()
+    The registry is read from source (`registry_scan.scan`, no torch); `exact` imports it
+    instead (`--import-registry`), which also catches modules that fail to import."""
+    from .registry_scan import imported, scan
+
+    try:
+        registered = imported() if exact else scan()
     except Exception as error:  # a broken method module must not hide the catalog's own errors
         report.error("reproductions/registry.py", 1, "reproductions",
                      f"the registry failed to load ({type(error).__name__}: {error})",
@@ -297,30 +299,21 @@ def _registry(papers: list[Loaded], report: Report) -> None:
             if name not in registered:
                 report.error(loaded.shown, loaded.line("reproductions", index), "reproductions",
                              _found(name), f"a registered method name, one of: {', '.join(registered)}")
-            elif getattr(registered[name], "paper", None) != loaded.paper.get("id"):
+            elif registered[name].paper != loaded.paper.get("id"):
                 report.error(loaded.shown, loaded.line("reproductions", index), "reproductions",
                              f"{_found(name)}, whose class says paper = {_found(registered[name].paper)}",
-                             f"paper = {_found(loaded.paper.get('id'))} on {registered[name].__name__}")
-    for name, cls in registered.items():
-        target = getattr(cls, "paper", None)
-        if target is None:
+                             f"paper = {_found(loaded.paper.get('id'))} on {registered[name].cls}")
+    for name, method in registered.items():
+        if method.paper is None:
             continue
-        where, line = _source(cls)
-        if target not in by_id:
-            report.error(where, line, "paper", _found(target),
+        if method.paper not in by_id:
+            report.error(method.file, method.line, "paper", _found(method.paper),
                          f"the id of a file under catalog/papers/ (method {name!r})")
-        elif name not in (by_id[target].paper.get("reproductions") or []):
-            loaded = by_id[target]
+        elif name not in (by_id[method.paper].paper.get("reproductions") or []):
+            loaded = by_id[method.paper]
             report.error(loaded.shown, loaded.line("reproductions"), "reproductions",
                          _found(loaded.paper.get("reproductions")),
-                         f"{name!r} listed ({cls.__name__} is registered with paper = {_found(target)})")
-
-
-def _source(cls: type) -> tuple[str, int]:
-    try:
-        return _show(Path(inspect.getsourcefile(cls) or "?")), inspect.getsourcelines(cls)[1]
-    except (OSError, TypeError):
-        return cls.__module__, 1
+                         f"{name!r} listed ({method.cls} is registered with paper = {_found(method.paper)})")
 
 
 def link_registry(root: Path = CATALOG) -> list[str]:
@@ -346,7 +339,7 @@ def link_registry(root: Path = CATALOG) -> list[str]:
     return changed
 
 
-def validate(root: Path = CATALOG, registry: bool = True) -> Report:
+def validate(root: Path = CATALOG, registry: bool = True, exact_registry: bool = False) -> Report:
     """Every check over the catalog under `root`."""
     report = Report()
     taxonomy = load_taxonomy(root)
@@ -366,7 +359,7 @@ def validate(root: Path = CATALOG, registry: bool = True) -> Report:
             papers.append(loaded)
     _cross_file(papers, taxonomy, report)
     if registry:
-        _registry(papers, report)
+        _registry(papers, report, exact=exact_registry)
     return report
 
 
@@ -375,8 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools validate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=CATALOG, help="catalog folder (default: catalog/)")
-    parser.add_argument("--no-registry", action="store_true",
-                        help="skip the registry checks (they import torch: about a second)")
+    parser.add_argument("--no-registry", action="store_true", help="skip the registry checks")
+    parser.add_argument("--import-registry", action="store_true",
+                        help="import the registry (torch: seconds) instead of reading it from source")
     parser.add_argument("--quiet", action="store_true", help="print errors only")
     parser.add_argument("--link-registry", action="store_true",
                         help="first write each registered method's name into its paper's "
@@ -386,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in link_registry(args.root):
             print(f"linked: {line}")
     start = time.perf_counter()
-    report = validate(args.root, registry=not args.no_registry)
+    report = validate(args.root, registry=not args.no_registry, exact_registry=args.import_registry)
     for line in report.errors:
         print(line)
     if not args.quiet:

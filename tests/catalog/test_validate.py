@@ -195,11 +195,12 @@ def test_unclassified_and_authorless_papers_only_warn(catalog: Path, capsys) -> 
     assert "authors: found []" in out
 
 
-def test_registry_links_are_checked_both_ways_against_the_real_registry(catalog: Path) -> None:
+@pytest.mark.parametrize("exact", [False, True], ids=["read-from-source", "imported"])
+def test_registry_links_are_checked_both_ways_against_the_real_registry(catalog: Path, exact: bool) -> None:
     from reproductions.registry import methods
 
     write(catalog, "chen2024image.yaml", dump_paper(paper(reproductions=["no_such_method"])))
-    report = validate(catalog, registry=True)
+    report = validate(catalog, registry=True, exact_registry=exact)
     unknown = [line for line in report.errors if "found \"no_such_method\"; expected a registered" in line]
     assert len(unknown) == 1 and unknown[0].startswith(f"{catalog}/papers/chen2024image.yaml:20: reproductions:")
     ours = {"chen2024image", "bolya2022token"}
@@ -213,6 +214,15 @@ def test_registry_links_are_checked_both_ways_against_the_real_registry(catalog:
                 re.match(rf"^reproductions/\S+\.py:\d+: paper: found \"{cls.paper}\"; .*'{name}'", line)
                 for line in report.errors
             ), name
+
+
+def test_the_registry_read_from_source_equals_the_imported_registry() -> None:
+    from tools.registry_scan import imported, scan
+
+    def essentials(registry):
+        return {name: (m.cls, m.paper, m.file) for name, m in registry.items()}
+
+    assert essentials(scan()) == essentials(imported())
 
 
 def test_the_committed_catalog_is_valid() -> None:
