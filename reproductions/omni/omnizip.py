@@ -7,11 +7,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..interface import SIGNALS, Compression, Method, Tokens, validate_tokens
-from ..ops import input_sizes, merge, top_k, work_dtype
+from ..ops import input_sizes, take_rows, top_k, work_dtype
 from ..registry import register
 
 #: the video prune ratio of a time chunk is clamped to this range (official constants)
@@ -133,31 +132,34 @@ class OmniZip(Method):
         x = tokens.features
         b, n, _ = x.shape
         audio = tokens.audio.to(x.dtype)
+        na = audio.shape[1]
         dtype = work_dtype(x)
         saliency = tokens.attention[..., n:].to(dtype).mean(dim=(1, 2))  # (B, Na)
-        plans = [self.audio_plan(audio[i].to(dtype), x[i].to(dtype), saliency[i]) for i in range(b)]
-        ratios = self.chunk_ratios(tokens.grid[0], audio.shape[1], [plan[0] for plan in plans])
-        video_kept = self.video_keep(x.to(dtype), tokens.grid, ratios)  # (B, Kv)
-        both = torch.cat([x, audio], dim=1)
-        source = torch.full((b, both.shape[1]), -1, dtype=torch.long, device=x.device)
-        weights = torch.ones(b, both.shape[1], dtype=dtype, device=x.device)
-        positions = []
-        for i, (keep, absorbed) in enumerate(plans):
-            kept = torch.cat([video_kept[i], keep.nonzero().squeeze(1) + n])
-            source[i, kept] = torch.arange(kept.numel(), device=x.device)
-            for anchor, (members, w) in absorbed.items():
-                source[i, members + n] = int(source[i, anchor + n])
-                weights[i, members + n] = w
-            positions.append(kept)
+        norms = x.to(dtype).norm(dim=-1)  # (B, N), reused by every cosine below
+        plans = [self.audio_plan(audio[i].to(dtype), x[i], norms[i], saliency[i]) for i in range(b)]
+        ratios = self.chunk_ratios(tokens.grid[0], na, [plan[0] for plan in plans])
+        video_kept = self.video_keep(x, norms, tokens.grid, ratios)  # (B, Kv) ascending
+        audio_kept = torch.stack([keep.nonzero().squeeze(1) for keep, _ in plans])  # (B, Ka)
+        kv, ka = video_kept.shape[1], audio_kept.shape[1]
+        features = torch.cat([take_rows(x, video_kept), take_rows(audio, audio_kept)], dim=1)
+        source = torch.full((b, n + na), -1, dtype=torch.long, device=x.device)
+        positions = torch.cat([video_kept, audio_kept + n], dim=1)
+        source.scatter_(1, positions, torch.arange(kv + ka, device=x.device).expand(b, -1))
         sizes = torch.cat(
-            [input_sizes(tokens), torch.ones(b, audio.shape[1], device=x.device)], dim=1
+            [input_sizes(tokens).gather(1, video_kept), torch.ones(b, ka, device=x.device)], dim=1
         )
-        joint = Tokens(features=both, sizes=sizes)
-        return merge(
-            joint, source, positions[0].numel(), weights=weights, positions=torch.stack(positions)
-        )
+        for i, (_, absorbed) in enumerate(plans):
+            for anchor, (members, w) in absorbed.items():
+                slot = int(source[i, n + anchor])
+                source[i, n + members] = slot
+                merged = audio[i, anchor].to(dtype) + (w.unsqueeze(1) * audio[i, members]).sum(0)
+                features[i, slot] = (merged / (1.0 + w.sum())).to(x.dtype)
+                sizes[i, slot] += members.numel()
+        return Compression(features=features, source=source, positions=positions, sizes=sizes)
 
-    def audio_plan(self, audio: Tensor, video: Tensor, saliency: Tensor) -> tuple[Tensor, dict]:
+    def audio_plan(
+        self, audio: Tensor, video: Tensor, video_norms: Tensor, saliency: Tensor
+    ) -> tuple[Tensor, dict]:
         """Step 2 for one row: the kept audio mask (Na,) and {anchor: (absorbed tokens, weights)}."""
         na = audio.shape[0]
         keep = torch.zeros(na, dtype=torch.bool, device=audio.device)
@@ -179,17 +181,17 @@ class OmniZip(Method):
         if pool.numel() == 0:
             return keep, absorbed
         a = audio / (audio.norm(dim=-1, keepdim=True) + 1e-6)
-        v = video / (video.norm(dim=-1, keepdim=True) + 1e-6)
         assign = (a[pool] @ a[anchors].T).argmax(dim=1)
-        scores = (a[pool] @ v.T).max(dim=1).values  # max cosine to any video token
+        # max cosine to any video token; the video is divided by its norms after the product
+        cosine = (a[pool] @ video.to(a.dtype).T) / (video_norms + 1e-6)
+        scores = cosine.max(dim=1).values
         for c, anchor in enumerate(anchors.tolist()):
             members = pool[assign == c]
             if members.numel() == 0:
                 continue
-            best = top_k(
-                scores[assign == c], min(self.g, members.numel()), sorted_by_position=False
-            )
-            absorbed[anchor] = (members[best], scores[assign == c][best].softmax(dim=0))
+            group = scores[assign == c]
+            best = top_k(group, min(self.g, members.numel()), sorted_by_position=False)
+            absorbed[anchor] = (members[best], group[best].softmax(dim=0))
         return keep, absorbed
 
     def chunk_ratios(self, frames: int, na: int, keeps: list[Tensor]) -> list[float]:
@@ -211,25 +213,28 @@ class OmniZip(Method):
             ratios.append(self.video_ratio)
         return ratios
 
-    def video_keep(self, x: Tensor, grid: tuple[int, ...], ratios: list[float]) -> Tensor:
+    def video_keep(
+        self, x: Tensor, norms: Tensor, grid: tuple[int, ...], ratios: list[float]
+    ) -> Tensor:
         """Step 5: (B, Kv) indices of the kept video tokens, ascending."""
         b, _, d = x.shape
         frames, per_frame = grid[0], math.prod(grid[1:])
         video = x.reshape(b, frames, per_frame, d)
+        lengths = norms.reshape(b, frames, per_frame).clamp_min(1e-12)
         starts = [min(i * self.frames_per_chunk, frames) for i in range(len(ratios))]
         chunk_of = [min(t // self.frames_per_chunk, len(ratios) - 1) for t in range(frames)]
         local = [t - starts[chunk_of[t]] for t in range(frames)]
         even = [t for t in range(frames) if local[t] % 2 == 0]
         odd = [t for t in range(frames) if local[t] % 2 == 1]
-        scores = torch.empty(b, frames, per_frame, dtype=x.dtype, device=x.device)
+        scores = torch.empty(b, frames, per_frame, dtype=norms.dtype, device=x.device)
         if even:
-            scores[:, even] = density_peak_scores(video[:, even])
+            scores[:, even] = density_peak_scores(video[:, even].to(norms.dtype), lengths[:, even])
         if odd:
             previous = [t - 1 for t in odd]
-            similarity = F.cosine_similarity(
-                F.normalize(video[:, odd], dim=-1), F.normalize(video[:, previous], dim=-1), dim=-1
-            )
-            scores[:, odd] = -similarity  # keep the least similar to the previous frame
+            current, before = video[:, odd].to(norms.dtype), video[:, previous].to(norms.dtype)
+            dot = torch.einsum("btpd,btpd->btp", current, before)
+            # keep the tokens least similar (cosine) to the same position in the previous frame
+            scores[:, odd] = -dot / (lengths[:, odd] * lengths[:, previous])
         kept = []
         for t in range(frames):
             count = int(per_frame * (1.0 - ratios[chunk_of[t]]))
@@ -274,15 +279,18 @@ def rebalance(
     return ratios
 
 
-def density_peak_scores(frames: Tensor, k: int = 5) -> Tensor:
+def density_peak_scores(frames: Tensor, lengths: Tensor | None = None, k: int = 5) -> Tensor:
     """OmniZip's DPC-kNN score (density * delta) of each token of each frame, (..., P, D) -> (..., P).
 
     Distance = 1 - cosine; density = exp(-mean distance to the k nearest other tokens); delta =
     the distance to the nearest denser token (the largest distance for a token with none denser).
+    `lengths` (..., P) are the token norms, when already known.
     """
     p = frames.shape[-2]
-    normed = F.normalize(frames, dim=-1)
-    dist = 1 - normed @ normed.transpose(-1, -2)
+    if lengths is None:
+        lengths = frames.norm(dim=-1).clamp_min(1e-12)
+    gram = frames @ frames.transpose(-1, -2)
+    dist = 1 - gram / (lengths.unsqueeze(-1) * lengths.unsqueeze(-2))
     eye = torch.eye(p, dtype=torch.bool, device=frames.device)
     apart = dist.masked_fill(eye, math.inf)
     nearest = apart.topk(min(k, p - 1), dim=-1, largest=False).values
