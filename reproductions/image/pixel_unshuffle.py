@@ -5,12 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
 from ..interface import Compression, Method, Tokens
-from ..ops import identity, input_sizes
+from ..ops import identity
 from ..registry import register
-from .pool import frame_grid, window_source
+from .pool import frame_grid, window_bookkeeping, window_source
 
 
 @register("pixel_unshuffle")
@@ -70,10 +68,5 @@ class PixelUnshuffle(Method):
         blocks = x.reshape(b, t, h // f, f, w // f, f, d).permute(0, 1, 2, 4, 3, 5, 6)
         features = blocks.reshape(b, t * (h // f) * (w // f), f * f * d)
         source, count = window_source(tokens, (t, h, w), f)
-        sizes = input_sizes(tokens)
-        out_sizes = sizes.new_zeros(b, count).scatter_add_(1, source, sizes)
-        # the first token of a block in row-major order is its top-left one
-        index = torch.arange(tokens.count, device=x.device).expand(b, -1)
-        positions = source.new_full((b, count), tokens.count)
-        positions = positions.scatter_reduce(1, source, index, reduce="amin")
-        return Compression(features, source, positions, out_sizes)
+        positions, sizes = window_bookkeeping(tokens, source, count)
+        return Compression(features, source, positions, sizes)

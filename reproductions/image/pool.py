@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..interface import Compression, Method, Tokens
-from ..ops import identity, merge, window_slots, work_dtype
+from ..ops import identity, input_sizes, merge, window_slots, work_dtype
 from ..registry import register
 
 MODES = ("avg", "max", "bilinear")
@@ -36,6 +36,15 @@ def window_source(tokens: Tokens, grid: tuple[int, int, int], stride: int) -> tu
     special = torch.arange(tokens.special)
     row = torch.cat([special, slots + tokens.special]).to(tokens.features.device)
     return row.expand(tokens.batch, -1).clone(), tokens.special + math.prod(out)
+
+
+def window_bookkeeping(tokens: Tokens, source: Tensor, count: int) -> tuple[Tensor, Tensor]:
+    """(positions, sizes) of windows: each slot's first (top-left) token, input sizes summed."""
+    b, n = source.shape
+    index = torch.arange(n, device=source.device).expand(b, n)
+    positions = source.new_full((b, count), n).scatter_reduce(1, source, index, reduce="amin")
+    sizes = input_sizes(tokens)
+    return positions, sizes.new_zeros(b, count).scatter_add_(1, source, sizes)
 
 
 @register("pool")
@@ -95,17 +104,15 @@ class Pool(Method):
             return identity(tokens)
         source, count = window_source(tokens, grid, self.stride)
         x = tokens.features
-        ones = torch.ones(x.shape[:2], dtype=work_dtype(x), device=x.device)
-        out = merge(tokens, source, count, weights=ones)  # the plain window mean
-        if self.mode == "avg":
-            return out
+        if self.mode == "avg":  # the plain window mean: every token weighs 1
+            ones = torch.ones(x.shape[:2], dtype=work_dtype(x), device=x.device)
+            return merge(tokens, source, count, weights=ones)
         if self.mode == "max":
             pooled = self._max(tokens, source, count)
         else:
             pooled = self._bilinear(tokens, grid)
-        lead = x[:, : tokens.special]
-        features = torch.cat([lead, pooled.to(x.dtype)], dim=1)
-        return Compression(features, out.source, out.positions, out.sizes)
+        features = torch.cat([x[:, : tokens.special], pooled.to(x.dtype)], dim=1)
+        return Compression(features, source, *window_bookkeeping(tokens, source, count))
 
     def _max(self, tokens: Tokens, source: Tensor, count: int) -> Tensor:
         x = tokens.features.to(work_dtype(tokens.features))
