@@ -36,8 +36,10 @@ class AdjacentTokenMerging(Method):
 
     Signal: `keys` (B, N, Dk), the keys of the encoder layer the module sits in.
 
-    Differences from the official code: None known. No official code could be consulted (none is
-    public in our index); the odd-score masking follows the paper's description.
+    Differences from the official code: none known, but unverified: no released A-ToMe code was
+    found to check against, so the pairing rule (only the pairs (2j, 2j + 1) are candidates, the
+    scores of odd-start pairs being masked) is our reading of the paper and should be checked
+    against the authors' code when it can be read.
     """
 
     r: int | float | None = None

@@ -100,7 +100,10 @@ class WindowQFormer(Method):
     Trainable: train `self.module` (an `nn.Module`) with any optimiser.
 
     Differences from the official code: the Q-Former is built from its architecture, not
-    initialised from BERT-base weights (SALMONN starts from bert-base-uncased).
+    initialised from BERT-base weights (SALMONN starts from bert-base-uncased). One LayerNorm
+    normalises all `dim` input channels; SALMONN layer-norms its Whisper and BEATs streams
+    separately (ln_speech, ln_audio) before concatenating them, so pass Whisper-only frames or
+    streams normalised that way.
     """
 
     dim: int = 2048
