@@ -29,7 +29,9 @@ class AudioAttentionPrune(Method):
       encoder's self-attention (M = N) the rows of the special tokens are dropped; if the M
       query rows are not the tokens themselves (M != N) all of them are averaged.
     - `query="cls"`: the attention from query row 0 (the [CLS] token), averaged over heads,
-      score_j = mean_h A[h, 0, j]: the rule the released AST pruning layer uses.
+      score_j = mean_h A[h, 0, j]: the rule of the released AST pruning layer (`attn[:, :, 0,
+      2:].mean(dim=1)`). The default row mean is the patch-importance score the same code
+      extracts (`attn[:, :, 2:, 2:].mean(dim=(1, 2))`) and the rule the issue specifies.
 
     Kept tokens come back special tokens first, then in positional order; ties go to the
     earlier token.
