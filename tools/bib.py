@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import bibtexparser
@@ -31,11 +32,16 @@ JOURNALS = {
 }
 
 
+def latex(text: str) -> str:
+    """`text` with LaTeX's special characters escaped (`Vote&Mix` -> `Vote\\&Mix`)."""
+    return re.sub(r"(?<!\\)([&%#_$])", r"\\\1", text)
+
+
 def _entry(paper: Paper) -> Entry:
     """The bibtexparser entry of one paper."""
-    fields: list[tuple[str, str]] = [("title", f"{{{paper['title']}}}")]
+    fields: list[tuple[str, str]] = [("title", f"{{{latex(paper['title'])}}}")]
     if paper.get("authors"):
-        fields.append(("author", " and ".join(paper["authors"])))
+        fields.append(("author", latex(" and ".join(paper["authors"]))))
     venue = paper.get("venue")
     if venue and venue["name"] in JOURNALS:
         entry_type = "article"

@@ -107,3 +107,8 @@ def test_bibtex_findings_track_and_journal_venues() -> None:
     journal = paper(venue={"name": "TMLR", "year": 2025, "track": "main", "presentation": None})
     entry = bibtexparser.parse_string(bibtex(journal)).entries[0]
     assert (entry.entry_type, entry["journal"]) == ("article", "Transactions on Machine Learning Research")
+
+
+def test_bibtex_escapes_latex_specials_in_titles() -> None:
+    entry = bibtexparser.parse_string(bibtex(paper(title="Vote&Mix: 50% Fewer Tokens"))).entries[0]
+    assert entry["title"] == r"{Vote\&Mix: 50\% Fewer Tokens}"
