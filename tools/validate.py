@@ -234,8 +234,11 @@ def _cross_file(papers: list[Loaded], taxonomy: dict[str, Any], report: Report) 
             else:
                 report.error(loaded.shown, loaded.line(*where), key, found,
                              f"a paper in one file only ({first.shown} has the same {key}): merge them")
-        mechanisms = paper.get("mechanisms") if isinstance(paper.get("mechanisms"), list) else []
-        for index, sub in enumerate(paper.get("submechanisms") or []):
+        mechanisms = paper.get("mechanisms")
+        if not isinstance(mechanisms, list):
+            continue  # the schema error says it; the checks below need a list
+        submechanisms = paper.get("submechanisms")
+        for index, sub in enumerate(submechanisms if isinstance(submechanisms, list) else []):
             parent = parents.get(sub) if isinstance(sub, str) else None
             if parent and parent not in mechanisms:
                 report.error(loaded.shown, loaded.line("submechanisms", index), "submechanisms",
@@ -360,7 +363,15 @@ def validate(root: Path = CATALOG, registry: bool = True, exact_registry: bool =
     _cross_file(papers, taxonomy, report)
     if registry:
         _registry(papers, report, exact=exact_registry)
+    report.errors.sort(key=_position)
+    report.warnings.sort(key=_position)
     return report
+
+
+def _position(line: str) -> tuple[int, str, int]:
+    """Sort key: paper files first, then by file and line."""
+    where, number = line.split(":", 2)[:2]
+    return (0 if where.endswith(".yaml") else 1, where, int(number) if number.isdigit() else 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -368,7 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools validate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=CATALOG, help="catalog folder (default: catalog/)")
-    parser.add_argument("--no-registry", action="store_true", help="skip the registry checks")
+    parser.add_argument("--no-registry", action="store_true",
+                        help="skip the registry checks (skipped anyway for a --root other than "
+                        "the repository's catalog, unless --registry)")
+    parser.add_argument("--registry", action="store_true",
+                        help="check the registry against a --root other than catalog/")
     parser.add_argument("--import-registry", action="store_true",
                         help="import the registry (torch: seconds) instead of reading it from source")
     parser.add_argument("--quiet", action="store_true", help="print errors only")
@@ -380,7 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in link_registry(args.root):
             print(f"linked: {line}")
     start = time.perf_counter()
-    report = validate(args.root, registry=not args.no_registry, exact_registry=args.import_registry)
+    own_catalog = args.root.resolve() == CATALOG.resolve()
+    registry = (own_catalog or args.registry) and not args.no_registry
+    report = validate(args.root, registry=registry, exact_registry=args.import_registry)
     for line in report.errors:
         print(line)
     if not args.quiet:
