@@ -8,7 +8,7 @@
 See `compress.py` for where each stage acts and `models.py` for the supported models.
 """
 
-from .compress import Record, Report, compress
+from .compress import Record, Report, compress, why_unsupported
 from .models import SUPPORTED
 
-__all__ = ["SUPPORTED", "Record", "Report", "compress"]
+__all__ = ["SUPPORTED", "Record", "Report", "compress", "why_unsupported"]

@@ -9,7 +9,7 @@ method's declared `stage` says:
   eagerly for that layer only; the compressed features are projected. On the other models it
   sees the projected rows of the LLM input. The LLM input, attention mask and position ids
   shrink to match; kept tokens keep their original (M-RoPE) position ids.
-- `llm`: at decoder layer K = `method.layer` during prefill, the media rows are dropped (or
+- `llm`: at decoder layer K = `method.layer` (or `layer=`, default 2) during prefill, the media rows are dropped (or
   merged) for layers >= K; the attention the method reads at layer K - 1 is recomputed from that
   layer's queries and keys (so SDPA works); layers < K cache every token, layers >= K the kept.
 - `cache`: at every decoding step, the method selects the media cache entries that layers >= K
@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from ..interface import Compression, Method, Tokens
-from ..registry import get
+from ..registry import get, methods
 from .models import Adapter, adapter_for, media_of
 from .sequence import Span, mask_4d, rebuild, runs, split_runs, take, valid_columns
 
@@ -115,9 +115,10 @@ def _arg(args: tuple, kwargs: dict, name: str, position: int = 0) -> Any:
 class _Session:
     """The hooks of one `compress` context and the state they share across calls."""
 
-    def __init__(self, model: nn.Module, method: Method) -> None:
+    def __init__(self, model: nn.Module, method: Method, layer: int | None = None) -> None:
         self.model = model
         self.method = method
+        self.layer = decoder_layer(method, layer)
         self.adapter: Adapter = adapter_for(model)
         self.stage = method.stage
         self.report = Report(method=method.name or type(method).__name__, stage=self.stage)
@@ -141,38 +142,9 @@ class _Session:
 
     # ------------------------------------------------------------------ checks and install
     def _check(self) -> None:
-        a, m = self.adapter, self.method
-        if not self.modalities:
-            raise ValueError(
-                f"{m.name} works on {'/'.join(m.modality)} tokens but {type(self.model).__name__} "
-                f"carries {'/'.join(a.tokens)} tokens: pick a method for {'/'.join(a.tokens)}"
-            )
-        if self.stage == "encoder":
-            raise ValueError(
-                f"{m.name} is an encoder-stage method; the encoder stage is not implemented in "
-                "reproductions.hf yet. Supported stages: projector, llm, cache"
-            )
-        available = set(STAGE_SIGNALS[self.stage])
-        if self.stage == "projector":
-            available |= set(a.signals)
-        missing = [s for s in m.needs if s not in available]
-        if missing:
-            raise ValueError(
-                f"{m.name} needs {', '.join(missing)}, which {type(self.model).__name__} cannot "
-                f"supply at the {self.stage} stage (it supplies: {', '.join(sorted(available)) or 'none'})"
-            )
-        if self.stage in ("llm", "cache"):
-            layer = getattr(m, "layer", None)
-            if not isinstance(layer, int) or not 1 <= layer < len(a.layers):
-                raise ValueError(
-                    f"{m.name}.layer={layer!r}: the {self.stage} stage needs a decoder layer K in "
-                    f"[1, {len(a.layers) - 1}] (its attention comes from layer K - 1)"
-                )
-            if self.implementation not in ("eager", "sdpa"):
-                raise ValueError(
-                    f"attn_implementation={self.implementation!r}: the {self.stage} stage builds "
-                    "its own attention masks; load the model with attn_implementation='sdpa' or 'eager'"
-                )
+        reason = why_unsupported(self.model, self.method, self.layer)
+        if reason is not None:
+            raise ValueError(reason)
 
     def install(self) -> None:
         a = self.adapter
@@ -186,7 +158,7 @@ class _Session:
                 layer.self_attn.register_forward_pre_hook(self._encoder_attention, with_kwargs=True)
             )
         if self.stage in ("llm", "cache"):
-            k = self.method.layer
+            k = self.layer
             attn = a.layers[k - 1].self_attn
             self._hook(attn.register_forward_pre_hook(self._capture_attention, with_kwargs=True))
             self._hook(a.layers[k].register_forward_pre_hook(self._layer_k, with_kwargs=True))
@@ -619,7 +591,7 @@ class _Session:
     def _cache_step(self, cache: Any, hidden: Tensor) -> None:
         """One decoding step of the cache stage: score the media entries, mask the dropped."""
         b, q = hidden.shape[:2]
-        k = self.method.layer
+        k = self.layer
         columns = [self._media_columns(r) for r in range(b)]
         if len({len(c) for c in columns}) != 1:
             raise ValueError(
@@ -668,14 +640,77 @@ class _Session:
         )
 
 
+#: the decoder layer K of llm / cache methods that do not declare one (FastV's and SparseVLM's
+#: first pruning layer)
+DEFAULT_LAYER = 2
+
+
+def decoder_layer(method: Method, layer: int | None = None) -> int | None:
+    """K for an llm / cache method: its own `layer` field, else `layer`, else DEFAULT_LAYER."""
+    own = getattr(method, "layer", None)
+    return own if own is not None else (layer if layer is not None else DEFAULT_LAYER)
+
+
+def why_unsupported(model: nn.Module, method: Method, layer: int | None = None) -> str | None:
+    """Why `compress(model, method)` cannot run (a sentence naming what would), or None."""
+    a, m = adapter_for(model), method
+    model_name = type(model).__name__
+    if not any(x in a.tokens for x in m.modality):
+        return (
+            f"{m.name} works on {'/'.join(m.modality)} tokens but {model_name} carries "
+            f"{'/'.join(a.tokens)} tokens: pick a method for {'/'.join(a.tokens)}"
+        )
+    if m.stage == "encoder":
+        return (
+            f"{m.name} is an encoder-stage method, which reproductions.hf does not run yet; "
+            "supported stages: projector, llm, cache"
+        )
+    available = set(STAGE_SIGNALS[m.stage])
+    if m.stage == "projector":
+        available |= set(a.signals)
+    missing = [s for s in m.needs if s not in available]
+    if missing:
+        return (
+            f"{m.name} needs {', '.join(missing)}, which {model_name} cannot supply at the "
+            f"{m.stage} stage (it supplies: {', '.join(sorted(available)) or 'no signals'})"
+        )
+    cls_token = m.stage == "projector" and a.projector is not None and a.encoder_special > 0
+    if m.special_tokens is not None and 0 not in m.special_tokens and not cls_token:
+        return (
+            f"{m.name} takes {m.special_tokens} leading [CLS] tokens, which {model_name} does not "
+            f"have at the {m.stage} stage (only LLaVA's CLIP encoder has one, at the projector stage)"
+        )
+    if m.stage in ("llm", "cache"):
+        layer = decoder_layer(m, layer)
+        if not isinstance(layer, int) or not 1 <= layer < len(a.layers):
+            return (
+                f"{m.name}.layer={layer!r}: the {m.stage} stage needs a decoder layer K in "
+                f"[1, {len(a.layers) - 1}] (its attention comes from layer K - 1)"
+            )
+        implementation = a.language_model.config._attn_implementation
+        if implementation not in ("eager", "sdpa"):
+            return (
+                f"attn_implementation={implementation!r}: the {m.stage} stage builds its own "
+                "attention masks; load the model with attn_implementation='sdpa' or 'eager'"
+            )
+    return None
+
+
 @contextmanager
-def compress(model: nn.Module, method: Method | str, **options: Any) -> Iterator[Report]:
+def compress(
+    model: nn.Module, method: Method | str, layer: int | None = None, **options: Any
+) -> Iterator[Report]:
     """Run `model` with `method` applied where its stage says; yields the `Report`.
 
     `method` is a `Method` or a registry name, built with `options` as its hyperparameters
-    (`compress(model, "fastv", keep=64)`). Every hook is removed on exit, also on error.
+    (`compress(model, "fastv", keep=64)`). `layer` is the decoder layer K of an llm / cache
+    method that has no `layer` hyperparameter of its own (default 2); for one that has, it is
+    passed to the method. Every hook is removed on exit, also when the body raises.
     """
     if isinstance(method, str):
+        cls = methods().get(method)
+        if layer is not None and cls is not None and "layer" in cls.__dataclass_fields__:
+            options["layer"], layer = layer, None
         method = get(method, **options)
     elif options:
         raise ValueError(
@@ -686,7 +721,11 @@ def compress(model: nn.Module, method: Method | str, **options: Any) -> Iterator
         raise ValueError(
             f"method must be a reproductions Method or a registry name, got {type(method).__name__}"
         )
-    session = _Session(model, method)
+    if layer is not None and getattr(method, "layer", None) is not None and layer != method.layer:
+        raise ValueError(
+            f"layer={layer} disagrees with {method.name}.layer={method.layer}: pass one of them"
+        )
+    session = _Session(model, method, layer)
     try:
         session.install()
         yield session.report

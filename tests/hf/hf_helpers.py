@@ -1,0 +1,127 @@
+"""Shared pieces of the transformers-integration tests: a tiny llm-stage method, hook counting,
+captures of what reaches the language model, and a hand-built reference sequence."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from reproductions import Compression, Method, Tokens
+from reproductions.hf.tiny import BUILDERS
+from reproductions.ops import select, top_k
+
+
+@dataclass
+class LastRowTopK(Method):
+    """Test-only llm-stage method: keep the `keep` media tokens that the last prompt row attends
+    to most at layer `layer` - 1 (heads averaged), in positional order (FastV's rule)."""
+
+    keep: int = 4
+    layer: int = 2
+
+    stage = "llm"
+    modality = ("image", "video", "audio")
+    needs = ("attention", "text")
+
+    def compress(self, tokens: Tokens) -> Compression:
+        k = min(self.keep, tokens.count)
+        return select(tokens, top_k(tokens.attention[:, :, -1].float().mean(1), k))
+
+
+def hook_count(model: nn.Module) -> int:
+    """Every forward (pre-)hook on every submodule of `model`."""
+    total = 0
+    for module in model.modules():
+        total += len(module._forward_hooks) + len(module._forward_pre_hooks)
+    return total
+
+
+class Capture:
+    """Records the keyword arguments of every call of `module` while active (a hook that the
+    test registers after compress's own, so it sees what the module really receives)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.handle = module.register_forward_pre_hook(self._record, with_kwargs=True)
+
+    def _record(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self.calls.append(dict(kwargs))
+
+    def close(self) -> None:
+        self.handle.remove()
+
+
+def language_model_inputs(model: nn.Module, inputs: dict) -> dict[str, Any]:
+    """What the unpatched model passes to its language model for `inputs`."""
+    capture = Capture(model.model.language_model)
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        capture.close()
+    return capture.calls[0]
+
+
+def reference_sequence(
+    embeds: Tensor,
+    positions: Tensor,
+    mask: Tensor,
+    replaced: list[tuple[int, int, int, Tensor, Tensor]],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Build the compressed LLM input by hand.
+
+    `replaced` lists (row, start, length, features (K, D), kept positions (K,)) per media item:
+    the span [start, start + length) of the row is replaced by the K features, each taking the
+    position id of placeholder start + position. Rows are left-padded to the longest with zero
+    embeddings, mask 0 and position id 1. `positions` is (B, L) or (3, B, L).
+    """
+    b = embeds.shape[0]
+    rows = []
+    for r in range(b):
+        items = sorted((x for x in replaced if x[0] == r), key=lambda x: x[1])
+        vectors, where = [], []
+        cursor = 0
+        for _, start, length, feats, kept in items:
+            for j in range(cursor, start):
+                vectors.append(embeds[r, j])
+                where.append(j)
+            for k in range(feats.shape[0]):
+                vectors.append(feats[k])
+                where.append(start + int(kept[k]))
+            cursor = start + length
+        for j in range(cursor, embeds.shape[1]):
+            vectors.append(embeds[r, j])
+            where.append(j)
+        rows.append((torch.stack(vectors), where))
+    width = max(len(w) for _, w in rows)
+    out = embeds.new_zeros(b, width, embeds.shape[2])
+    new_mask = torch.zeros(b, width, dtype=torch.long)
+    lead = positions.shape[:-2]
+    new_pos = torch.ones(*lead, b, width, dtype=torch.long)
+    for r, (vectors, where) in enumerate(rows):
+        offset = width - len(where)
+        out[r, offset:] = vectors
+        idx = torch.tensor(where)
+        new_mask[r, offset:] = mask[r, idx]
+        new_pos[..., r, offset:] = positions[..., r, idx]
+    return out, new_mask, new_pos
+
+
+def logits_from(model: nn.Module, embeds: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
+    """Run the plain language model + head of a multimodal model on prepared embeddings."""
+    with torch.no_grad():
+        hidden = model.model.language_model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False
+        ).last_hidden_state
+        return model.lm_head(hidden)
+
+
+@functools.cache
+def tiny(family: str, attn: str = "sdpa") -> tuple[nn.Module, dict[str, Any]]:
+    """One tiny model per (family, attention) for the whole session: compress leaves models
+    unchanged on exit, which the identity tests check, so sharing them is safe."""
+    return BUILDERS[family](attn=attn)

@@ -1,0 +1,213 @@
+"""Compressed logits equal references built by hand: the compressed input embeddings and
+position ids run through the plain language model (projector stage), or layers < K in full and
+layers >= K on the kept rows (llm stage); Qwen2-VL's kept tokens keep their 3-D M-RoPE ids;
+a left-padded batch equals its rows run one by one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hf_helpers import (
+    Capture,
+    LastRowTopK,
+    language_model_inputs,
+    logits_from,
+    reference_sequence,
+    tiny,
+)
+from transformers.masking_utils import create_causal_mask
+
+from reproductions import Tokens, get, methods
+from reproductions.hf import compress
+from reproductions.hf.tiny import IMAGE
+
+PROJECTOR_METHODS = {
+    "random": {"keep": 7},
+    "pool": {"stride": 2, "mode": "avg"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROJECTOR_METHODS))
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_llava_projector_stage_equals_hand_built_sequence(name, attn):
+    model, inputs = tiny("llava", attn)
+    method = get(name, **PROJECTOR_METHODS[name])
+    with torch.no_grad():
+        # the method on the features the projector reads (penultimate layer, [CLS] dropped)
+        vision = model.model.vision_tower(inputs["pixel_values"], output_hidden_states=True)
+        features = vision.hidden_states[-2][:, 1:]
+        comp = method(Tokens(features=features, layout=(4, 4)))
+        projected = model.model.multi_modal_projector(comp.features)
+        lm = language_model_inputs(model, inputs)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    replaced, item = [], 0
+    for row in range(ids.shape[0]):
+        starts = [
+            j
+            for j in range(ids.shape[1])
+            if ids[row, j] == IMAGE and (j == 0 or ids[row, j - 1] != IMAGE)
+        ]
+        for start in starts:
+            replaced.append((row, start, 16, projected[item], comp.positions[item]))
+            item += 1
+    positions = torch.arange(ids.shape[1]).expand_as(ids)  # what LLaVA uses without position_ids
+    embeds, new_mask, new_pos = reference_sequence(lm["inputs_embeds"], positions, mask, replaced)
+    expected = logits_from(model, embeds, new_mask, new_pos)
+    with compress(model, method) as report, torch.no_grad():
+        logits = model(**inputs).logits
+    valid = new_mask.bool()
+    torch.testing.assert_close(logits[valid], expected[valid], rtol=0, atol=1e-6)
+    assert report.records[0].media_after == [comp.count, 2 * comp.count]
+
+
+def test_qwen2_vl_kept_tokens_keep_their_3d_position_ids():
+    model, inputs = tiny("qwen2_vl")
+    method = get("random", keep=3)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    with torch.no_grad():
+        original, _ = model.model.get_rope_index(
+            ids,
+            inputs["mm_token_type_ids"],
+            image_grid_thw=inputs["image_grid_thw"],
+            attention_mask=mask,
+        )
+        lm = language_model_inputs(model, inputs)
+    media = lm["inputs_embeds"][ids == IMAGE].view(2, 8, -1)
+    comp = method(Tokens(features=media, layout=(4, 2)))
+    with compress(model, method):
+        capture = Capture(model.model.language_model)
+        try:
+            with torch.no_grad():
+                logits = model(**inputs).logits
+        finally:
+            capture.close()
+    got = capture.calls[0]["position_ids"]
+    replaced = []
+    for row in range(2):
+        start = int((ids[row] == IMAGE).nonzero()[0])
+        replaced.append((row, start, 8, comp.features[row], comp.positions[row]))
+    embeds, new_mask, new_pos = reference_sequence(lm["inputs_embeds"], original, mask, replaced)
+    valid = new_mask.bool()
+    for row in range(2):
+        start = int((ids[row] == IMAGE).nonzero()[0])
+        kept = start + comp.positions[row]
+        # the kept image tokens carry the original (t, h, w) ids of their placeholders
+        rows = got[:, row][:, valid[row]]
+        assert any(
+            torch.equal(rows[:, j : j + 3], original[:, row, kept])
+            for j in range(rows.shape[1] - 2)
+        )
+    assert torch.equal(got[:, valid], new_pos[:, valid])
+    expected = logits_from(model, embeds, new_mask, new_pos)
+    torch.testing.assert_close(logits[valid], expected[valid], rtol=0, atol=1e-6)
+
+
+def _llm_methods():
+    found = [("last_row_topk", lambda: LastRowTopK(keep=5, layer=2))]
+    for name, cls in methods().items():
+        if (
+            cls.stage == "llm"
+            and not cls.trainable
+            and any(f == "keep" for f in cls.__dataclass_fields__)
+        ):
+            params = {**cls.example, "keep": 5}
+            if "layer" in cls.__dataclass_fields__:
+                params["layer"] = 2
+            found.append((name, lambda cls=cls, params=params: cls(**params)))
+    return found
+
+
+@pytest.mark.parametrize("name,build", _llm_methods(), ids=[n for n, _ in _llm_methods()])
+def test_llm_stage_equals_layers_run_by_hand(name, build):
+    """Row 1 of the tiny LLaVA batch (two images, no padding): layers < K on every token,
+    the method on eager attention of layer K - 1, layers >= K on the kept rows."""
+    method = build()
+    k = getattr(method, "layer", 2)  # compress's default K for methods without one
+    eager, inputs = tiny("llava", "eager")
+    sdpa, _ = tiny("llava", "sdpa")
+    one = {key: value[1:] if key != "pixel_values" else value[1:] for key, value in inputs.items()}
+    one["pixel_values"] = inputs["pixel_values"][1:]
+    lm = eager.model.language_model
+    with torch.no_grad():
+        h = language_model_inputs(eager, one)["inputs_embeds"]
+        n = h.shape[1]
+        pos = torch.arange(n)[None]
+        pe = lm.rotary_emb(h, pos)
+        full_mask = create_causal_mask(
+            config=lm.config,
+            inputs_embeds=h,
+            attention_mask=torch.ones(1, n),
+            past_key_values=None,
+            position_ids=pos,
+        )
+        for layer in lm.layers[: k - 1]:
+            h = layer(h, attention_mask=full_mask, position_embeddings=pe, position_ids=pos)
+        last = lm.layers[k - 1]
+        _, weights = last.self_attn(
+            last.input_layernorm(h), position_embeddings=pe, attention_mask=full_mask
+        )
+        h = last(h, attention_mask=full_mask, position_embeddings=pe, position_ids=pos)
+        media = (one["input_ids"][0] == IMAGE).nonzero()[:, 0]
+        rows = torch.arange(int(media.max()) + 1, n)
+        attention = weights[:, :, rows][:, :, :, media]
+        comp = method(Tokens(features=h[:, media], attention=attention, text=h[:, rows]))
+        text = torch.tensor([j for j in range(n) if j not in set(media.tolist())])
+        where = torch.cat([text, media[comp.positions[0]]])
+        feats = torch.cat([h[0, text], comp.features[0]])
+        order = where.argsort()
+        kept, h = where[order], feats[order][None]
+        cos, sin = pe
+        pe_kept = (cos[:, kept], sin[:, kept])
+        kept_mask = create_causal_mask(
+            config=lm.config,
+            inputs_embeds=h,
+            attention_mask=torch.ones(1, len(kept)),
+            past_key_values=None,
+            position_ids=kept[None],
+        )
+        for layer in lm.layers[k:]:
+            h = layer(
+                h, attention_mask=kept_mask, position_embeddings=pe_kept, position_ids=kept[None]
+            )
+        expected = eager.lm_head(lm.norm(h))
+        for model, tol in ((eager, 1e-6), (sdpa, 1e-4)):
+            with compress(model, method) as report:
+                logits = model(**one).logits
+            assert report.records[0].media_after == [comp.count]
+            torch.testing.assert_close(logits, expected, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+@pytest.mark.parametrize("stage", ["projector", "llm"])
+def test_left_padded_batch_equals_rows_one_by_one(family, stage):
+    model, inputs = tiny(family)
+    method = get("random", keep=5) if stage == "projector" else LastRowTopK(keep=5)
+    mask = inputs["attention_mask"]
+    batch = dict(inputs)
+    if family == "llava":  # LLaVA numbers positions from 0 at the first pad unless told
+        batch["position_ids"] = (mask.cumsum(-1) - 1).clamp_min(0)
+    with compress(model, method), torch.no_grad():
+        logits = model(**batch).logits
+        tokens = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    images = [1, 2] if family == "llava" else [1, 1]
+    for row in range(2):
+        real = mask[row].bool()
+        one = {
+            "input_ids": inputs["input_ids"][row : row + 1, real],
+            "attention_mask": mask[row : row + 1, real],
+        }
+        if family == "llava":
+            first = sum(images[:row])
+            one["pixel_values"] = inputs["pixel_values"][first : first + images[row]]
+        else:
+            one["pixel_values"] = inputs["pixel_values"].view(
+                2, -1, inputs["pixel_values"].shape[-1]
+            )[row]
+            one["image_grid_thw"] = inputs["image_grid_thw"][row : row + 1]
+            one["mm_token_type_ids"] = inputs["mm_token_type_ids"][row : row + 1, real]
+        with compress(model, method), torch.no_grad():
+            alone = model(**one).logits
+            alone_tokens = model.generate(**one, max_new_tokens=3, do_sample=False)
+        width = alone.shape[1]
+        torch.testing.assert_close(logits[row, -width:], alone[0], rtol=0, atol=1e-5)
+        assert torch.equal(tokens[row, -3:], alone_tokens[0, -3:])
