@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ if str(ROOT) not in sys.path:  # mkdocs runs this file by path; the tools packag
 from tools import site_pages  # noqa: E402
 from tools.bib import bibliography  # noqa: E402
 from tools.catalog import load_papers, load_taxonomy  # noqa: E402
+from tools.export_json import catalog_json  # noqa: E402
 from tools.site_pages import SiteData  # noqa: E402
 
 
@@ -88,14 +90,16 @@ def generate(data: SiteData, docs_dir: Path) -> dict[str, str | bytes]:
     from reproductions.interface import SIGNALS
     from tools import site_figures
 
+    plots = benchmark_plots(data)
     files: dict[str, str | bytes] = {
         "index.md": site_pages.home((docs_dir / "index.md").read_text(encoding="utf-8"), data),
         "papers/index.md": site_pages.papers_index(data),
         "reproductions/index.md": site_pages.reproductions_index(data),
-        "benchmarks.md": site_pages.benchmarks_page(data),
+        "benchmarks.md": site_pages.benchmarks_page(data, plots),
         "contributing.md": contributing(data, docs_dir),
         "catalog.bib": bibliography(data.papers),
-        "catalog.json": site_pages.catalog_json(data.papers),
+        "catalog.json": catalog_json(data.papers),
+        **plots,
     }
     for paper in data.papers:
         files[site_pages.paper_page(paper["id"])] = site_pages.paper_markdown(paper, data)
@@ -107,6 +111,18 @@ def generate(data: SiteData, docs_dir: Path) -> dict[str, str | bytes]:
             files[figure], note = site_figures.draw(cls)
         files[site_pages.method_page(name)] = site_pages.method_markdown(cls, data, figure, note, SIGNALS)
     return files
+
+
+def benchmark_plots(data: SiteData) -> dict[str, bytes]:
+    """The latest run's plots (`benchmarks.plots.plot`), drawn from its JSON at build time."""
+    run = site_pages.latest_run(data.results)
+    if run is None:
+        return {}
+    from benchmarks.plots import plot
+
+    with tempfile.TemporaryDirectory() as folder:
+        paths = plot(run, Path(folder), "latest")
+        return {f"benchmarks/{path.name}": path.read_bytes() for path in paths}
 
 
 def contributing(data: SiteData, docs_dir: Path) -> str:

@@ -2,7 +2,9 @@
 
 The build copies `catalog/` to a temporary folder, adds `tests/site/fixtures/papers/*.yaml`
 (papers whose text is markup and markdown that must show as text) and runs
-`mkdocs build --strict` on it through `SITE_CATALOG`. Every site test reads that one build.
+`mkdocs build --strict` on it through `SITE_CATALOG`, with the committed benchmark results plus
+`tests/site/fixtures/results/tiny-run.json` through `SITE_BENCHMARKS`. Every site test reads
+that one build.
 """
 
 from __future__ import annotations
@@ -35,18 +37,21 @@ class Build:
 
     site: Path
     catalog: Path
+    results: Path
     log: str
     seconds: float
     httpd: http.server.ThreadingHTTPServer | None = None
 
 
-def build_site(catalog: Path, site: Path, site_url: str = "http://localhost:8000/") -> Build:
-    """Run `mkdocs build --strict` on `catalog` into `site`; fail the test on any warning.
+def build_site(catalog: Path, results: Path, site: Path, site_url: str = "http://localhost:8000/") -> Build:
+    """Run `mkdocs build --strict` on `catalog` and the benchmark `results` into `site`; fail the
+    test on any warning.
 
     `site_url` must be where the site is served: mkdocs-material's instant navigation only
     intercepts links it finds in the sitemap, whose addresses must match scheme, host and port.
     """
-    env = {**os.environ, **QUIET, "SITE_CATALOG": str(catalog), "SITE_URL": site_url}
+    env = {**os.environ, **QUIET, "SITE_CATALOG": str(catalog), "SITE_URL": site_url,
+           "SITE_BENCHMARKS": str(results)}
     start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
@@ -55,7 +60,7 @@ def build_site(catalog: Path, site: Path, site_url: str = "http://localhost:8000
     seconds = time.perf_counter() - start
     log = result.stdout + result.stderr
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{log[-6000:]}"
-    return Build(site=site, catalog=catalog, log=log, seconds=seconds)
+    return Build(site=site, catalog=catalog, results=results, log=log, seconds=seconds)
 
 
 @pytest.fixture(scope="session")
@@ -66,10 +71,14 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Build]:
     shutil.copytree(ROOT / "catalog", catalog)
     for paper in sorted((FIXTURES / "papers").glob("*.yaml")):
         shutil.copy(paper, catalog / "papers" / paper.name)
+    results = base / "results"  # the committed results, plus a tiny run whose numbers we know
+    results.mkdir()
+    for run in [*sorted((ROOT / "benchmarks" / "results").glob("*.json")), FIXTURES / "results" / "tiny-run.json"]:
+        shutil.copy(run, results / run.name)
     site = base / "public"
     handler = functools.partial(_QuietHandler, directory=str(site))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    build = build_site(catalog, site, f"http://127.0.0.1:{httpd.server_address[1]}/")
+    build = build_site(catalog, results, site, f"http://127.0.0.1:{httpd.server_address[1]}/")
     build.httpd = httpd
     print(f"\nsite built in {build.seconds:.1f} s")
     yield build

@@ -167,7 +167,8 @@ def test_hostile_title_is_escaped_in_title_element(built: Build) -> None:
 
 def test_downloads_equal_the_catalog(built: Build) -> None:
     papers = load_papers(built.catalog)
-    assert json.loads((built.site / "catalog.json").read_text(encoding="utf-8")) == papers
+    downloaded = json.loads((built.site / "catalog.json").read_text(encoding="utf-8"))
+    assert downloaded == {"count": len(papers), "papers": papers}
     library = bibtexparser.parse_string((built.site / "catalog.bib").read_text(encoding="utf-8"))
     assert [entry.key for entry in library.entries] == [paper["id"] for paper in papers]
 
@@ -203,3 +204,20 @@ def test_method_page_has_its_sections(built: Build, name: str) -> None:
     shown = "".join(page.text)
     for section in ("Parameters", "Usage", "Differences from the official code"):
         assert section in shown, (name, section)
+
+
+def test_benchmarks_show_the_latest_run(built: Build) -> None:
+    from tools.site import load_results
+    from tools.site_pages import latest_run
+
+    run = latest_run(load_results(built.results))
+    page = parse(built.site / "benchmarks" / "index.html")
+    shown = "".join(page.text)
+    assert run["file"] in shown
+    images = [a["src"] for tag, a in page.elements if tag == "img"]
+    assert "latest-speedup.png" in images and "latest-overhead.png" in images
+    for row in run["summary"]["rows"]:
+        assert f"{row['measured_speedup']:.2f}×" in shown, row["method"]
+    method = run["results"][0]["method"]
+    method_page = "".join(parse(built.site / "reproductions" / method / "index.html").text)
+    assert "Benchmarks" in method_page and "Prefill speed-up" in method_page
