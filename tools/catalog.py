@@ -77,7 +77,7 @@ def family_name(author: str) -> str:
 
 def title_word(title: str) -> str:
     """The first significant word of a title, as the id rule spells it."""
-    for word in re.split(r"[\s/:\-–—]+", title):
+    for word in re.split(r"[\s/:\-–—：‑]+", title):
         slug = ascii_slug(word)
         if slug and slug not in STOPWORDS:
             return slug
