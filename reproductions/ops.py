@@ -34,10 +34,15 @@ def top_k(scores: Tensor, k: int, sorted_by_position: bool = True) -> Tensor:
 
 
 def gather(x: Tensor, idx: Tensor) -> Tensor:
-    """x[b, idx[b, k]] for (B, N, ...) `x` and (B, K) `idx`."""
-    shape = idx.shape + x.shape[2:]
-    flat = idx.reshape(idx.shape[0], idx.shape[1], *([1] * (x.dim() - 2)))
-    return x.gather(1, flat.expand(shape))
+    """x[b, idx[b, k]] for (B, N, ...) `x` and (B, K) `idx`.
+
+    By `index_select` on the flattened rows: on CPU at encoder sizes (1500 x 1280) ~40x faster
+    than `torch.gather` with an expanded (B, K, D) index.
+    """
+    b, n = x.shape[:2]
+    offsets = torch.arange(b, device=x.device).unsqueeze(1) * n
+    rows = x.reshape(b * n, -1).index_select(0, (idx + offsets).reshape(-1))
+    return rows.reshape(*idx.shape, *x.shape[2:])
 
 
 def cosine_matrix(a: Tensor, b: Tensor | None = None) -> Tensor:
@@ -183,14 +188,3 @@ def select_top(tokens: Tokens, scores: Tensor, count: int) -> Compression:
     ordinary = scores[:, tokens.special :]
     idx = top_k(ordinary, count - tokens.special) + tokens.special
     return select(tokens, with_special(tokens, idx))
-
-
-def take_rows(x: Tensor, idx: Tensor) -> Tensor:
-    """x[b, idx[b, k]] for (B, N, D) `x` and (B, K) `idx`, by `index_select` on flattened rows.
-
-    The same result as `gather` for 3-D `x`; on CPU at encoder sizes (1500 x 1280) it is ~40x
-    faster than `torch.gather` with an expanded (B, K, D) index.
-    """
-    offsets = torch.arange(x.shape[0], device=x.device).unsqueeze(1) * x.shape[1]
-    flat = x.reshape(-1, x.shape[-1]).index_select(0, (idx + offsets).reshape(-1))
-    return flat.reshape(*idx.shape, x.shape[-1])

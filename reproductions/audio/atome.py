@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..interface import Compression, Method, Tokens
-from ..ops import identity, input_sizes, order, take_rows, work_dtype
+from ..ops import gather, identity, input_sizes, order, work_dtype
 from ..registry import register
 
 
@@ -128,7 +128,7 @@ def merge_pairs(tokens: Tokens, joins: Tensor, count: int) -> Compression:
     first = (~joins).nonzero()[:, 1].reshape(b, count)
     second = (first + 1).clamp(max=n - 1)
     paired = joins.gather(1, second) & (first + 1 < n)
-    features = take_rows(x, first)  # unmerged tokens are copied as they are
+    features = gather(x, first)  # unmerged tokens are copied as they are
     pick = paired.reshape(-1).nonzero().squeeze(1)  # flat (b * count + k) of the merged slots
     if pick.numel():
         flat_first = (first + torch.arange(b, device=x.device).unsqueeze(1) * n).reshape(-1)[pick]

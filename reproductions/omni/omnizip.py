@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..interface import SIGNALS, Compression, Method, Tokens, validate_tokens
-from ..ops import input_sizes, take_rows, top_k, work_dtype
+from ..ops import gather, input_sizes, top_k, work_dtype
 from ..registry import register
 
 #: the video prune ratio of a time chunk is clamped to this range (official constants)
@@ -141,7 +141,7 @@ class OmniZip(Method):
         video_kept = self.video_keep(x, norms, tokens.grid, ratios)  # (B, Kv) ascending
         audio_kept = torch.stack([keep.nonzero().squeeze(1) for keep, _ in plans])  # (B, Ka)
         kv, ka = video_kept.shape[1], audio_kept.shape[1]
-        features = torch.cat([take_rows(x, video_kept), take_rows(audio, audio_kept)], dim=1)
+        features = torch.cat([gather(x, video_kept), gather(audio, audio_kept)], dim=1)
         source = torch.full((b, n + na), -1, dtype=torch.long, device=x.device)
         positions = torch.cat([video_kept, audio_kept + n], dim=1)
         source.scatter_(1, positions, torch.arange(kv + ka, device=x.device).expand(b, -1))
