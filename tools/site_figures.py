@@ -67,13 +67,14 @@ def patch_features(image: np.ndarray) -> np.ndarray:
     return (features - features.mean(axis=0)) / (features.std(axis=0) + 1e-6)
 
 
-def figure_parameters(cls: type) -> dict[str, Any]:
+def figure_parameters(cls: type, special: int) -> dict[str, Any]:
     """The method's example parameters, with a budget that shows on the photograph: a quarter of
-    the patches for a `keep` budget, half of them merged away for a ToMe-style `r`."""
+    the patches (plus the special tokens, which `keep` counts) for a `keep` budget, half of them
+    merged away for a ToMe-style `r`."""
     params = dict(cls.example)
     names = {f.name for f in fields(cls)}
     if "keep" in names:
-        params["keep"] = FIGURE_KEEP
+        params["keep"] = int(FIGURE_KEEP * GRID * GRID) + special
     elif "r" in names:
         params["r"] = GRID * GRID // 2
     return params
@@ -91,7 +92,7 @@ def draw(cls: type) -> tuple[bytes, str]:
     special = 1 if allowed is None or 1 in allowed else allowed[0]
     if special:  # a [CLS] stand-in: the mean of the patch tokens
         features = torch.cat([features.mean(dim=1, keepdim=True).expand(1, special, -1), features], 1)
-    params = figure_parameters(cls)
+    params = figure_parameters(cls, special)
     method = cls(**params)
     out = method(Tokens(features=features, layout=(GRID, GRID), special=special))
     slots = out.source[0, special:].numpy().reshape(GRID, GRID)
