@@ -6,16 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from .catalog import CATALOG, FIELDS, ROOT, Paper, dump_paper, load_papers, write_atomic
+from .catalog import CATALOG, ROOT, Paper, load_papers, ordered, write_atomic
 
 
 def catalog_json(papers: list[Paper]) -> str:
     """The text of catalog.json: `{"papers": [...]}` with each paper's fields in file order."""
-    import yaml
-
-    ordered = [yaml.safe_load(dump_paper(paper)) for paper in papers]
-    assert all(list(paper) == list(FIELDS) for paper in ordered)
-    return json.dumps({"count": len(ordered), "papers": ordered}, indent=1, ensure_ascii=False) + "\n"
+    rows = [ordered(paper) for paper in papers]
+    return json.dumps({"count": len(rows), "papers": rows}, indent=1, ensure_ascii=False) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
