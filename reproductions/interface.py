@@ -119,6 +119,8 @@ class Method:
     identity: ClassVar[dict[str, Any] | None] = None
     #: small parameters that run on the conformance inputs and in the docs' usage snippet
     example: ClassVar[dict[str, Any]] = {}
+    #: realistic parameters for `benchmarks/methods.py`: one dict, or one per preset name
+    benchmark: ClassVar[dict[str, Any] | None] = None
     #: True for trainable `nn.Module` methods (learned queries), which the pure-function
     #: promises do not cover
     trainable: ClassVar[bool] = False
