@@ -151,7 +151,7 @@ class FrameFusion(Method):
         t, h, w = grid
         p = h * w
         device = x.device
-        current = x[special:].reshape(t, p, -1).clone()  # merged features, never the input
+        current = x[special:].reshape(t, p, -1)  # merging builds new tensors: input untouched
         alive = torch.ones(t, p, dtype=torch.bool, device=device)
         owner = torch.arange(t * p, device=device)  # ordinary token -> the token it merged into
         sparsities: list[float] = []
@@ -161,10 +161,11 @@ class FrameFusion(Method):
             prev = previous_alive(alive)
             unit = current / current.norm(dim=-1, keepdim=True).clamp_min(1e-12)
             if bool(alive.all()):  # the previous token of a patch is one frame earlier
-                earlier = torch.cat([unit[:1], unit[:-1]])
+                cosine = (unit[1:] * unit[:-1]).sum(dim=-1)
+                cosine = torch.cat([torch.full_like(cosine[:1], NO_PREVIOUS), cosine])
             else:
                 earlier = unit.gather(0, prev.clamp_min(0).unsqueeze(-1).expand_as(unit))
-            cosine = (unit * earlier).sum(dim=-1)
+                cosine = (unit * earlier).sum(dim=-1)
             cosine = torch.where(alive & (prev >= 0), cosine, NO_PREVIOUS)
             remaining = int(alive.sum())
             similar = alive & (cosine >= self.similarity)
@@ -212,11 +213,11 @@ class FrameFusion(Method):
             p, device=current.device
         )
         flat = current.reshape(t * p, d)
-        alive_flat = alive.flatten()
-        total = torch.zeros_like(flat).index_add_(0, target.flatten()[alive_flat], flat[alive_flat])
-        count = torch.bincount(target.flatten()[alive_flat], minlength=t * p).to(flat.dtype)
-        merged = torch.where(
-            count.unsqueeze(-1) > 1, total / count.clamp_min(1).unsqueeze(-1), flat
-        )
+        moving = merging.flatten()
+        into = target.flatten()[moving]
+        merged = flat.clone().index_add_(0, into, flat[moving])  # anchors: own + members' sum
+        anchors = torch.unique(into)
+        members = torch.bincount(into, minlength=t * p)[anchors].to(flat.dtype)
+        merged[anchors] /= (members + 1).unsqueeze(-1)
         new_alive = alive & ~merging
         return merged.reshape(t, p, d), new_alive, target.flatten()[owner]
