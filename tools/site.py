@@ -125,11 +125,72 @@ def benchmark_plots(data: SiteData) -> dict[str, bytes]:
         return {f"benchmarks/{path.name}": path.read_bytes() for path in paths}
 
 
+#: (what is wrong, title word of the example paper, the edit that breaks its file)
+BREAKS: tuple[tuple[str, str, Any], ...] = (
+    ("A misspelt field", "alpha", lambda t: t.replace("\nvenue:", "\nvenu:")),
+    ("A value outside the vocabulary", "beta", lambda t: t.replace("modalities: [image]", "modalities: [images]")),
+    ("An arXiv id with a prefix", "gamma", lambda t: t.replace('arxiv: "2503.00003"', 'arxiv: "arXiv:2503.00003"')),
+    ("A link that is not a URL", "delta", lambda t: t.replace("code: null", "code: github.com/doe/delta")),
+    ("A sub-mechanism without its mechanism", "epsilon", lambda t: t.replace("submechanisms: []", "submechanisms: [merging]")),
+    ("Malformed YAML", "zeta", lambda t: t.replace('"Zeta: Fewer Tokens"', '"Zeta: Fewer Tokens')),
+    ("A file name that is not the id", "eta", None),
+)
+
+
+def example_paper(number: int, word: str) -> dict[str, Any]:
+    """A valid paper file's fields, distinct per `number` so examples do not duplicate each other."""
+    arxiv = f"2503.{number:05d}"
+    return {
+        "id": f"doe2025{word}", "title": f"{word.capitalize()}: Fewer Tokens", "method": word.capitalize(),
+        "authors": ["Jane Doe"], "year": 2025, "month": 3, "venue": None, "arxiv": arxiv, "doi": None,
+        "links": {"paper": f"https://arxiv.org/abs/{arxiv}", "code": None, "project": None,
+                  "model": None, "dataset": None},
+        "modalities": ["image"], "mechanisms": ["attention"], "submechanisms": [],
+        "cost": "training-free", "architecture": ["mllm"], "stage": ["projector"], "tasks": [],
+        "kind": "method", "reproductions": [], "notes": None,
+    }
+
+
+def validator_examples(taxonomy: Path) -> list[tuple[str, str, list[str]]]:
+    """(what is wrong, the broken lines, what `python -m tools validate` prints) for each break
+    in `BREAKS`, from running the real validator on broken copies of a valid file."""
+    from tools.catalog import dump_paper
+    from tools.validate import validate
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder) / "catalog"
+        (root / "papers").mkdir(parents=True)
+        (root / "taxonomy.yaml").write_bytes(taxonomy.read_bytes())
+        broken: dict[str, tuple[str, str]] = {}
+        for number, (problem, word, edit) in enumerate(BREAKS, 1):
+            valid = dump_paper(example_paper(number, word))
+            name = f"doe2025{word}.yaml" if edit else f"doe2025{word}s.yaml"
+            text = edit(valid) if edit else valid
+            if edit and text == valid:
+                raise ValueError(f"the example for {problem!r} no longer applies to dump_paper's format")
+            changed = [line for line in text.splitlines() if line not in valid.splitlines()]
+            shown = "\n".join(changed) if changed else f"# file {name}\nid: doe2025{word}"
+            (root / "papers" / name).write_text(text, encoding="utf-8")
+            broken[name] = (problem, shown)
+        report = validate(root, registry=False)
+        prefix = str(root)
+        messages = [line.replace(prefix, "catalog") for line in report.errors + report.warnings]
+    return [
+        (problem, shown, [m for m in messages if f"/{name}:" in m])
+        for name, (problem, shown) in broken.items()
+    ]
+
+
 def contributing(data: SiteData, docs_dir: Path) -> str:
-    """`contributing.md`: the hand-written page with CONTRIBUTING.md and the schema's fields."""
+    """`contributing.md`: the hand-written page with CONTRIBUTING.md, the schema's fields and the
+    validator's messages on broken examples."""
     guide = ROOT / "CONTRIBUTING.md"
     schema = catalog_root() / "schema.json"
+    taxonomy = catalog_root() / "taxonomy.yaml"
     parts = {
+        "validator": site_pages.validator_section(validator_examples(taxonomy))
+        if taxonomy.exists()
+        else "*The catalog has no taxonomy.yaml yet.*\n",
         "contributing": site_pages.include_markdown(guide.read_text(encoding="utf-8"), data.repo_url)
         if guide.exists()
         else "*CONTRIBUTING.md is not written yet.*\n",

@@ -619,7 +619,10 @@ def taxonomy_value_page(
     data: SiteData, kind: str, facet: str, value: str, description: str, members: list[Paper]
 ) -> str:
     source = taxonomy_page(kind, value)
-    out = [front_matter(f"{value} ({facet})"), f"# {text(value)}\n\n"]
+    out = [
+        front_matter(f"{value.capitalize()} ({facet})", hide=["navigation", "toc"]),
+        f"# {text(value.capitalize())}\n\n<p>A {facet} of the survey's taxonomy: {len(members)} papers.</p>\n",
+    ]
     if description:
         out.append(f'<blockquote class="definition"><p>{text(description)}</p></blockquote>\n')
     if kind == "mechanisms":
@@ -962,6 +965,17 @@ def benchmarks_page(data: SiteData, plots: Iterable[str] = ()) -> str:
 # contributing, downloads
 
 
+def validator_section(examples: Iterable[tuple[str, str, list[str]]]) -> str:
+    """Each broken example: what is wrong, the broken lines, and the validator's exact output."""
+    out = []
+    for problem, lines, messages in examples:
+        out.append(
+            f"### {text(problem)}\n\n" + fence(lines, "yaml") + "\nprints\n\n"
+            + fence("\n".join(messages) or "(nothing: the validator accepts it)", "text")
+        )
+    return "\n".join(out)
+
+
 def schema_fields(schema: Mapping[str, Any]) -> str:
     """A table of a paper file's fields from `catalog/schema.json`: type, allowed values, meaning."""
     required = set(schema.get("required") or [])
@@ -997,25 +1011,29 @@ def _schema_type(spec: Mapping[str, Any]) -> str:
 
 
 def include_markdown(markdown: str, repo_url: str | None) -> str:
-    """A repository markdown file made fit for a docs page: headings one level down, and links to
-    repository files pointed at the repository (or shown as code) so no link breaks."""
+    """A repository markdown file made fit for a docs page: its title dropped (the page has one),
+    and links to repository files pointed at the repository (or shown as code) so none breaks."""
 
     def relink(match: re.Match[str]) -> str:
         label, target = match.group(1), match.group(2)
         if re.match(r"^(https?:|mailto:|#)", target):
             return match.group(0)
         if repo_url:
-            return f"[{label}]({repo_url.rstrip('/')}/blob/main/{target.lstrip('./')})"
+            path = posixpath.normpath(target).lstrip("/")
+            return f"[{label}]({repo_url.rstrip('/')}/blob/main/{path})"
         return f"{label} (`{target}`)"
 
+    source = markdown.splitlines()
+    while source and not source[0].strip():
+        source.pop(0)
+    if source and source[0].startswith("# "):  # the page has its own title
+        source.pop(0)
     lines = []
     in_fence = False
-    for line in markdown.splitlines():
+    for line in source:
         if line.lstrip().startswith(("```", "~~~")):
             in_fence = not in_fence
         if not in_fence:
-            if line.startswith("#"):
-                line = "#" + line
             line = re.sub(r"(?<!!)\[([^\]]+)\]\(([^)\s]+)\)", relink, line)
         lines.append(line)
     return "\n".join(lines) + "\n"

@@ -221,3 +221,12 @@ def test_benchmarks_show_the_latest_run(built: Build) -> None:
     method = run["results"][0]["method"]
     method_page = "".join(parse(built.site / "reproductions" / method / "index.html").text)
     assert "Benchmarks" in method_page and "Prefill speed-up" in method_page
+
+
+def test_contributing_page_has_the_guide_schema_and_validator_output(built: Build) -> None:
+    shown = "".join(parse(built.site / "contributing" / "index.html").text)
+    guide = (Path(__file__).resolve().parents[2] / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    second_heading = next(line for line in guide.splitlines() if line.startswith("## "))
+    assert second_heading[3:].strip() in shown
+    assert "modalities" in shown and "submechanisms" in shown
+    assert 'venu: found unknown key "venu"' in shown

@@ -191,3 +191,24 @@ def test_usage_snippet_runs(name: str) -> None:
         exec(compile(snippet, f"<{name} usage>", "exec"), {})
     before, after = printed.getvalue().splitlines()[0].split(" -> ")
     assert before.startswith("torch.Size(") and after.startswith("torch.Size(")
+
+
+def test_include_markdown_drops_the_title_and_relinks_repository_files() -> None:
+    source = "# Contributing\n\nSee [the schema](catalog/schema.json) and [docs](https://x.org) [up](#add).\n\n```sh\n[not](a/link)\n```\n"
+    with_repo = site_pages.include_markdown(source, "https://github.com/o/r")
+    assert not with_repo.startswith("# Contributing")
+    assert "[the schema](https://github.com/o/r/blob/main/catalog/schema.json)" in with_repo
+    assert "[docs](https://x.org)" in with_repo and "[up](#add)" in with_repo
+    assert "[not](a/link)" in with_repo
+    assert "the schema (`catalog/schema.json`)" in site_pages.include_markdown(source, None)
+
+
+def test_every_broken_example_gets_a_validator_message() -> None:
+    from tools.site import BREAKS, validator_examples
+
+    examples = validator_examples(Path(__file__).resolve().parents[2] / "catalog" / "taxonomy.yaml")
+    assert [problem for problem, _, _ in examples] == [problem for problem, _, _ in BREAKS]
+    for problem, lines, messages in examples:
+        assert lines.strip(), problem
+        assert messages, f"the validator said nothing about: {problem}"
+        assert all(m.startswith("catalog/papers/doe2025") and ": found " in m for m in messages), messages
