@@ -59,6 +59,11 @@ def merge_into(
     return weight * targets + (1 - weight) * mean, assign
 
 
+def frames_of(x: Tensor, frames: list[int]) -> Tensor:
+    """x[frames] along the first dim, without a copy when `frames` are all of them in order."""
+    return x if frames == list(range(x.shape[0])) else x[frames]
+
+
 @register("fastvid")
 @dataclass
 class FastVID(Method):
@@ -207,7 +212,7 @@ class FastVID(Method):
         score = torch.zeros(rest.shape, dtype=x.dtype, device=device)
         anchors = [f for f, share in enumerate(shares) if share > 0]
         if anchors:
-            density, delta = density_peaks(rest_tokens[anchors], k=4)
+            density, delta = density_peaks(frames_of(rest_tokens, anchors), k=4)
             score[anchors] = density * delta
 
         owner = torch.full((x.shape[0],), -1, dtype=torch.long, device=device)
@@ -219,15 +224,12 @@ class FastVID(Method):
 
         singles = [f for f, share in enumerate(shares) if share == context and context > 0]
         if singles:  # one-frame DTM, all such frames at once (and the equal-share quirk)
-            picks = order(score[singles])[:, :context]
-            targets = rest_tokens[singles].gather(
-                1, picks.unsqueeze(-1).expand(-1, -1, x.shape[-1])
-            )
-            merged, assign = merge_into(
-                rest_tokens[singles], rest_unit[singles], targets, self.beta
-            )
-            picked_index = rest_index[singles].gather(1, picks)
-            owner[rest_index[singles].flatten()] = picked_index.gather(1, assign).flatten()
+            tokens_s, index_s = frames_of(rest_tokens, singles), frames_of(rest_index, singles)
+            picks = order(frames_of(score, singles))[:, :context]
+            targets = tokens_s.gather(1, picks.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+            merged, assign = merge_into(tokens_s, frames_of(rest_unit, singles), targets, self.beta)
+            picked_index = index_s.gather(1, picks)
+            owner[index_s.flatten()] = picked_index.gather(1, assign).flatten()
             owner[picked_index.flatten()] = picked_index.flatten()
             kept.append(picked_index.flatten())
             feats.append(merged.reshape(-1, x.shape[-1]))
