@@ -240,15 +240,15 @@ class FastVID(Method):
             start += length
             if context == 0:
                 continue
-            anchors = [f for f in frames_here if shares[f] > context]
-            if length == 1 or not anchors:
+            segment_anchors = [f for f in frames_here if shares[f] > context]
+            if length == 1 or not segment_anchors:
                 continue
             span = slice(frames_here.start, frames_here.stop)
             members = rest_tokens[span].reshape(-1, x.shape[-1])
             members_unit = rest_unit[span].reshape(-1, x.shape[-1])
             members_index = rest_index[span].flatten()
             targets_unit, targets_index = [], []
-            for f in anchors:
+            for f in segment_anchors:
                 picks = order(score[f])[: min(shares[f], rest.shape[1])]
                 merged, _ = merge_into(members, members_unit, rest_tokens[f][picks], self.beta)
                 kept.append(rest_index[f][picks])
