@@ -33,9 +33,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..examples import example_tokens
 from ..interface import Compression, Method, Tokens
 from ..registry import get, methods
-from .models import Adapter, adapter_for, media_of
+from .models import Adapter, adapter_for
 from .sequence import Span, mask_4d, rebuild, runs, split_runs, take, valid_columns
 
 #: signals each stage can supply, beyond the model-specific projector signals
@@ -127,7 +128,6 @@ class _Session:
         self.modalities = [m for m in method.modality if m in self.adapter.tokens]
         self._check()
         self.input_ids: Tensor | None = None
-        self.media: dict[str, Any] = {}
         self.pending: dict[int, tuple[Compression, int]] = {}
         self.spans: list[Span] = []
         self.cache: Any = None
@@ -177,26 +177,24 @@ class _Session:
         self.report.calls += 1
         ids = _arg(args, kwargs, "input_ids")
         self.input_ids = ids if isinstance(ids, Tensor) else None
-        self.media = media_of(kwargs)
-        self.pending = {}
-        self.captured = {}
 
     # ------------------------------------------------------------------ spans
-    def _find_spans(self, length: int) -> list[Span]:
+    def _find_spans(self, length: int, positions: Tensor | None) -> list[Span]:
         ids = self.input_ids
         if ids is None or ids.shape[1] != length:
             return []
+        grid = positions[-3:] if positions is not None and positions.dim() == 3 else None
         spans: list[Span] = []
         for modality in self.modalities:
-            found = runs(ids, self.adapter.tokens[modality])
-            sizes = self.adapter.item_sizes(modality, self.media)
-            if sizes is not None and sum(sizes) != sum(n for row in found for _, n in row):
-                sizes = None
+            found = split_runs(
+                runs(ids, self.adapter.tokens[modality]), self.adapter.item_size(modality)
+            )
             item = 0
-            for row, items in enumerate(split_runs(found, sizes)):
+            for row, items in enumerate(found):
                 for start, length_ in items:
                     n = length_ - (self.adapter.video_trailer if modality == "video" else 0)
-                    layout = self.adapter.layout(modality, n, item, self.media)
+                    ids3 = grid[:, row, start : start + n] if grid is not None else None
+                    layout = self.adapter.layout(modality, n, ids3)
                     spans.append(Span(row, start, n, modality, layout, item))
                     item += 1
         return spans
@@ -241,6 +239,7 @@ class _Session:
             projected = module(comp.features)
         finally:
             self.inside_projector = False
+        self.pending = {}
         for i in range(features.shape[0]):
             self.pending[i] = (
                 Compression(
@@ -293,12 +292,13 @@ class _Session:
         self.seen = n
         mask2d = kwargs.get("attention_mask")
         self.mask2d = mask2d if isinstance(mask2d, Tensor) and mask2d.dim() == 2 else None
-        self.spans = self._find_spans(n)
+        self.spans = self._find_spans(n, kwargs.get("position_ids"))
         if hasattr(self.method, "reset"):
             self.method.reset()
         if self.stage != "projector" or not self.spans:
             return None
         compressions = self._compress_spans(embeds)
+        self.pending = {}  # consumed: a later call encodes its own media
         new, index = rebuild(embeds, self.spans, compressions)
         self._record(index, embeds.shape[1], compressions)
         if (
@@ -640,6 +640,24 @@ class _Session:
         )
 
 
+def _output_width(method: Method) -> str | None:
+    """A reason where `method` changes the feature width (pixel shuffle, frame stacking): its
+    output needs a projector trained for the new width, which the model does not have."""
+    takes_none = method.special_tokens is None or 0 in method.special_tokens
+    tokens = example_tokens(method, dim=8, special=0 if takes_none else None)
+    try:
+        out = method(tokens)
+    except ValueError:
+        return None
+    if out.features.shape[-1] != tokens.features.shape[-1]:
+        return (
+            f"{method.name} turns {tokens.features.shape[-1]}-wide tokens into "
+            f"{out.features.shape[-1]}-wide ones, which need a projector trained for that width; "
+            "it cannot run inside a pretrained model's projector stage"
+        )
+    return None
+
+
 #: the decoder layer K of llm / cache methods that do not declare one (FastV's and SparseVLM's
 #: first pruning layer)
 DEFAULT_LAYER = 2
@@ -668,6 +686,10 @@ def why_unsupported(model: nn.Module, method: Method, layer: int | None = None) 
     available = set(STAGE_SIGNALS[m.stage])
     if m.stage == "projector":
         available |= set(a.signals)
+    if m.stage == "projector":
+        width = _output_width(m)
+        if width is not None:
+            return width
     missing = [s for s in m.needs if s not in available]
     if missing:
         return (

@@ -49,47 +49,32 @@ class Adapter:
     video_trailer: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def item_sizes(self, modality: str, media: dict[str, Any]) -> list[int] | None:
-        """Tokens per item of `modality` in order, where the model fixes them; else None."""
-        grid = media.get(f"{modality}_grid_thw")
-        if grid is not None:  # Qwen2-VL / Qwen2.5-VL: merged 2x2 patches per item
-            merge = self.extra["spatial_merge"]
-            return [int(t * h * w) // merge**2 for t, h, w in grid.tolist()]
+    def item_size(self, modality: str) -> int | None:
+        """Tokens per item of `modality` where the model fixes them (LLaVA-1.5: 576), else
+        None (one item per run of placeholders)."""
         if self.family == "llava" and modality == "image":
-            side = self.extra["patches_per_side"]
-            return (
-                None
-                if media.get("pixel_values") is None
-                else [side * side] * media["pixel_values"].shape[0]
-            )
+            return self.extra["patches_per_side"] ** 2
         return None
 
     def layout(
-        self, modality: str, length: int, item: int, media: dict[str, Any]
+        self, modality: str, length: int, positions: Tensor | None
     ) -> tuple[int, ...] | None:
-        """The grid of item `item` of `modality`, which has `length` placeholder tokens."""
-        grid = media.get(f"{modality}_grid_thw")
-        if grid is not None:
-            merge = self.extra["spatial_merge"]
-            t, h, w = (int(v) for v in grid[item].tolist())
-            return (
-                (h // merge, w // merge)
-                if modality == "image" and t == 1
-                else (t, h // merge, w // merge)
-            )
+        """The grid of a span of `length` placeholder tokens; `positions` (3, length) are its
+        M-RoPE ids on Qwen models, which spell out the (t, h, w) grid, else None."""
+        if positions is not None and positions.dim() == 2 and positions.shape[0] == 3:
+            t, h, w = (int(row.unique().numel()) for row in positions)
+            if t * h * w == length:
+                return (h, w) if modality == "image" and t == 1 else (t, h, w)
+            return None
         if modality == "audio":
             return (length,)
         if modality == "image":
             side = math.isqrt(length)
             return (side, side) if side * side == length else None
-        if modality == "video":
-            pixels = media.get("pixel_values_videos")
-            frames = pixels.shape[1] if pixels is not None else None
-            if frames and length % frames == 0:
-                side = math.isqrt(length // frames)
-                if side * side * frames == length:
-                    return (frames, side, side)
-            return None
+        if modality == "video" and "pooled_side" in self.extra:
+            per_frame = self.extra["pooled_side"] ** 2
+            if length % per_frame == 0:
+                return (length // per_frame, self.extra["pooled_side"], self.extra["pooled_side"])
         return None
 
 
@@ -132,6 +117,12 @@ def adapter_for(model: nn.Module) -> Adapter:
             layers=inner.language_model.layers,
             tokens={"image": config.image_token_id, "video": config.video_token_id},
             video_trailer=1,
+            # frames are pooled 2x2 (ceil) after the projector, as the model's apply_pooling
+            extra={
+                "pooled_side": math.ceil(
+                    config.vision_config.image_size // config.vision_config.patch_size / 2
+                )
+            },
         )
     if name in ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration"):
         inner = model.model
@@ -156,9 +147,3 @@ def adapter_for(model: nn.Module) -> Adapter:
         f"{name} is not supported by reproductions.hf.compress; supported models: "
         f"{', '.join(SUPPORTED)}"
     )
-
-
-def media_of(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The media inputs of one forward call that the adapters read (grids, pixel shapes)."""
-    keys = ("pixel_values", "pixel_values_videos", "image_grid_thw", "video_grid_thw")
-    return {k: kwargs[k] for k in keys if isinstance(kwargs.get(k), Tensor)}

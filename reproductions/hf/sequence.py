@@ -54,31 +54,21 @@ def runs(ids: Tensor, token: int) -> list[list[tuple[int, int]]]:
     return out
 
 
-def split_runs(
-    found: list[list[tuple[int, int]]], sizes: list[int] | None
-) -> list[list[tuple[int, int]]]:
-    """Split runs into items of the given `sizes` (in order over rows), where adjacent items
-    share one run; None keeps one item per run."""
-    if sizes is None:
+def split_runs(found: list[list[tuple[int, int]]], size: int | None) -> list[list[tuple[int, int]]]:
+    """Split runs into items of `size` tokens (adjacent items share one run); None keeps one
+    item per run."""
+    if size is None:
         return found
-    queue = list(sizes)
     out: list[list[tuple[int, int]]] = []
     for row in found:
         items: list[tuple[int, int]] = []
         for start, length in row:
-            while length > 0:
-                if not queue:
-                    raise ValueError(
-                        "the prompt has more media placeholder tokens than the media inputs fill; "
-                        "pass one placeholder run per image / video / audio"
-                    )
-                size = queue.pop(0)
-                if size > length:
-                    raise ValueError(
-                        f"a placeholder run of {length} tokens is shorter than its item ({size} tokens)"
-                    )
-                items.append((start, size))
-                start, length = start + size, length - size
+            if length % size:
+                raise ValueError(
+                    f"a run of {length} media placeholder tokens is not a whole number of items "
+                    f"of {size} tokens: expand every image to {size} placeholders"
+                )
+            items += [(start + i, size) for i in range(0, length, size)]
         out.append(items)
     return out
 

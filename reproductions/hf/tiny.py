@@ -228,6 +228,17 @@ def qwen2_audio(attn: str = "sdpa", seed: int = 0) -> Built:
     }
 
 
+#: the modality the inputs of each tiny builder carry
+MODALITY: dict[str, str] = {
+    "llava": "image",
+    "llava_onevision": "image",
+    "llava_onevision_video": "video",
+    "qwen2_vl": "image",
+    "qwen2_vl_video": "video",
+    "qwen2_5_vl": "image",
+    "qwen2_audio": "audio",
+}
+
 #: every tiny builder by family name (video variants included)
 BUILDERS: dict[str, Callable[..., Built]] = {
     "llava": llava,

@@ -123,5 +123,10 @@ def logits_from(model: nn.Module, embeds: Tensor, mask: Tensor, positions: Tenso
 @functools.cache
 def tiny(family: str, attn: str = "sdpa") -> tuple[nn.Module, dict[str, Any]]:
     """One tiny model per (family, attention) for the whole session: compress leaves models
-    unchanged on exit, which the identity tests check, so sharing them is safe."""
-    return BUILDERS[family](attn=attn)
+    unchanged on exit, which the identity tests check, so sharing them is safe. One unpatched
+    generate first: transformers installs its own output-recording hooks on first use, which
+    must not count as hooks compress left behind."""
+    model, inputs = BUILDERS[family](attn=attn)
+    with torch.no_grad():
+        model.generate(**inputs, max_new_tokens=1, do_sample=False)
+    return model, inputs
