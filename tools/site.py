@@ -206,7 +206,7 @@ def main() -> None:
     import mkdocs_gen_files
 
     config = mkdocs_gen_files.config
-    data = load(config.repo_url)
+    data = load(config.extra.get("repository"))
     for path, content in generate(data, Path(config.docs_dir)).items():
         if isinstance(content, bytes):
             with mkdocs_gen_files.open(path, "wb") as stream:

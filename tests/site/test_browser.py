@@ -201,3 +201,17 @@ def test_hostile_paper_page_runs_no_script(tab: Tab) -> None:
     assert "<script>alert('title')</script>" in heading
     assert tab.dialogs == []
     assert tab.page.locator("article img[src=x]").count() == 0
+
+
+def test_search_results_show_hostile_text_as_text(tab: Tab) -> None:
+    """The search index holds page text; the result list must not turn it back into markup."""
+    tab.open("")
+    query = tab.page.locator("input[data-md-component=search-query]")
+    query.click()
+    query.press_sequentially("Trudy", delay=20)
+    result = tab.page.locator(".md-search-result__item").first
+    result.wait_for()
+    tab.shot("search-hostile")
+    assert "alert('title')" in tab.page.text_content(".md-search-result")
+    assert tab.page.locator(".md-search-result img[src=x], .md-search-result script").count() == 0
+    assert tab.dialogs == []

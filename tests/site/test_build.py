@@ -130,6 +130,8 @@ def test_nothing_is_fetched_from_the_internet(built: Build) -> None:
                 target = attributes.get("href")
             if target and external.match(target):
                 fetched.append(f"{page.relative_to(built.site)}: <{tag}> {target}")
+            if attributes.get("data-md-component") == "source":  # queries the GitHub API
+                fetched.append(f"{page.relative_to(built.site)}: the repository widget")
     for css in built.site.rglob("*.css"):
         for target in re.findall(r"url\(\s*['\"]?((?:https?:)?//[^'\")]+)", css.read_text(encoding="utf-8")):
             fetched.append(f"{css.relative_to(built.site)}: url({target})")
