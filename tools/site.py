@@ -105,8 +105,9 @@ def generate(data: SiteData, docs_dir: Path) -> dict[str, str | bytes]:
         files[site_pages.paper_page(paper["id"])] = site_pages.paper_markdown(paper, data)
     files.update(site_pages.taxonomy_pages(data))
     for name, cls in data.methods.items():
-        figure = note = None
-        if site_figures.can_draw(cls):
+        figure = None
+        note = site_figures.why_not_drawn(cls)
+        if note is None:
             figure = f"reproductions/{name}.png"
             files[figure], note = site_figures.draw(cls)
         files[site_pages.method_page(name)] = site_pages.method_markdown(cls, data, figure, note, SIGNALS)

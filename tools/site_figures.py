@@ -33,7 +33,28 @@ SCALE = 2
 
 def can_draw(cls: type) -> bool:
     """Whether a method runs on patch features alone: image tokens, no other signal, no weights."""
-    return "image" in cls.modality and not cls.needs and not cls.trainable
+    return why_not_drawn(cls) is None
+
+
+def why_not_drawn(cls: type) -> str | None:
+    """Why the method page has no photograph figure (markdown), or None when it can have one."""
+    if "image" not in cls.modality:
+        return (
+            f"No photograph figure: `{cls.name}` works on {' and '.join(cls.modality)} tokens, "
+            "not on an image grid."
+        )
+    if cls.trainable:
+        return (
+            f"No photograph figure: `{cls.name}` has learned weights, and an untrained module would "
+            "show nothing about the method."
+        )
+    if cls.needs:
+        signals = ", ".join(f"`{signal}`" for signal in cls.needs)
+        return (
+            f"No photograph figure: `{cls.name}` reads {signals} from the model, which patch "
+            "statistics of a photograph cannot stand in for."
+        )
+    return None
 
 
 @lru_cache(maxsize=1)

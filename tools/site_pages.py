@@ -685,7 +685,7 @@ def usage_snippet(cls: type) -> str:
         "from reproductions.examples import example_tokens\n"
         "\n"
         f"method = get({arguments})\n"
-        "tokens = example_tokens(method)  # random tokens with every signal the method needs\n"
+        "tokens = example_tokens(method)  # random tokens, plus every signal it needs\n"
         "out = method(tokens)\n"
         'print(tokens.features.shape, "->", out.features.shape)\n'
         "print(out.positions[0])  # the original index each output token stands at\n"
@@ -740,6 +740,8 @@ def method_markdown(
             f"![{name} on scikit-image's astronaut photograph]({posixpath.basename(figure)})\n\n"
             f"{figure_note or ''}\n"
         )
+    elif figure_note:
+        out.append(f"## On a photograph\n\n{figure_note}\n")
     out.append(f"## {DIFFERENCES}\n\n" + (differences or "None stated in the docstring.") + "\n")
     results = method_results(data, name)
     if results:
@@ -780,7 +782,7 @@ def reproductions_index(data: SiteData) -> str:
         + "\n</tbody></table>\n"
     )
     return (
-        front_matter("Reproductions")
+        front_matter("Reproductions", hide=["navigation", "toc"])
         + "# Reproductions\n\n"
         + "Small, readable reimplementations of the methods behind one interface: a method is a "
         "dataclass of hyperparameters whose call maps `Tokens` to a `Compression`. Each page says "
