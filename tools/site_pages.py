@@ -260,6 +260,8 @@ def related(paper: Paper, papers: Iterable[Paper], count: int = RELATED) -> list
 # --------------------------------------------------------------------------------------------
 # the papers table (papers/index.md) and the smaller tables of taxonomy pages
 
+#: joins a row's values of one facet in its data attribute (venue names hold spaces)
+FACET_SEPARATOR = "|"
 FACETS: tuple[tuple[str, str], ...] = (
     ("modality", "Modality"),
     ("mechanism", "Mechanism"),
@@ -339,24 +341,28 @@ def search_text(paper: Paper) -> str:
 def paper_row(paper: Paper, data: SiteData, source: str) -> str:
     """One `<tr>` of the papers table, carrying its facet values as data attributes."""
     facets = facet_values(paper, data)
-    attributes = " ".join(f'data-{name}="{text(" ".join(values))}"' for name, values in facets.items())
+    attributes = " ".join(
+        f'data-{name}="{text(FACET_SEPARATOR.join(values))}"' for name, values in facets.items()
+    )
     code = code_url(paper)
     reproductions = ", ".join(
         link(href(source, method_page(name)), f"<code>{text(name)}</code>")
         for name in reproductions_of(paper, data)
     )
+    # A cell sorts by its text unless it carries a data-sort key (the code and reproduction
+    # columns sort by whether there is one); fewer attributes keep the page small.
     cells = [
-        ("title", text(paper["title"]).lower(), link(href(source, paper_page(paper["id"])), text(paper["title"]))),
-        ("method", text(paper.get("method") or "").lower(), text(paper.get("method") or "")),
-        ("year", when(paper), text(when(paper))),
-        ("venue", text(venue_label(paper)).lower(), text(venue_label(paper))),
-        ("modality", text(" ".join(facets["modality"])), _tags(source, "modalities", facets["modality"])),
-        ("mechanism", text(" ".join(facets["mechanism"])), _tags(source, "mechanisms", facets["mechanism"])),
-        ("cost", text(paper.get("cost") or ""), text(paper.get("cost") or "")),
-        ("code", "1" if code else "0", link(code, "code", external=True) if code else ""),
-        ("repro", "1" if reproductions else "0", reproductions),
+        (None, link(href(source, paper_page(paper["id"])), text(paper["title"]))),
+        (None, text(paper.get("method") or "")),
+        (None, text(when(paper))),
+        (None, text(venue_label(paper))),
+        (None, _tags(source, "modalities", facets["modality"])),
+        (None, _tags(source, "mechanisms", facets["mechanism"])),
+        (None, text(paper.get("cost") or "")),
+        ("1" if code else "0", link(code, "code", external=True) if code else ""),
+        ("1" if reproductions else "0", reproductions),
     ]
-    tds = "".join(f'<td data-sort="{key}">{body}</td>' for _, key, body in cells)
+    tds = "".join(f'<td data-sort="{key}">{body}</td>' if key else f"<td>{body}</td>" for key, body in cells)
     return f'<tr data-id="{paper["id"]}" {attributes} data-text="{text(search_text(paper))}">{tds}</tr>'
 
 
@@ -450,6 +456,9 @@ def paper_markdown(paper: Paper, data: SiteData) -> str:
         ("Stage", text(_join(paper.get("stage")))),
         ("Tasks", text(", ".join(paper.get("tasks") or []))),
         ("Kind", text(paper.get("kind") or "")),
+        ("Catalog file", link(
+            url(f"{data.repo_url.rstrip('/')}/blob/main/catalog/papers/{paper['id']}.yaml") if data.repo_url else None,
+            f"<code>catalog/papers/{paper['id']}.yaml</code>", external=True)),
     ]
     rows = "\n".join(f"<tr><th>{name}</th><td>{value}</td></tr>" for name, value in facts if value)
     out = [

@@ -101,13 +101,15 @@ def expected_ids(papers: list[dict[str, Any]], **facets: str) -> set[str]:
 
 
 def test_papers_page_loads_quickly_without_errors(tab: Tab, built: Any) -> None:
-    started = time.perf_counter()
-    ready_ms = tab.open_papers()
-    wall_ms = (time.perf_counter() - started) * 1000
-    tab.page.wait_for_load_state("load")
-    rows = len(tab.visible_ids())
-    print(f"\npapers page: table ready {ready_ms:.0f} ms after navigation start "
-          f"({wall_ms:.0f} ms wall from goto), {rows} rows")
+    for visit in ("first visit", "second visit"):  # cold, then with the theme's assets cached
+        started = time.perf_counter()
+        ready_ms = tab.open_papers()
+        wall_ms = (time.perf_counter() - started) * 1000
+        tab.page.wait_for_load_state("load")
+        rows = len(tab.visible_ids())
+        setup_ms = tab.page.evaluate("window.papersSetupMs")
+        print(f"\npapers page, {visit}: table interactive {ready_ms:.0f} ms after navigation "
+              f"start (its setup {setup_ms:.0f} ms; {wall_ms:.0f} ms wall from goto), {rows} rows")
     tab.shot("papers")
     assert rows == len(load_papers(built.catalog))
     assert tab.errors == []
@@ -127,6 +129,16 @@ def test_facet_filters_show_exactly_the_catalog_rows(tab: Tab, built: Any) -> No
     assert tab.errors == []
 
 
+def test_venue_filter_keeps_names_with_spaces_whole(tab: Tab, built: Any) -> None:
+    papers = load_papers(built.catalog)
+    venues = sorted({(p.get("venue") or {}).get("name") or "arXiv" for p in papers})
+    venue = next((v for v in venues if " " in v), venues[0])
+    tab.open_papers()
+    tab.page.select_option("select[data-facet=venue]", venue)
+    expected = {p["id"] for p in papers if ((p.get("venue") or {}).get("name") or "arXiv") == venue}
+    assert set(tab.visible_ids()) == expected and expected
+
+
 def test_text_filter(tab: Tab, built: Any) -> None:
     papers = load_papers(built.catalog)
     term = next(p["method"] for p in papers if p.get("method") and p["method"].isalnum()).lower()
@@ -142,7 +154,7 @@ def test_text_filter(tab: Tab, built: Any) -> None:
 def test_sorting_by_year(tab: Tab) -> None:
     tab.open_papers()
     button = "th[data-column=year] button"
-    years = "rows => rows.map(r => r.querySelector('td:nth-child(3)').dataset.sort)"
+    years = "rows => rows.map(r => r.querySelector('td:nth-child(3)').textContent)"
     tab.page.click(button)
     ascending = tab.page.eval_on_selector_all("[data-papers-table] tbody tr", years)
     assert ascending == sorted(ascending) and ascending[0] < ascending[-1]

@@ -174,7 +174,7 @@ def test_papers_rows_carry_the_facets() -> None:
     )
     data = SiteData(papers=[paper], taxonomy={})
     row = site_pages.paper_row(paper, data, "papers/index.md")
-    for attribute in ('data-modality="image video"', 'data-mechanism="unclassified"', 'data-venue="CVPR"',
+    for attribute in ('data-modality="image|video"', 'data-mechanism="unclassified"', 'data-venue="CVPR"',
                       'data-year="2024"', 'data-code="yes"', 'data-repro="no"', 'data-id="doe2024tokens"'):
         assert attribute in row, attribute
 
@@ -212,3 +212,18 @@ def test_every_broken_example_gets_a_validator_message() -> None:
         assert lines.strip(), problem
         assert messages, f"the validator said nothing about: {problem}"
         assert all(m.startswith("catalog/papers/doe2025") and ": found " in m for m in messages), messages
+
+
+def test_venue_names_with_spaces_stay_one_facet_value() -> None:
+    paper = fixture_paper(venue={"name": "ACM MM", "year": 2025, "track": "main", "presentation": None})
+    data = SiteData(papers=[paper], taxonomy={})
+    assert 'data-venue="ACM MM"' in site_pages.paper_row(paper, data, "papers/index.md")
+    assert ("ACM MM", "ACM MM") in site_pages.facet_options(data)["venue"]
+
+
+def test_paper_page_links_its_catalog_file_in_the_repository() -> None:
+    paper = fixture_paper()
+    linked = site_pages.paper_markdown(paper, SiteData(papers=[paper], taxonomy={}, repo_url="https://github.com/o/r"))
+    assert 'href="https://github.com/o/r/blob/main/catalog/papers/doe2024tokens.yaml"' in linked
+    plain = site_pages.paper_markdown(paper, SiteData(papers=[paper], taxonomy={}))
+    assert "<code>catalog/papers/doe2024tokens.yaml</code>" in plain and "blob/main" not in plain
