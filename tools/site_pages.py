@@ -316,11 +316,20 @@ def facet_options(data: SiteData) -> dict[str, list[tuple[str, str]]]:
 
 
 def modality_values(data: SiteData) -> list[str]:
-    return list(vocabulary(data.taxonomy, "modalities")) or list(MODALITIES)
+    """The modalities that have a taxonomy page: taxonomy.yaml's, else the survey's three."""
+    return _slugs(list(vocabulary(data.taxonomy, "modalities")) or list(MODALITIES))
 
 
 def mechanism_values(data: SiteData) -> list[str]:
-    return list(vocabulary(data.taxonomy, "mechanisms")) or list(MECHANISMS)
+    """The mechanisms that have a taxonomy page: taxonomy.yaml's, else the survey's four."""
+    return _slugs(list(vocabulary(data.taxonomy, "mechanisms")) or list(MECHANISMS))
+
+
+def _slugs(values: list[str]) -> list[str]:
+    for value in values:
+        if not ID_PATTERN.match(value):
+            raise ValueError(f"taxonomy value {value!r} is not a URL slug: use lowercase letters, digits and -")
+    return values
 
 
 def search_text(paper: Paper) -> str:
@@ -356,8 +365,8 @@ def paper_row(paper: Paper, data: SiteData, source: str) -> str:
         (None, text(paper.get("method") or "")),
         (None, text(when(paper))),
         (None, text(venue_label(paper))),
-        (None, _tags(source, "modalities", facets["modality"])),
-        (None, _tags(source, "mechanisms", facets["mechanism"])),
+        (None, _tags(source, "modalities", facets["modality"], data)),
+        (None, _tags(source, "mechanisms", facets["mechanism"], data)),
         (None, text(paper.get("cost") or "")),
         ("1" if code else "0", link(code, "code", external=True) if code else ""),
         ("1" if reproductions else "0", reproductions),
@@ -366,9 +375,11 @@ def paper_row(paper: Paper, data: SiteData, source: str) -> str:
     return f'<tr data-id="{paper["id"]}" {attributes} data-text="{text(search_text(paper))}">{tds}</tr>'
 
 
-def _tags(source: str, kind: str, values: list[str]) -> str:
+def _tags(source: str, kind: str, values: list[str], data: SiteData) -> str:
+    """Category values, each linked to its taxonomy page where it has one (others as text)."""
+    pages = set(modality_values(data) if kind == "modalities" else mechanism_values(data))
     return " ".join(
-        text(value) if value == UNCLASSIFIED else link(href(source, taxonomy_page(kind, value)), text(value))
+        link(href(source, taxonomy_page(kind, value)), text(value)) if value in pages else text(value)
         for value in values
     )
 
@@ -448,8 +459,8 @@ def paper_markdown(paper: Paper, data: SiteData) -> str:
         ("Venue", venue_text),
         ("arXiv", link(url(f"https://arxiv.org/abs/{arxiv}"), text(arxiv), external=True) if arxiv else ""),
         ("DOI", link(url(f"https://doi.org/{doi}"), text(doi), external=True) if doi else ""),
-        ("Modalities", _tags(source, "modalities", list(paper.get("modalities") or []))),
-        ("Mechanisms", _tags(source, "mechanisms", mechanisms_of(paper))),
+        ("Modalities", _tags(source, "modalities", list(paper.get("modalities") or []), data)),
+        ("Mechanisms", _tags(source, "mechanisms", mechanisms_of(paper), data)),
         ("Sub-mechanisms", text(", ".join(paper.get("submechanisms") or []))),
         ("Cost", text(paper.get("cost") or "")),
         ("Architecture", text(_join(paper.get("architecture")))),
@@ -597,14 +608,14 @@ def home(template: str, data: SiteData) -> str:
 def taxonomy_pages(data: SiteData) -> dict[str, str]:
     """`taxonomy/index.md` and one page per modality and per mechanism."""
     pages: dict[str, str] = {}
-    facets = {"modalities": ("modality", vocabulary(data.taxonomy, "modalities")),
-              "mechanisms": ("mechanism", vocabulary(data.taxonomy, "mechanisms"))}
+    facets = {
+        "modalities": ("modality", {v: vocabulary(data.taxonomy, "modalities").get(v, "") for v in modality_values(data)}),
+        "mechanisms": ("mechanism", {v: vocabulary(data.taxonomy, "mechanisms").get(v, "") for v in mechanism_values(data)}),
+    }
     index = [front_matter("Taxonomy"), "# Taxonomy\n\n",
              "<p>The survey classifies each paper by the data modality it compresses and by the "
              "mechanism it compresses with. A paper may have several of each.</p>\n"]
     for kind, (facet, values) in facets.items():
-        if not values:
-            values = {v: "" for v in (MODALITIES if kind == "modalities" else MECHANISMS)}
         items = []
         for value, description in values.items():
             members = [p for p in data.papers if value in (p.get(kind) or [])]
@@ -725,7 +736,7 @@ def method_markdown(
         ("Paper", paper_cell),
         ("Stage", f"<code>{text(cls.stage)}</code>: {text(STAGES.get(cls.stage, ''))}"),
         ("Modalities", text(", ".join(cls.modality))),
-        ("Mechanisms", _tags(source, "mechanisms", list(cls.mechanisms)) or "none (baseline)"),
+        ("Mechanisms", _tags(source, "mechanisms", list(cls.mechanisms), data) or "none (baseline)"),
         ("Signals it needs", f"<ul>{needs}</ul>"),
         ("Output tokens", "an output token that stands for one input token is that token, unchanged"
          if cls.copies else "new vectors (pooled, projected or otherwise recomputed)"),

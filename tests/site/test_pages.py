@@ -227,3 +227,11 @@ def test_paper_page_links_its_catalog_file_in_the_repository() -> None:
     assert 'href="https://github.com/o/r/blob/main/catalog/papers/doe2024tokens.yaml"' in linked
     plain = site_pages.paper_markdown(paper, SiteData(papers=[paper], taxonomy={}))
     assert "<code>catalog/papers/doe2024tokens.yaml</code>" in plain and "blob/main" not in plain
+
+
+def test_unknown_category_values_are_text_not_links() -> None:
+    paper = fixture_paper(modalities=['"><script>alert(1)</script>'], mechanisms=["similarity"])
+    data = SiteData(papers=[paper], taxonomy={})
+    row = site_pages.paper_row(paper, data, "papers/index.md")
+    assert "<script>" not in row and "&lt;script&gt;" in row
+    assert 'href="../taxonomy/mechanisms/similarity/"' in row
