@@ -1,0 +1,85 @@
+"""Plots of a bench result JSON (format 1, see `tools/bench.py`): speed-up vs budget and method
+overhead. The site may regenerate them at build time from the committed JSON:
+
+    python benchmarks/plots.py benchmarks/results/<run>.json [out_dir]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+
+def plot(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
+    """Write `<stem>-speedup.png` and `<stem>-overhead.png` under `out_dir`; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    title = f"{data['model']['name']} on {data['environment']['device_name']} ({data['created']})"
+    written = []
+
+    measured = [s for s in data["scenarios"] if s["measured_prefill"] and s["baseline"]]
+    fig, axes = plt.subplots(
+        1, max(1, len(measured)), figsize=(6 * max(1, len(measured)), 4.5), squeeze=False
+    )
+    for axis, scenario in zip(axes[0], measured, strict=False):
+        by_method: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
+        for r in data["results"]:
+            speed = r.get("speedup") or {}
+            if r["modality"] == scenario["modality"] and speed.get("measured") is not None:
+                by_method[r["method"]].append((r["tokens_out"], speed["measured"], speed["flops"]))
+        ideal = sorted({(t, f) for rows in by_method.values() for t, _, f in rows})
+        if ideal:
+            axis.plot(*zip(*ideal, strict=True), "k--", lw=1.5, label="FLOP ratio")
+        for method, rows in sorted(by_method.items()):
+            rows.sort()
+            axis.plot([t for t, _, _ in rows], [m for _, m, _ in rows], "o-", ms=4, label=method)
+        axis.set_xlabel(f"{scenario['modality']} tokens kept (of {scenario['tokens']})")
+        axis.set_ylabel("prefill speed-up (x)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, ncol=2)
+    fig.suptitle(f"Prefill speed-up vs budget: {title}", fontsize=9)
+    fig.tight_layout()
+    path = out_dir / f"{stem}-speedup.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    rows = [r for r in data["summary"]["rows"] if r["overhead"] is not None]
+    fig, axis = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.5))
+    rows.sort(key=lambda r: r["overhead"])
+    axis.barh([r["method"] for r in rows], [100 * r["overhead"] for r in rows], color="tab:blue")
+    threshold = 100 * data["summary"]["thresholds"]["overhead"]
+    axis.axvline(threshold, color="tab:red", ls="--", lw=1, label=f"{threshold:g}% target")
+    axis.set_xlabel(
+        f"method time, % of the uncompressed prefill (image, budget {data['summary']['budget']})"
+    )
+    axis.legend(fontsize=8)
+    axis.set_title(f"Method overhead: {title}", fontsize=9)
+    fig.tight_layout()
+    path = out_dir / f"{stem}-overhead.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
+        return 2
+    source = Path(argv[0])
+    out = Path(argv[1]) if len(argv) > 1 else source.parent
+    for path in plot(json.loads(source.read_text()), out, source.stem):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,136 @@
+"""A smoke run of `python -m tools bench` on the tiny preset, and the harness's own pieces.
+
+Speed targets live in the printed figures of a real run, never here: these tests check what is
+recorded (token counts, schedules, FLOPs, the JSON format), not how fast anything was.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import reproductions
+from reproductions.interface import Tokens, check_compression
+from tools import bench
+
+#: one method per stage: projector (keep, and a stride knob), encoder (per-layer r), llm, cache
+METHODS = ["random", "pool", "tome", "fastv", "dycoke_cache"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("bench")
+    argv = [
+        "--model",
+        "tiny",
+        "--methods",
+        ",".join(METHODS),
+        "--repeats",
+        "1",
+        "--decode-tokens",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert bench.main(argv) == 0
+    files = sorted(out.glob("*.json"))
+    assert len(files) == 1
+    data = json.loads(files[0].read_text())
+    data["_out"] = out
+    return data
+
+
+def test_json_format_and_environment(run):
+    assert run["format"] == bench.FORMAT
+    assert {"torch", "device", "threads", "dtype", "transformers"} <= set(run["environment"])
+    assert run["environment"]["threads"] == 1 and run["environment"]["device"] == "cpu"
+    assert run["model"]["decoder"]["layers"] == 2 and run["model"]["encoder"]["layers"] == 2
+    assert run["settings"]["clock"] == "process"
+    assert [s["modality"] for s in run["scenarios"]] == ["image", "video", "audio"]
+
+
+def test_every_method_runs_on_each_of_its_modalities(run):
+    registry = reproductions.methods()
+    for name in METHODS:
+        for modality in registry[name].modality:
+            records = [
+                r for r in run["results"] if r["method"] == name and r["modality"] == modality
+            ]
+            assert records, f"{name} has no {modality} record"
+            assert all(r["error"] is None for r in records), records
+
+
+def test_records_agree_with_budgets_and_flops(run):
+    baselines = {s["modality"]: s["baseline"] for s in run["scenarios"]}
+    layers = run["model"]["decoder"]["layers"]
+    for r in run["results"]:
+        base = baselines[r["modality"]]
+        assert 0 < r["tokens_out"] <= r["tokens_in"]
+        assert len(r["schedule"]) == layers
+        assert r["flops"]["llm_prefill"] <= base["flops"]["llm_prefill"]
+        assert r["speedup"]["flops"] == pytest.approx(
+            base["flops"]["llm_prefill"] / r["flops"]["llm_prefill"]
+        )
+        for timing in ("method_time_s", "prefill_time_s", "ttft_s", "decode_time_per_token_s"):
+            assert r[timing]["median"] >= 0 and r[timing]["p95"] >= r[timing]["median"]
+        if r["stage"] == "projector":  # the LLM sees the kept tokens in every layer
+            assert r["schedule"] == [r["tokens_out"] + run["settings"]["text_tokens"]] * layers
+            assert r["kv_cache_bytes"] < base["kv_cache_bytes"]
+
+
+def test_budget_fitting_and_stage_schedules(run):
+    def records(method):
+        return [r for r in run["results"] if r["method"] == method and r["modality"] == "image"]
+
+    assert [r["tokens_out"] for r in records("random")] == [48, 16]
+    # pooling has no `keep`: the stride whose output lands nearest to 48 and 16 of 12 x 12
+    assert {r["params"]["stride"]: r["tokens_out"] for r in records("pool")} == {2: 36, 3: 16}
+    fastv = records("fastv")[0]
+    text = run["settings"]["text_tokens"]
+    assert fastv["schedule"] == [144 + text] * 1 + [fastv["tokens_out"] + text]
+    cache = [r for r in run["results"] if r["method"] == "dycoke_cache"][0]
+    assert cache["schedule"][0] == cache["tokens_in"] + text  # prefill keeps everything
+    assert cache["flops"]["decode_per_token"] < baselines_decode(run, "video")
+
+
+def baselines_decode(run, modality):
+    return next(s for s in run["scenarios"] if s["modality"] == modality)["baseline"]["flops"][
+        "decode_per_token"
+    ]
+
+
+def test_summary_plots_and_report(run):
+    summary = run["summary"]
+    assert summary["budget"] == 16 and summary["thresholds"] == {
+        "efficiency": 0.85,
+        "overhead": 0.03,
+    }
+    assert {r["method"] for r in summary["rows"]} == {"random", "pool", "tome", "fastv"}
+    text = bench.report({k: v for k, v in run.items() if k != "_out"})
+    assert "efficiency" in text and "random" in text
+    plots = sorted(Path(run["_out"]).glob("*.png"))
+    assert [p.name.rsplit("-", 1)[1] for p in plots] == ["overhead.png", "speedup.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
+
+
+def test_summary_statistics():
+    stats = bench.summary([3.0, 1.0, 2.0, 10.0])
+    assert (
+        stats["median"] == 2.5
+        and stats["p95"] == 10.0
+        and stats["samples"] == [3.0, 1.0, 2.0, 10.0]
+    )
+    assert bench.summary([]) is None
+
+
+def test_per_layer_passes_compose_into_one_compression():
+    """ToMe applied once per encoder layer: the composed result maps the original tokens."""
+    tome = reproductions.get("tome", r=5)
+    tokens = Tokens(features=torch.randn(1, 37, 8), layout=(6, 6), special=1)
+    out = bench.apply(tome, tokens, passes=3)
+    assert out.count == 37 - 15
+    check_compression(out, tokens)
