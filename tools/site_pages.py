@@ -219,8 +219,11 @@ def code_url(paper: Paper) -> str | None:
 
 
 def reproductions_of(paper: Paper, data: SiteData) -> list[str]:
-    """The registry names a paper lists that are registered (others cannot be linked)."""
-    return [name for name in paper.get("reproductions") or [] if name in data.methods]
+    """The registered methods of a paper: those its `reproductions:` lists, and those whose
+    registry entry names it (the validator keeps the two in agreement; the site shows either)."""
+    listed = [name for name in paper.get("reproductions") or [] if name in data.methods]
+    named = [name for name, cls in data.methods.items() if getattr(cls, "paper", None) == paper["id"]]
+    return list(dict.fromkeys(listed + named))
 
 
 def when(paper: Paper) -> str:

@@ -235,3 +235,12 @@ def test_unknown_category_values_are_text_not_links() -> None:
     row = site_pages.paper_row(paper, data, "papers/index.md")
     assert "<script>" not in row and "&lt;script&gt;" in row
     assert 'href="../taxonomy/mechanisms/similarity/"' in row
+
+
+def test_a_paper_shows_the_methods_that_name_it() -> None:
+    tome = reproductions.methods()["tome"]
+    paper = fixture_paper(id=tome.paper, reproductions=[])
+    data = SiteData(papers=[paper], taxonomy={}, methods={"tome": tome})
+    assert site_pages.reproductions_of(paper, data) == ["tome"]
+    assert 'data-repro="yes"' in site_pages.paper_row(paper, data, "papers/index.md")
+    assert 'href="../../reproductions/tome/"' in site_pages.paper_markdown(paper, data)
