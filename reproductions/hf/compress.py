@@ -14,8 +14,8 @@ method's declared `stage` says:
   layer's queries and keys (so SDPA works); layers < K cache every token, layers >= K the kept.
 - `cache`: at every decoding step, the method selects the media cache entries that layers >= K
   attend to at that step (DyCoke's stage 2); `reset()` is called at every prefill.
-- `encoder`: ToMe-style merging inside every CLIP / SigLIP encoder layer of LLaVA models,
-  with proportional attention; see `encoder.py`.
+- `encoder`: ToMe-style merging inside every layer of LLaVA's CLIP encoder, with proportional
+  attention and a per-layer schedule; see `encoder.py`.
 
 Signals follow the agreed convention: `attention` (B, heads, M, N_media) with M = every token
 after the last media token up to the last prompt token, `text` the hidden states of those M
@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from ..examples import example_tokens
 from ..interface import Compression, Method, Tokens
 from ..registry import get, methods
+from .encoder import EncoderMerging
 from .models import Adapter, adapter_for
 from .sequence import Span, mask_4d, rebuild, runs, split_runs, take, valid_columns
 
@@ -116,10 +117,18 @@ def _arg(args: tuple, kwargs: dict, name: str, position: int = 0) -> Any:
 class _Session:
     """The hooks of one `compress` context and the state they share across calls."""
 
-    def __init__(self, model: nn.Module, method: Method, layer: int | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        method: Method,
+        layer: int | None = None,
+        schedule: list[int] | None = None,
+    ) -> None:
         self.model = model
         self.method = method
         self.layer = decoder_layer(method, layer)
+        self.schedule = schedule
+        self.merging: EncoderMerging | None = None
         self.adapter: Adapter = adapter_for(model)
         self.stage = method.stage
         self.report = Report(method=method.name or type(method).__name__, stage=self.stage)
@@ -150,6 +159,10 @@ class _Session:
         a = self.adapter
         self._hook(a.outer.register_forward_pre_hook(self._outer, with_kwargs=True))
         self._hook(a.language_model.register_forward_pre_hook(self._decoder, with_kwargs=True))
+        if self.stage == "encoder":
+            self.merging = EncoderMerging(self.method, a.encoder_layers, self.schedule, special=1)
+            self.merging.install()
+            self._hook(a.projector.register_forward_hook(self._projector_after_merging))
         if self.stage == "projector" and a.projector is not None:
             self._hook(a.projector.register_forward_hook(self._projector))
             layer = a.encoder_layers[a.feature_layer]
@@ -171,6 +184,8 @@ class _Session:
     def remove(self) -> None:
         while self.handles:
             self.handles.pop().remove()
+        if self.merging is not None:
+            self.merging.remove()
 
     # ------------------------------------------------------------------ outer model
     def _outer(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -252,6 +267,24 @@ class _Session:
             )
         return None
 
+    def _projector_after_merging(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor:
+        """Record the merged, projected tokens of each image; hand the model a placeholder
+        tensor of the unmerged size so its own placeholder check holds (the decoder hook
+        replaces every span with the recorded tokens)."""
+        drop = self.adapter.encoder_special
+        merged = self.merging.compression_at(self.adapter.feature_layer, output)
+        positions, sizes, source = merged.positions[:, drop:], merged.sizes[:, drop:], merged.source
+        if drop:
+            source = torch.where(source >= drop, source - drop, torch.full_like(source, -1))
+        self.pending = {}
+        for i in range(output.shape[0]):
+            comp = Compression(
+                output[i : i + 1], source[i : i + 1], positions[i : i + 1], sizes[i : i + 1]
+            )
+            self.pending[i] = (comp, 1)
+        count = self.adapter.extra["patches_per_side"] ** 2 + (1 - drop)
+        return output.new_zeros(output.shape[0], count, output.shape[2])
+
     # ------------------------------------------------------------------ decoder entry
     def _prefill(self, cache: Any) -> bool:
         return cache is None or cache.get_seq_length() == 0
@@ -295,7 +328,7 @@ class _Session:
         self.spans = self._find_spans(n, kwargs.get("position_ids"))
         if hasattr(self.method, "reset"):
             self.method.reset()
-        if self.stage != "projector" or not self.spans:
+        if self.stage not in ("projector", "encoder") or not self.spans:
             return None
         compressions = self._compress_spans(embeds)
         self.pending = {}  # consumed: a later call encodes its own media
@@ -381,7 +414,7 @@ class _Session:
         cols = torch.cat([self.cols, new_cols], dim=1)
         valid = valid_columns(cols, full)
         kwargs = dict(kwargs)
-        if self.stage == "projector":
+        if self.stage in ("projector", "encoder"):
             kwargs["attention_mask"] = valid.long()
             kwargs["position_ids"] = self._positions(kwargs, embeds, self.seen)
         else:
@@ -678,10 +711,10 @@ def why_unsupported(model: nn.Module, method: Method, layer: int | None = None) 
             f"{m.name} works on {'/'.join(m.modality)} tokens but {model_name} carries "
             f"{'/'.join(a.tokens)} tokens: pick a method for {'/'.join(a.tokens)}"
         )
-    if m.stage == "encoder":
+    if m.stage == "encoder" and (a.encoder_layers is None or "image" not in m.modality):
         return (
-            f"{m.name} is an encoder-stage method, which reproductions.hf does not run yet; "
-            "supported stages: projector, llm, cache"
+            f"{m.name} is an encoder-stage method; reproductions.hf merges inside LLaVA's CLIP "
+            f"image encoder only, not inside {model_name}'s encoders"
         )
     available = set(STAGE_SIGNALS[m.stage])
     if m.stage == "projector":
@@ -720,14 +753,20 @@ def why_unsupported(model: nn.Module, method: Method, layer: int | None = None) 
 
 @contextmanager
 def compress(
-    model: nn.Module, method: Method | str, layer: int | None = None, **options: Any
+    model: nn.Module,
+    method: Method | str,
+    layer: int | None = None,
+    schedule: list[int] | None = None,
+    **options: Any,
 ) -> Iterator[Report]:
     """Run `model` with `method` applied where its stage says; yields the `Report`.
 
     `method` is a `Method` or a registry name, built with `options` as its hyperparameters
     (`compress(model, "fastv", keep=64)`). `layer` is the decoder layer K of an llm / cache
     method that has no `layer` hyperparameter of its own (default 2); for one that has, it is
-    passed to the method. Every hook is removed on exit, also when the body raises.
+    passed to the method. `schedule` gives an encoder-stage method with a merge count `r` one
+    count per encoder layer (default: its `r` in every layer). Every hook is removed on exit,
+    also when the body raises.
     """
     if isinstance(method, str):
         cls = methods().get(method)
@@ -747,7 +786,7 @@ def compress(
         raise ValueError(
             f"layer={layer} disagrees with {method.name}.layer={method.layer}: pass one of them"
         )
-    session = _Session(model, method, layer)
+    session = _Session(model, method, layer, schedule)
     try:
         session.install()
         yield session.report

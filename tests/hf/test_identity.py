@@ -26,9 +26,13 @@ def _run(model, inputs):
     return logits, tokens
 
 
+CASES = [(family, stage) for family in FAMILIES for stage in sorted(KEEP_ALL)]
+CASES += [("llava", "encoder")]  # ToMe merges inside LLaVA's CLIP encoder only
+KEEP_ALL["encoder"] = lambda: get("tome", r=0)
+
+
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
-@pytest.mark.parametrize("stage", sorted(KEEP_ALL))
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family,stage", CASES)
 def test_keeping_everything_changes_nothing(family, stage, attn):
     model, inputs = tiny(family, attn)
     logits, tokens = _run(model, inputs)

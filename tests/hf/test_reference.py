@@ -211,3 +211,53 @@ def test_left_padded_batch_equals_rows_one_by_one(family, stage):
         width = alone.shape[1]
         torch.testing.assert_close(logits[row, -width:], alone[0], rtol=0, atol=1e-5)
         assert torch.equal(tokens[row, -3:], alone_tokens[0, -3:])
+
+
+@pytest.mark.parametrize("schedule", [None, [2, 4, 0]], ids=["constant", "schedule"])
+def test_encoder_stage_equals_tome_run_by_hand(schedule):
+    """ToMe's functional core applied layer by layer to LLaVA's CLIP encoder, with proportional
+    attention, then the projector and the plain language model."""
+    from reproductions.image.tome import bipartite_soft_matching, proportional_attention_bias
+
+    model, inputs = tiny("llava", "eager")
+    r = 3
+    vision = model.model.vision_tower
+    pixels = inputs["pixel_values"]
+    with torch.no_grad():
+        h = vision.pre_layrnorm(vision.embeddings(pixels))
+        b = h.shape[0]
+        sizes, positions = None, torch.arange(h.shape[1]).expand(b, -1)
+        for i, layer in enumerate(vision.encoder.layers[:2]):  # LLaVA reads layer -2's output
+            x = layer.layer_norm1(h)
+            bias = None if sizes is None else proportional_attention_bias(sizes)
+            h = h + layer.self_attn(x, attention_mask=bias)[0]
+            keys = layer.self_attn.k_proj(x).view(b, x.shape[1], 4, -1).mean(2)
+            matching = bipartite_soft_matching(
+                keys, r if schedule is None else schedule[i], special=1
+            )
+            h = matching.merge(h, sizes)
+            sizes = matching.sizes(sizes)
+            positions = positions.gather(1, matching.positions)
+            h = h + layer.mlp(layer.layer_norm2(h))
+        projected = model.model.multi_modal_projector(h[:, 1:])
+        kept = positions[:, 1:] - 1  # placeholder index of each kept patch
+        lm = language_model_inputs(model, inputs)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    replaced, item = [], 0
+    for row in range(ids.shape[0]):
+        for start in [
+            j
+            for j in range(ids.shape[1])
+            if ids[row, j] == IMAGE and (j == 0 or ids[row, j - 1] != IMAGE)
+        ]:
+            replaced.append((row, start, 16, projected[item], kept[item]))
+            item += 1
+    embeds, new_mask, new_pos = reference_sequence(
+        lm["inputs_embeds"], torch.arange(ids.shape[1]).expand_as(ids), mask, replaced
+    )
+    expected = logits_from(model, embeds, new_mask, new_pos)
+    with compress(model, "tome", r=r, schedule=schedule) as report, torch.no_grad():
+        logits = model(**inputs).logits
+    valid = new_mask.bool()
+    torch.testing.assert_close(logits[valid], expected[valid], rtol=0, atol=1e-5)
+    assert report.records[0].media_after == [projected.shape[1], 2 * projected.shape[1]]
