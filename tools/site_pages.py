@@ -987,7 +987,7 @@ def benchmarks_page(data: SiteData, plots: Iterable[str] = ()) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# contributing, downloads
+# contributing
 
 
 def validator_section(examples: Iterable[tuple[str, str, list[str]]]) -> str:
