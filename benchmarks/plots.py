@@ -12,6 +12,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+#: stages whose methods shrink the prompt before the LLM sees it
+PRE_LLM = ("encoder", "projector")
+
 
 def plot(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
     """Write `<stem>-speedup.png` and `<stem>-overhead.png` under `out_dir`; return their paths."""
@@ -28,22 +31,41 @@ def plot(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
     fig, axes = plt.subplots(
         1, max(1, len(measured)), figsize=(6 * max(1, len(measured)), 4.5), squeeze=False
     )
+    markers = "osD^vP*Xh<>p"
     for axis, scenario in zip(axes[0], measured, strict=False):
         by_method: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
+        stages: dict[str, str] = {}
         for r in data["results"]:
             speed = r.get("speedup") or {}
             if r["modality"] == scenario["modality"] and speed.get("measured") is not None:
                 by_method[r["method"]].append((r["tokens_out"], speed["measured"], speed["flops"]))
-        ideal = sorted({(t, f) for rows in by_method.values() for t, _, f in rows})
+                stages[r["method"]] = r["stage"]
+        # methods that shrink the prompt before the LLM share one FLOP curve; the others
+        # (llm, cache stages) get their own, dotted, in their colour
+        ideal = sorted(
+            {(t, f) for m, rows in by_method.items() if stages[m] in PRE_LLM for t, _, f in rows}
+        )
         if ideal:
-            axis.plot(*zip(*ideal, strict=True), "k--", lw=1.5, label="FLOP ratio")
-        for method, rows in sorted(by_method.items()):
+            axis.plot(*zip(*ideal, strict=True), "k--", lw=1.5, label="FLOP ratio (pre-LLM)")
+        colours = plt.get_cmap("tab20")
+        for index, (method, rows) in enumerate(sorted(by_method.items())):
             rows.sort()
-            axis.plot([t for t, _, _ in rows], [m for _, m, _ in rows], "o-", ms=4, label=method)
+            colour = colours(index % 20)
+            tokens = [t for t, _, _ in rows]
+            axis.plot(
+                tokens,
+                [m for _, m, _ in rows],
+                marker=markers[index % len(markers)],
+                ms=4,
+                color=colour,
+                label=f"{method} ({stages[method]})",
+            )
+            if stages[method] not in PRE_LLM:
+                axis.plot(tokens, [f for _, _, f in rows], ":", color=colour, lw=1.2)
         axis.set_xlabel(f"{scenario['modality']} tokens kept (of {scenario['tokens']})")
-        axis.set_ylabel("prefill speed-up (x)")
+        axis.set_ylabel("prefill speed-up (x), measured")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, ncol=2)
+        axis.legend(fontsize=6, ncol=2)
     fig.suptitle(f"Prefill speed-up vs budget: {title}", fontsize=9)
     fig.tight_layout()
     path = out_dir / f"{stem}-speedup.png"
@@ -54,7 +76,18 @@ def plot(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
     rows = [r for r in data["summary"]["rows"] if r["overhead"] is not None]
     fig, axis = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.5))
     rows.sort(key=lambda r: r["overhead"])
-    axis.barh([r["method"] for r in rows], [100 * r["overhead"] for r in rows], color="tab:blue")
+    shares = [100 * r["overhead"] for r in rows]
+    bars = axis.barh([r["method"] for r in rows], shares, color="tab:blue")
+    for bar, share in zip(bars, shares, strict=True):
+        axis.text(
+            bar.get_width(),
+            bar.get_y() + bar.get_height() / 2,
+            f" {share:.3g}%",
+            va="center",
+            fontsize=7,
+        )
+    if shares and max(shares) > 100 * max(min(shares), 1e-6):
+        axis.set_xscale("log")  # overheads span orders of magnitude
     threshold = 100 * data["summary"]["thresholds"]["overhead"]
     axis.axvline(threshold, color="tab:red", ls="--", lw=1, label=f"{threshold:g}% target")
     axis.set_xlabel(

@@ -4,7 +4,24 @@ For every registered method and a sweep of budgets (images 576 -> 192, 128, 64; 
 tokens; audio 1500 frames) on one decoder LLM, it measures the method's own time, the LLM
 prefill, the time to first token, the decode time per token, peak memory and the KV cache, and
 counts FLOPs per stage with `reproductions.flops`. Timings use warm-up runs and report the median
-and p95 over repeats (CUDA events on a GPU). Each run writes one JSON file and its plots.
+and p95 over repeats. Each run writes one JSON file and its plots, and prints the held figure:
+for pre-LLM methods at the smallest image budget, measured prefill speed-up / FLOP-ratio
+speed-up (>= 0.85), and every method's own time as a share of the uncompressed prefill (< 3%).
+
+    python -m tools bench                      # the default sweep on `llava-cpu` (make bench)
+    python -m tools bench --model tiny         # seconds: the smoke test's configuration
+    python -m tools bench --config path/to/config.json --device cuda --dtype bfloat16
+    python -m tools bench --checkpoint path/to/local/model --methods fastv,visionzip
+
+Presets are built from configs with random weights (no download): `llava-cpu` is LLaVA-1.5
+(CLIP-L/336 encoder shape, Vicuna-style decoder: multi-head attention, SwiGLU, 32000 words)
+with the decoder scaled to a CPU (hidden 2048, MLP 5504, 16 heads, 4 layers) so that prefill
+stays compute-bound at 128 tokens and measured and FLOP speed-ups are comparable.
+
+Clocks: CUDA events on a GPU. On a CPU, torch runs one thread (`--threads`) and the default
+clock is this process's CPU time (`--clock process`): with one thread it is the compute time of
+the call, which other work on a shared machine barely moves; `--clock wall` takes wall-clock
+time (the two agree on an idle machine).
 
 What is timed, and why this way
 -------------------------------
@@ -17,7 +34,10 @@ method acting inside the LLM (`stage == "llm"`) drops tokens at its layer K (the
 the kept tokens from K on. `cache` methods prefill everything and decode over the kept cache.
 `encoder` methods (ToMe) are applied once per encoder layer, as they run inside the encoder.
 The vision / audio encoder and the projector themselves are not run (on CPU they would
-dominate and are unchanged by projector methods); their FLOPs are analytic.
+dominate and are unchanged by projector methods); their FLOPs are analytic, for image prompts
+(the model's vision encoder). End-to-end timing through `reproductions.hf.compress` inside a
+`LlavaForConditionalGeneration` (FastV's attention recompute included) is
+`benchmarks/prefill.py`'s job.
 
 A method with a `keep` field gets the budget directly. Otherwise its numeric hyperparameter
 whose output count lands nearest to the budget is chosen (pooling stride, ToMe's r, ...); the
@@ -57,14 +77,17 @@ A record (one method at one budget on one modality):
      "peak_memory_bytes": int | null, "peak_memory_kind": "cuda_allocated" | "cpu_rss" | null,
      "kv_cache_bytes": int,
      "flops": {"vision_encoder", "projector", "llm_prefill", "decode_per_token", "total_prefill"},
+                                              # encoder, projector, total: null off images
      "speedup": {"measured": x | null, "flops": y, "efficiency": x / y | null},
      "overhead": method median / uncompressed prefill median | null,
      "error": null | "what went wrong"}
 
 Times are seconds. `speedup` compares the LLM prefill with the scenario's uncompressed prompt
 (FLOPs: `llm_prefill` ratio). Peak memory is the growth over the memory in use before the
-prefill (CUDA: allocated bytes; CPU: the process's peak resident set, reset through
-/proc/self/clear_refs; null where neither is available). Fields may be added, never renamed.
+prefill and one decode step, on an extra untimed run (CUDA: allocated bytes; CPU: the process's
+peak resident set with large blocks returned to the system on free; null where neither works).
+The KV cache bytes are those of the real cache after prefill (analytic when the prefill is not
+timed: video and audio on a CPU without --long-prefill). Fields may be added, never renamed.
 """
 
 from __future__ import annotations

@@ -134,3 +134,48 @@ def test_per_layer_passes_compose_into_one_compression():
     out = bench.apply(tome, tokens, passes=3)
     assert out.count == 37 - 15
     check_compression(out, tokens)
+
+
+@pytest.mark.parametrize("flag", ["--config", "--checkpoint"])
+def test_any_config_or_local_checkpoint(tmp_path, flag):
+    """A model given by a config directory (random weights) or a saved checkpoint (its weights)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        vocab_size=64,
+    )
+    source = tmp_path / "my-model"
+    if flag == "--config":
+        config.save_pretrained(source)
+    else:
+        LlamaForCausalLM(config).save_pretrained(source)
+    argv = [
+        "--model",
+        "tiny",
+        flag,
+        str(source),
+        "--methods",
+        "random",
+        "--modalities",
+        "image",
+        "--repeats",
+        "1",
+        "--decode-tokens",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+        "--no-plots",
+    ]
+    assert bench.main(argv) == 0
+    data = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert data["model"]["name"] == "my-model" and data["model"]["source"].startswith(flag[2:])
+    assert data["model"]["decoder"]["kv_heads"] == 1 and data["model"]["encoder"] is None
+    baseline = data["scenarios"][0]["baseline"]
+    # grouped-query attention: 1 key/value head of 8 dims, 3 layers, float32
+    assert baseline["kv_cache_bytes"] == 2 * 3 * 1 * 8 * 4 * (144 + 8)
