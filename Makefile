@@ -5,8 +5,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Pinned: this is the local CPU wheel; an unpinned torch pulls gigabytes of CUDA packages.
 TORCH := torch==2.13.0
-CHROMIUM ?= /usr/bin/chromium
+# Where to take it from elsewhere (GitHub runners): e.g. the PyTorch CPU wheel index.
+TORCH_INDEX ?=
+# The browser tests read the same variable.
+export CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Silence the MkDocs 2 banners that mkdocs-material and mkdocs-gen-files print on every build.
+export NO_MKDOCS_2_WARNING := 1
+export DISABLE_MKDOCS_2_WARNING := true
 
 .PHONY: setup chromium serve site test lint catalog bench clean
 
@@ -15,7 +21,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
