@@ -123,12 +123,15 @@ class _Session:
         method: Method,
         layer: int | None = None,
         schedule: list[int] | None = None,
+        positions: str = "original",
     ) -> None:
         self.model = model
         self.method = method
         self.layer = decoder_layer(method, layer)
         self.schedule = schedule
         self.merging: EncoderMerging | None = None
+        self.renumber = positions == "renumbered"
+        self.shift: Tensor | None = None
         self.adapter: Adapter = adapter_for(model)
         self.stage = method.stage
         self.report = Report(method=method.name or type(method).__name__, stage=self.stage)
@@ -154,6 +157,14 @@ class _Session:
         reason = why_unsupported(self.model, self.method, self.layer)
         if reason is not None:
             raise ValueError(reason)
+        if self.renumber and (
+            self.stage not in ("projector", "encoder") or self.adapter.family.startswith("qwen2_")
+        ):
+            raise ValueError(
+                "positions='renumbered' numbers the shorter sequence 0, 1, ... with 1-D RoPE ids: it "
+                "applies to the projector and encoder stages of LLaVA, LLaVA-OneVision and "
+                "Qwen2-Audio; pass positions='original' here"
+            )
 
     def install(self) -> None:
         a = self.adapter
@@ -345,6 +356,11 @@ class _Session:
         kwargs["inputs_embeds"] = new
         kwargs["attention_mask"] = valid_columns(index, self.mask2d).long()
         kwargs["position_ids"] = take(self._positions(kwargs, embeds, 0), index, dim=-1, fill=1)
+        if self.renumber:  # the shorter sequence numbered 0, 1, ... as LLaVA's own code does
+            valid = kwargs["attention_mask"].bool()
+            renumbered = (valid.long().cumsum(-1) - 1).masked_fill(~valid, 1)
+            self.shift = kwargs["position_ids"][:, -1] - renumbered[:, -1]
+            kwargs["position_ids"] = renumbered
         return args, kwargs
 
     def _compress_spans(self, embeds: Tensor) -> dict[int, tuple[Compression, int]]:
@@ -417,6 +433,8 @@ class _Session:
         if self.stage in ("projector", "encoder"):
             kwargs["attention_mask"] = valid.long()
             kwargs["position_ids"] = self._positions(kwargs, embeds, self.seen)
+            if self.renumber:
+                kwargs["position_ids"] = kwargs["position_ids"] - self.shift[:, None]
         else:
             dtype = embeds.dtype
             self.group = {"attention_mask": mask_4d(valid, q, self.implementation, dtype)}
@@ -757,6 +775,7 @@ def compress(
     method: Method | str,
     layer: int | None = None,
     schedule: list[int] | None = None,
+    positions: str = "original",
     **options: Any,
 ) -> Iterator[Report]:
     """Run `model` with `method` applied where its stage says; yields the `Report`.
@@ -765,8 +784,11 @@ def compress(
     (`compress(model, "fastv", keep=64)`). `layer` is the decoder layer K of an llm / cache
     method that has no `layer` hyperparameter of its own (default 2); for one that has, it is
     passed to the method. `schedule` gives an encoder-stage method with a merge count `r` one
-    count per encoder layer (default: its `r` in every layer). Every hook is removed on exit,
-    also when the body raises.
+    count per encoder layer (default: its `r` in every layer). `positions`: "original" (kept
+    tokens keep their position ids, M-RoPE included) or "renumbered" (the shorter sequence is
+    numbered 0, 1, ..., which is what the official LLaVA code of projector-stage methods does,
+    since LLaVA builds a new, shorter sequence). Every hook is removed on exit, also when the
+    body raises.
     """
     if isinstance(method, str):
         cls = methods().get(method)
@@ -786,7 +808,9 @@ def compress(
         raise ValueError(
             f"layer={layer} disagrees with {method.name}.layer={method.layer}: pass one of them"
         )
-    session = _Session(model, method, layer, schedule)
+    if positions not in ("original", "renumbered"):
+        raise ValueError(f"positions={positions!r}: pass 'original' or 'renumbered'")
+    session = _Session(model, method, layer, schedule, positions)
     try:
         session.install()
         yield session.report

@@ -261,3 +261,29 @@ def test_encoder_stage_equals_tome_run_by_hand(schedule):
     valid = new_mask.bool()
     torch.testing.assert_close(logits[valid], expected[valid], rtol=0, atol=1e-5)
     assert report.records[0].media_after == [projected.shape[1], 2 * projected.shape[1]]
+
+
+def test_renumbered_positions_number_the_shorter_sequence():
+    """positions='renumbered' (what LLaVA's official code of projector methods does): the
+    prefill counts 0, 1, ... over the kept real tokens, and decoding continues from there."""
+    model, inputs = tiny("llava")
+    method = get("random", keep=7)
+    with compress(model, method, positions="renumbered") as report:
+        capture = Capture(model.model.language_model)
+        try:
+            with torch.no_grad():
+                model.generate(**inputs, max_new_tokens=2, do_sample=False)
+        finally:
+            capture.close()
+    prefill, step = capture.calls[0], capture.calls[1]
+    valid = prefill["attention_mask"].bool()
+    for row in range(2):
+        count = int(valid[row].sum())
+        assert count == report.records[0].tokens_after[row]
+        assert torch.equal(prefill["position_ids"][row][valid[row]], torch.arange(count))
+        assert int(step["position_ids"][row, -1]) == count
+    with (
+        pytest.raises(ValueError, match="renumbered"),
+        compress(tiny("qwen2_vl")[0], method, positions="renumbered"),
+    ):
+        pass
