@@ -287,3 +287,73 @@ def test_renumbered_positions_number_the_shorter_sequence():
         compress(tiny("qwen2_vl")[0], method, positions="renumbered"),
     ):
         pass
+
+
+def test_cache_stage_equals_a_decoding_step_run_by_hand():
+    """dycoke_cache on Qwen2-VL video, first decoding step: the method scores the video cache
+    entries on layer K - 1's attention of the new token (eager weights), and layers >= K attend
+    to the kept video entries only; the rest of the cache as usual."""
+    import copy
+
+    from reproductions.hf.tiny import VIDEO
+
+    model, inputs = tiny("qwen2_vl_video", "eager")
+    one = {
+        k: v[:1] for k, v in inputs.items() if k not in ("pixel_values_videos", "video_grid_thw")
+    }
+    one["pixel_values_videos"] = inputs["pixel_values_videos"].view(
+        2, -1, inputs["pixel_values_videos"].shape[-1]
+    )[0]
+    one["video_grid_thw"] = inputs["video_grid_thw"][:1]
+    k = 2
+    with torch.no_grad():
+        prefill = model(**one, use_cache=True)
+        token = prefill.logits[:, -1].argmax(-1, keepdim=True)
+        mask = torch.cat([one["attention_mask"], torch.ones(1, 1, dtype=torch.long)], dim=1)
+        # the decoding step's M-RoPE ids, as generate passes them (text position + rope delta)
+        step = (torch.tensor([[mask.shape[1] - 1]]) + model.model.rope_deltas).expand(3, 1, 1)
+        probe = model(
+            input_ids=token,
+            attention_mask=mask,
+            position_ids=step,
+            past_key_values=copy.deepcopy(prefill.past_key_values),
+            output_attentions=True,
+        )
+        video = (one["input_ids"][0] == VIDEO).nonzero()[:, 0]
+        attention = probe.attentions[k - 1][:, :, -1:, video]
+        keys = prefill.past_key_values.layers[k].keys[:, :, video]  # (1, kv heads, N, hd)
+        method = get("dycoke_cache", layer=k, prune_ratio=0.5)
+        comp = method(
+            Tokens(features=keys.transpose(1, 2).flatten(2), attention=attention, layout=(2, 2, 2))
+        )
+        dropped = video[comp.source[0] < 0]
+        bias = torch.zeros(1, 1, 1, mask.shape[1])
+        bias[..., dropped] = torch.finfo(torch.float32).min
+        layers = model.model.language_model.layers
+        handles = [
+            layer.register_forward_pre_hook(
+                lambda module, args, kwargs: (args, {**kwargs, "attention_mask": bias}),
+                with_kwargs=True,
+            )
+            for layer in layers[k:]
+        ]
+        try:
+            expected = model(
+                input_ids=token,
+                attention_mask=mask,
+                position_ids=step,
+                past_key_values=prefill.past_key_values,
+            ).logits[:, -1]
+        finally:
+            for handle in handles:
+                handle.remove()
+        with compress(model, "dycoke_cache", layer=k, prune_ratio=0.5) as report:
+            out = model.generate(
+                **one,
+                max_new_tokens=2,
+                do_sample=False,
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
+    assert len(dropped) == 4 and report.records[0].media_after == [4]
+    torch.testing.assert_close(out.logits[1], expected, rtol=0, atol=1e-5)
