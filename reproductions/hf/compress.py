@@ -452,22 +452,44 @@ class _Session:
         return torch.cat(idx) if idx else torch.empty(0, dtype=torch.long)
 
     def _attention_rows(
-        self, rows_of: list[Tensor], columns_of: list[Tensor], total: int
+        self, rows_of: list[Tensor], columns_of: list[Tensor], cache: Any
     ) -> list[Tensor]:
         """Per batch row, the (heads, M, N) attention that rows_of[b] pay to columns_of[b] at
-        layer K - 1, softmax over every column the row may see (causal, padding), in float32."""
-        module, hidden, position_embeddings = self.captured["attn_input"]
-        qs, ks = _queries_keys(module, hidden, position_embeddings)
+        layer K - 1, softmax over every column the row may see (causal, padding), in float32.
+
+        Queries are projected for the rows that need them only; keys are read from layer
+        K - 1's cache when it holds this prefill (it has run already), else projected."""
+        module, hidden, (cos, sin) = self.captured["attn_input"]
+        n = hidden.shape[1]
+        start = min(int(rows[0]) for rows in rows_of)
+        b, hd = hidden.shape[0], module.head_dim
+        q = module.q_proj(hidden[:, start:]).view(b, n - start, -1, hd).transpose(1, 2)
+        q, _ = _rope(module, q, q, (cos[:, start:], sin[:, start:]))
+        cached = (
+            cache.layers[self.layer - 1]
+            if cache is not None and len(cache.layers) >= self.layer
+            else None
+        )
+        if (
+            cached is not None
+            and getattr(cached, "keys", None) is not None
+            and cached.keys.shape[2] == n
+        ):
+            k = cached.keys
+            k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        else:
+            _, k = _queries_keys(module, hidden, (cos, sin))
         out = []
-        n = ks.shape[2]
-        for b, (rows, cols) in enumerate(zip(rows_of, columns_of, strict=True)):
-            rows = rows.to(qs.device)
-            scores = (qs[b][:, rows].float() @ ks[b].float().transpose(-1, -2)) * module.scaling
-            seen = torch.arange(n, device=qs.device)[None, :] <= rows[:, None]
+        for row, (rows, cols) in enumerate(zip(rows_of, columns_of, strict=True)):
+            rows = rows.to(q.device)
+            scores = (
+                q[row][:, rows - start].float() @ k[row].float().transpose(-1, -2)
+            ) * module.scaling
+            seen = torch.arange(n, device=q.device)[None, :] <= rows[:, None]
             if self.mask2d is not None:
-                seen = seen & self.mask2d[b, -n:].bool().to(qs.device)[None, :]
+                seen = seen & self.mask2d[row, -n:].bool().to(q.device)[None, :]
             scores = scores.masked_fill(~seen[None], float("-inf"))
-            out.append(scores.softmax(-1)[:, :, cols.to(qs.device)])
+            out.append(scores.softmax(-1)[:, :, cols.to(q.device)])
         return out
 
     def _layer_k(self, module: nn.Module, args: tuple, kwargs: dict):
@@ -490,7 +512,7 @@ class _Session:
         for cols in columns:
             last = int(cols.max()) + 1 if len(cols) else n - 1
             rows.append(torch.arange(min(last, n - 1), n))
-        attention = self._attention_rows(rows, columns, n)
+        attention = self._attention_rows(rows, columns, kwargs.get("past_key_values"))
         compressions: dict[int, tuple[Compression, int]] = {}
         row_spans: list[Span] = []
         shapes = {(len(c), len(r)) for c, r in zip(columns, rows, strict=True)}
