@@ -63,15 +63,17 @@ JSON format (`benchmarks/results/<UTC time>-<model>-<device>.json`; `format` 1, 
       "results": [<record>, ...],
       "summary": {"budget": 64, "thresholds": {"efficiency": 0.85, "overhead": 0.03},
                   "rows": [{"method", "stage", "tokens_out", "measured_speedup",
-                            "flops_speedup", "efficiency", "overhead"}],
-                  "min_efficiency", "max_overhead", "holds": true | false}
+                            "flops_speedup", "efficiency", "overhead", "trainable"}],
+                  "min_efficiency", "max_overhead", "holds": true | false,
+                  "failing": ["resampler: overhead 6.44% (trainable module)", ...]}
     }
 
 A record (one method at one budget on one modality):
 
-    {"method": "pool", "stage": "projector", "modality": "image", "params": {"stride": 3},
+    {"method": "pool", "stage": "projector", "trainable": false, "modality": "image",
+     "params": {"stride": 3},
      "budget": 64 | null, "tokens_in": 576, "tokens_out": 64,
-     "schedule": [tokens per LLM layer during prefill],
+     "schedule": [prompt rows (text + media) per LLM layer during prefill],
      "method_time_s": T, "prefill_time_s": T | null, "ttft_s": T | null,
      "decode_time_per_token_s": T | null,     # T = {"median", "p95", "samples": [...]}
      "peak_memory_bytes": int | null, "peak_memory_kind": "cuda_allocated" | "cpu_rss" | null,
@@ -82,6 +84,9 @@ A record (one method at one budget on one modality):
      "overhead": method median / uncompressed prefill median | null,
      "error": null | "what went wrong"}
 
+`budget` is the target of the sweep (null: the method's own adaptive count); `tokens_out` the
+media tokens the LLM actually gets (from layer K on for `llm` methods; in the decoding cache for
+`cache` methods). A record with an `error` holds only the fields up to `tokens_in`.
 Times are seconds. `speedup` compares the LLM prefill with the scenario's uncompressed prompt
 (FLOPs: `llm_prefill` ratio). Peak memory is the growth over the memory in use before the
 prefill and one decode step, on an extra untimed run (CUDA: allocated bytes; CPU: the process's
@@ -419,11 +424,12 @@ def build_model(args: argparse.Namespace, preset: Preset, device: torch.device, 
 # ----------------------------------------------------------------------------- methods
 
 
-def candidates(method_cls: type[Method]) -> list[tuple[str, list[Any]]]:
-    """The numeric hyperparameters that may set a method's budget, with values to try."""
+def candidates(method_cls: type[Method], base: dict[str, Any]) -> list[tuple[str, list[Any]]]:
+    """The numeric hyperparameters that may set a method's budget, with values to try (typed by
+    the default, or by the declared benchmark value where the default is None)."""
     found = []
     for f in dataclasses.fields(method_cls):
-        default = f.default
+        default = base.get(f.name, f.default) if f.default is None else f.default
         if f.name == "seed" or isinstance(default, bool) or not isinstance(default, int | float):
             continue
         if isinstance(default, int):
@@ -479,7 +485,7 @@ def fit_budgets(
     if count is None or method_cls.trainable:
         return [Fit(base, count, None)]
     options: list[tuple[dict[str, Any], int]] = []
-    for name, values in candidates(method_cls):
+    for name, values in candidates(method_cls, base):
         for value in values:
             try:
                 count = count_after(method_cls(**{**base, name: value}), tokens, passes)
@@ -493,13 +499,24 @@ def fit_budgets(
     def miss(fit_count: int, budget: int) -> int:
         return abs(fit_count - special - budget)
 
+    def runs(params: dict[str, Any]) -> bool:  # output_count may accept what compress refuses
+        try:
+            apply(method_cls(**params), tokens, passes)
+        except ValueError:
+            return False
+        return True
+
     fits: dict[str, Fit] = {}
     for budget in budgets:
-        params, count = min(options, key=lambda option: miss(option[1], budget))
+        ranked = sorted(options, key=lambda option: miss(option[1], budget))
+        params, count = next((o for o in ranked[:20] if runs(o[0])), ranked[0])
         key = json.dumps(params, sort_keys=True)
         if key not in fits or miss(fits[key].count, fits[key].budget) > miss(count, budget):
             fits[key] = Fit(params, count, budget)
-    return sorted(fits.values(), key=lambda fit: -fit.count)
+    # a knob that cannot come within half of a budget does not stand for it (keep the best one)
+    near = [fit for fit in fits.values() if 2 * miss(fit.count, fit.budget) <= fit.budget]
+    chosen = near or [min(fits.values(), key=lambda fit: miss(fit.count, fit.budget) / fit.budget)]
+    return sorted(chosen, key=lambda fit: -fit.count)
 
 
 def llm_layer(method: Method, layers: int) -> int:
@@ -639,6 +656,7 @@ def measure(ctx: Context, job: Job) -> dict[str, Any]:
     record: dict[str, Any] = {
         "method": job.method,
         "stage": None if job.cls is None else job.cls.stage,
+        "trainable": job.cls is not None and job.cls.trainable,
         "modality": scenario.modality,
         "params": {} if job.fit is None else job.fit.params,
         "budget": None if job.fit is None else job.fit.budget,
@@ -1038,8 +1056,21 @@ def figure(results: Sequence[dict[str, Any]], scenarios: Sequence[Scenario]) -> 
                 "flops_speedup": speed.get("flops"),
                 "efficiency": speed.get("efficiency"),
                 "overhead": r.get("overhead"),
+                "trainable": bool(r.get("trainable")),
             }
         )
+    failing = [
+        f"{r['method']}: efficiency {r['efficiency']:.3f}"
+        for r in rows
+        if r["stage"] in PRE_LLM
+        and r["efficiency"] is not None
+        and r["efficiency"] < EFFICIENCY_FLOOR
+    ] + [
+        f"{r['method']}: overhead {100 * r['overhead']:.2f}%"
+        + (" (trainable module)" if r["trainable"] else "")
+        for r in rows
+        if r["overhead"] is not None and r["overhead"] >= OVERHEAD_CEILING
+    ]
     efficiencies = [
         r["efficiency"] for r in rows if r["stage"] in PRE_LLM and r["efficiency"] is not None
     ]
@@ -1056,6 +1087,7 @@ def figure(results: Sequence[dict[str, Any]], scenarios: Sequence[Scenario]) -> 
         "min_efficiency": low,
         "max_overhead": high,
         "holds": holds,
+        "failing": failing,
     }
 
 
@@ -1126,6 +1158,8 @@ def report(data: dict[str, Any]) -> str:
             f"min efficiency {s['min_efficiency']:.3f}, max overhead {100 * s['max_overhead']:.2f}%: "
             + ("the figure holds" if s["holds"] else "the figure does NOT hold")
         )
+    for failure in s.get("failing", []):
+        lines.append(f"  fails: {failure}")
     return "\n".join(lines)
 
 

@@ -109,7 +109,13 @@ def test_summary_plots_and_report(run):
         "efficiency": 0.85,
         "overhead": 0.03,
     }
-    assert {r["method"] for r in summary["rows"]} == {"random", "pool", "tome", "fastv"}
+    at_budget = {
+        r["method"] for r in run["results"] if r["modality"] == "image" and r["budget"] == 16
+    }
+    assert {r["method"] for r in summary["rows"]} == at_budget
+    # ToMe merges at most half the tokens per layer: two layers cannot come near 16 of 145, so
+    # it is not measured at that budget
+    assert at_budget == {"random", "pool", "fastv"}
     text = bench.report({k: v for k, v in run.items() if k != "_out"})
     assert "efficiency" in text and "random" in text
     plots = sorted(Path(run["_out"]).glob("*.png"))
