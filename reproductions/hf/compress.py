@@ -9,9 +9,10 @@ method's declared `stage` says:
   eagerly for that layer only; the compressed features are projected. On the other models it
   sees the projected rows of the LLM input. The LLM input, attention mask and position ids
   shrink to match; kept tokens keep their original (M-RoPE) position ids.
-- `llm`: at decoder layer K = `method.layer` (or `layer=`, default 2) during prefill, the media rows are dropped (or
-  merged) for layers >= K; the attention the method reads at layer K - 1 is recomputed from that
-  layer's queries and keys (so SDPA works); layers < K cache every token, layers >= K the kept.
+- `llm`: at decoder layer K = `method.layer` (or `layer=`, default 2) during prefill, the
+  media rows are dropped (or merged) for layers >= K; the attention the method reads at layer
+  K - 1 is recomputed from that layer's queries and keys (so SDPA works); layers < K cache
+  every token, layers >= K the kept ones. All media tokens of a row form one candidate set.
 - `cache`: at every decoding step, the method selects the media cache entries that layers >= K
   attend to at that step (DyCoke's stage 2); `reset()` is called at every prefill.
 - `encoder`: ToMe-style merging inside every layer of LLaVA's CLIP encoder, with proportional
@@ -19,7 +20,27 @@ method's declared `stage` says:
 
 Signals follow the agreed convention: `attention` (B, heads, M, N_media) with M = every token
 after the last media token up to the last prompt token, `text` the hidden states of those M
-rows (the input of layer K), `keys` for the cache stage the layer-K keys with heads flattened.
+rows (the input of layer K), `keys` for the cache stage the layer-K keys with heads flattened;
+`cls_attention` and `keys` for LLaVA's projector stage come from the encoder layer the projector
+reads (keys averaged over heads, as ToMe and VisionZip use them).
+
+Differences from the official code (of the methods' own LLaVA / Qwen integrations):
+
+- Position ids: kept tokens keep their original ids by default (the issue's contract, needed
+  for M-RoPE). The official LLaVA code of projector-stage methods (VisionZip, PruMerge,
+  FasterVLM, DivPrune, ...) builds a new, shorter sequence numbered 0, 1, ...: pass
+  `positions="renumbered"` to reproduce that. FastV keeps the original ids, as here.
+- A [CLS] token that a method keeps (VisionZip) has no placeholder of its own; it takes the
+  position id of the image's first placeholder.
+- Several images in one prompt: the projector stage compresses each image with the budget
+  (as LLaVA's per-image encoding does); the llm and cache stages rank all media tokens of a
+  row together (FastV's single image span, generalised).
+- On LLaVA-OneVision, Qwen2-VL / Qwen2.5-VL and Qwen2-Audio the projector stage compresses the
+  projected tokens (the rows entering the LLM); there is no [CLS] and no encoder signal there.
+- The llm stage's attention is recomputed in float32 from the captured queries and keys
+  (eager attention computes it in the model's dtype); equal in float32, within rounding below.
+- The cache stage masks the dropped entries for the step (the cache keeps them), as DyCoke's
+  released code does (see `dycoke_cache`).
 """
 
 from __future__ import annotations
