@@ -242,3 +242,27 @@ def test_bad_inputs_raise_clear_errors():
         EncoderShape.from_config(llama_config())
     with pytest.raises(ValueError, match="decoder config"):
         DecoderShape.from_config(CLIPVisionConfig())
+
+
+@pytest.mark.parametrize("keep", [16, 4])
+def test_fastv_schedule_matches_flop_counter_inside_the_hf_integration(keep):
+    """FastV run by `reproductions.hf.compress` on a tiny LLaVA: the per-layer schedule built
+    from the integration's own report (all tokens before layer 2, the kept ones from it on)
+    gives the counted FLOPs; the gap is the attention the integration recomputes at layer 1."""
+    from reproductions.hf import compress
+    from reproductions.hf.tiny import llava
+
+    model, inputs = llava(attn="eager", images_per_row=(1,))
+    shape = ModelShape.from_config(model.config)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter, compress(model, "fastv", keep=keep) as report:
+        model(**inputs, logits_to_keep=1)
+    (record,) = report.records
+    assert record.media_after == [keep]
+    before, after = record.tokens_before[0], record.tokens_after[0]
+    schedule = token_schedule(shape.decoder.layers, before, {2: after})
+    media = record.media_before[0]
+    analytic = stage_flops(
+        shape, visual_tokens=media, text_tokens=before - media, schedule=schedule
+    )
+    assert close(analytic["total_prefill"], counter.get_total_flops())
