@@ -68,7 +68,7 @@ class Adapter:
             return None
         if modality == "audio":
             return (length,)
-        if modality == "image":
+        if modality == "image" and self.family == "llava":  # one square grid per image
             side = math.isqrt(length)
             return (side, side) if side * side == length else None
         if modality == "video" and "pooled_side" in self.extra:

@@ -15,6 +15,8 @@ import reproductions
 from reproductions.hf import compress, why_unsupported
 from reproductions.hf.tiny import BUILDERS, MODALITY
 
+#: families whose image tokens fill no regular grid (layout None)
+NO_IMAGE_GRID = {"llava_onevision"}
 METHODS = {name: cls for name, cls in reproductions.methods().items() if not cls.trainable}
 
 
@@ -48,8 +50,15 @@ def test_method_runs_through_generate(name, family):
             pass
         pytest.skip(reason)
     hooks = hook_count(model)
-    with compress(model, method) as report, torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    try:
+        with compress(model, method) as report, torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    except ValueError as error:
+        # OneVision packs anyres images with newline tokens: no (H, W) grid to offer
+        if family in NO_IMAGE_GRID and "layout" in str(error):
+            assert hook_count(model) == hooks
+            pytest.skip(f"{family} images have no grid: {error}")
+        raise
     assert out.shape == (inputs["input_ids"].shape[0], inputs["input_ids"].shape[1] + 3)
     assert hook_count(model) == hooks
     assert report.records, f"{name} never compressed anything on {family}"
