@@ -31,6 +31,9 @@ from typing import Any
 #: a token count for every layer, or one count for all layers
 Schedule = int | Sequence[int]
 
+#: audio encoders built like Whisper's: two convolutions, then a transformer over 1500 frames
+WHISPER_LIKE = frozenset({"whisper", "qwen2_audio_encoder"})
+
 #: decoder families whose MLP has two matrices (up, down); LLaMA, Qwen, Mistral, Gemma... gate it
 TWO_MATRIX_MLP = frozenset({"gpt2", "gpt_bigcode", "gpt_neox", "opt", "phi", "bloom", "falcon"})
 
@@ -124,9 +127,10 @@ class EncoderShape:
 
     @classmethod
     def from_config(cls, config: Any) -> EncoderShape:
-        """Read a CLIP / SigLIP vision config or a Whisper config (its encoder)."""
+        """Read a CLIP / SigLIP vision config or a Whisper-style audio encoder config (Whisper,
+        Qwen2-Audio's encoder)."""
         kind = getattr(config, "model_type", "")
-        if kind == "whisper":
+        if kind in WHISPER_LIKE:
             d = config.d_model
             frames = 2 * config.max_source_positions  # mel frames in; conv2 halves them
             stem = 2 * frames * config.num_mel_bins * 3 * d + 2 * (frames // 2) * d * 3 * d
@@ -169,22 +173,28 @@ class ModelShape:
 
     `projector` lists the widths the projector's linear layers map through, e.g. LLaVA-1.5's
     two-layer MLP (1024, 4096, 4096); empty for none. `dropped` is how many leading encoder
-    tokens do not reach the projector (LLaVA drops the [CLS]).
+    tokens do not reach the projector (LLaVA drops the [CLS]); `modality` what the encoder reads.
     """
 
     decoder: DecoderShape
     encoder: EncoderShape | None = None
     projector: tuple[int, ...] = ()
     dropped: int = 0
+    modality: str = "image"
 
     @classmethod
     def from_config(cls, config: Any) -> ModelShape:
-        """Read a transformers config: a decoder alone, or LLaVA-style (vision + projector + LM)."""
+        """Read a transformers config: a decoder alone, LLaVA-style (CLIP / SigLIP encoder, a
+        two-layer MLP projector, the LM) or Qwen2-Audio-style (Whisper encoder, one linear).
+        Encoders of other families raise `ValueError`; build `ModelShape(...)` for them."""
         decoder = DecoderShape.from_config(config)
         vision = getattr(config, "vision_config", None) or getattr(config, "audio_config", None)
         if vision is None:
             return cls(decoder=decoder)
         encoder = EncoderShape.from_config(vision)
+        if getattr(vision, "model_type", "") in WHISPER_LIKE:
+            projector = (encoder.hidden, decoder.hidden)
+            return cls(decoder=decoder, encoder=encoder, projector=projector, modality="audio")
         layers = getattr(config, "vision_feature_layer", -1)
         width = encoder.hidden * (1 if isinstance(layers, int) else len(layers))
         dropped = 1 if getattr(config, "vision_feature_select_strategy", "full") == "default" else 0

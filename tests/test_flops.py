@@ -266,3 +266,15 @@ def test_fastv_schedule_matches_flop_counter_inside_the_hf_integration(keep):
         shape, visual_tokens=media, text_tokens=before - media, schedule=schedule
     )
     assert close(analytic["total_prefill"], counter.get_total_flops())
+
+
+def test_audio_llm_and_unsupported_encoders():
+    """Qwen2-Audio: a Whisper encoder read as the audio stage and a one-linear projector;
+    encoders the module cannot read say so instead of guessing."""
+    from transformers import Qwen2AudioConfig, Qwen2VLConfig
+
+    shape = ModelShape.from_config(Qwen2AudioConfig())
+    assert shape.modality == "audio" and shape.encoder.tokens == 1500
+    assert shape.projector == (1280, shape.decoder.hidden)
+    with pytest.raises(ValueError, match="build EncoderShape"):
+        ModelShape.from_config(Qwen2VLConfig())

@@ -418,7 +418,12 @@ def build_model(args: argparse.Namespace, preset: Preset, device: torch.device, 
         text_config._attn_implementation = args.attention
         model = tf.AutoModelForCausalLM.from_config(text_config, dtype=dtype)
     model.config.get_text_config()._attn_implementation = args.attention
-    return model.to(device).eval(), ModelShape.from_config(config), source
+    try:
+        shape = ModelShape.from_config(config)
+    except ValueError as error:  # an encoder reproductions.flops cannot read: the LLM alone
+        print(f"note: encoder FLOPs left out ({error})", file=sys.stderr)
+        shape = ModelShape(decoder=DecoderShape.from_config(config))
+    return model.to(device).eval(), shape, source
 
 
 # ----------------------------------------------------------------------------- methods
@@ -833,12 +838,13 @@ def scenario_flops(
     schedule: list[int],
     encoder_schedule: list[int] | None,
 ) -> dict[str, int | None]:
-    """FLOPs per stage of one record. The encoder and projector are the model's vision ones,
-    so they count for images only (None for video and audio prompts)."""
+    """FLOPs per stage of one record. The encoder and projector count for prompts of the
+    modality the model's encoder reads (None for the others: LLaVA's CLIP is not a video or
+    audio encoder here)."""
     shape, n, text = ctx.shape, scenario.tokens, ctx.text_tokens
     pre = stage in PRE_LLM
-    image = scenario.modality == "image" and shape.encoder is not None
-    model = shape if image else dataclasses.replace(shape, encoder=None, projector=())
+    encoded = scenario.modality == shape.modality and shape.encoder is not None
+    model = shape if encoded else dataclasses.replace(shape, encoder=None, projector=())
     flops: dict[str, int | None] = dict(
         stage_flops(
             model,
@@ -851,7 +857,7 @@ def scenario_flops(
     )
     if stage == "cache":  # decoding reads only the kept cache entries
         flops["decode_per_token"] = stage_flops(model, tokens_out, text)["decode_per_token"]
-    if not image:
+    if not encoded:
         flops["vision_encoder"] = flops["projector"] = flops["total_prefill"] = None
     return flops
 
