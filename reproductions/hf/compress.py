@@ -15,8 +15,8 @@ method's declared `stage` says:
   every token, layers >= K the kept ones. All media tokens of a row form one candidate set.
 - `cache`: at every decoding step, the method selects the media cache entries that layers >= K
   attend to at that step (DyCoke's stage 2); `reset()` is called at every prefill.
-- `encoder`: ToMe-style merging inside every layer of LLaVA's CLIP encoder, with proportional
-  attention and a per-layer schedule; see `encoder.py`.
+- `encoder`: ToMe-style merging inside every layer of a LLaVA model's CLIP or SigLIP encoder,
+  with proportional attention and a per-layer schedule; see `encoder.py`.
 
 Signals follow the agreed convention: `attention` (B, heads, M, N_media) with M = every token
 after the last media token up to the last prompt token, `text` the hidden states of those M
@@ -192,7 +192,9 @@ class _Session:
         self._hook(a.outer.register_forward_pre_hook(self._outer, with_kwargs=True))
         self._hook(a.language_model.register_forward_pre_hook(self._decoder, with_kwargs=True))
         if self.stage == "encoder":
-            self.merging = EncoderMerging(self.method, a.encoder_layers, self.schedule, special=1)
+            self.merging = EncoderMerging(
+                self.method, a.encoder_layers, self.schedule, special=a.extra["cls"]
+            )
             self.merging.install()
             self._hook(a.projector.register_forward_hook(self._projector_after_merging))
         if self.stage == "projector" and a.projector is not None:
@@ -252,13 +254,15 @@ class _Session:
             return
         hidden = _arg(args, kwargs, "hidden_states")
         b, n, _ = hidden.shape
-        q = module.q_proj(hidden).view(b, n, module.num_heads, -1).transpose(1, 2)
         k = module.k_proj(hidden).view(b, n, module.num_heads, -1).transpose(1, 2)
+        self.captured["keys"] = k.mean(1)
+        if not self.adapter.extra["cls"]:
+            return
+        q = module.q_proj(hidden).view(b, n, module.num_heads, -1).transpose(1, 2)
         # eager attention of the [CLS] row, for this one layer (ToMe / VisionZip read keys
         # averaged over heads)
         scores = (q[:, :, :1].float() @ k.float().transpose(-1, -2)) * module.scale
         self.captured["cls_attention"] = scores.softmax(-1)[:, :, 0].to(hidden.dtype)
-        self.captured["keys"] = k.mean(1)
 
     def _encoder_output(self, module: nn.Module, args: tuple, output: Any) -> None:
         if not self.inside_projector:
@@ -313,8 +317,8 @@ class _Session:
             comp = Compression(
                 output[i : i + 1], source[i : i + 1], positions[i : i + 1], sizes[i : i + 1]
             )
-            self.pending[i] = (comp, 1)
-        count = self.adapter.extra["patches_per_side"] ** 2 + (1 - drop)
+            self.pending[i] = (comp, self.adapter.extra["cls"])
+        count = self.adapter.extra["patches_per_side"] ** 2 + self.adapter.extra["cls"] - drop
         return output.new_zeros(output.shape[0], count, output.shape[2])
 
     # ------------------------------------------------------------------ decoder entry
@@ -774,8 +778,9 @@ def why_unsupported(model: nn.Module, method: Method, layer: int | None = None) 
         )
     if m.stage == "encoder" and (a.encoder_layers is None or "image" not in m.modality):
         return (
-            f"{m.name} is an encoder-stage method; reproductions.hf merges inside LLaVA's CLIP "
-            f"image encoder only, not inside {model_name}'s encoders"
+            f"{m.name} is an encoder-stage method; reproductions.hf merges inside the CLIP / "
+            f"SigLIP image encoder of LlavaForConditionalGeneration only, not inside "
+            f"{model_name}'s encoders (whose outputs are packed or merged into fixed grids)"
         )
     available = set(STAGE_SIGNALS[m.stage])
     if m.stage == "projector":

@@ -1,4 +1,6 @@
-"""The encoder stage: ToMe-style merging inside every layer of LLaVA's CLIP encoder.
+"""The encoder stage: ToMe-style merging inside every layer of a LLaVA model's CLIP or SigLIP
+encoder (LLaVA-OneVision and Qwen2-VL pack or merge the encoder output into fixed grids
+afterwards, which merged tokens no longer fill).
 
 Each encoder layer runs, for the duration of `compress`, a forward bound to that one layer
 instance (the class is untouched; the instance attribute is deleted on exit) that does what the

@@ -95,6 +95,10 @@ def adapter_for(model: nn.Module) -> Adapter:
         # hidden_states[k] is the output of layer k - 1 (hidden_states[0] the embeddings)
         layer_index = feature_layer % (len(layers) + 1) - 1
         vc = config.vision_config
+        # CLIP leads with a [CLS] token (a class embedding); SigLIP has none
+        has_cls = int(
+            getattr(getattr(vision, "embeddings", None), "class_embedding", None) is not None
+        )
         return Adapter(
             family="llava",
             outer=inner,
@@ -104,9 +108,9 @@ def adapter_for(model: nn.Module) -> Adapter:
             projector=inner.multi_modal_projector,
             encoder_layers=layers,
             feature_layer=layer_index,
-            signals=("cls_attention", "keys"),
+            signals=("cls_attention", "keys") if has_cls else ("keys",),
             encoder_special=1 if config.vision_feature_select_strategy == "default" else 0,
-            extra={"patches_per_side": vc.image_size // vc.patch_size},
+            extra={"patches_per_side": vc.image_size // vc.patch_size, "cls": has_cls},
         )
     if name == "LlavaOnevisionForConditionalGeneration":
         inner = model.model

@@ -89,6 +89,33 @@ def llava(attn: str = "sdpa", seed: int = 0, images_per_row: tuple[int, ...] = (
     return model, {"input_ids": input_ids, "attention_mask": mask, "pixel_values": pixels}
 
 
+def llava_siglip(attn: str = "sdpa", seed: int = 0) -> Built:
+    """LLaVA with a SigLIP encoder (no [CLS]; the projector reads every token), Llama."""
+    torch.manual_seed(seed)
+    vision = tf.SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+    )
+    config = tf.LlavaConfig(
+        vision_config=vision,
+        text_config=tf.LlamaConfig(**_text()),
+        image_token_id=IMAGE,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="full",
+        projector_hidden_act="gelu",
+        attn_implementation=attn,
+    )
+    model = tf.LlavaForConditionalGeneration(config).eval()
+    g = torch.Generator().manual_seed(seed)
+    input_ids, mask = _prompts([[(IMAGE, 16)], [(IMAGE, 16)]], [7, 5], g)
+    pixels = torch.randn(2, 3, 32, 32, generator=g)
+    return model, {"input_ids": input_ids, "attention_mask": mask, "pixel_values": pixels}
+
+
 def llava_onevision(attn: str = "sdpa", seed: int = 0, video: bool = False) -> Built:
     """LLaVA-OneVision shape: SigLIP encoder, anyres image packing or pooled video frames, Qwen2."""
     torch.manual_seed(seed)
@@ -231,6 +258,7 @@ def qwen2_audio(attn: str = "sdpa", seed: int = 0) -> Built:
 #: the modality the inputs of each tiny builder carry
 MODALITY: dict[str, str] = {
     "llava": "image",
+    "llava_siglip": "image",
     "llava_onevision": "image",
     "llava_onevision_video": "video",
     "qwen2_vl": "image",
@@ -242,6 +270,7 @@ MODALITY: dict[str, str] = {
 #: every tiny builder by family name (video variants included)
 BUILDERS: dict[str, Callable[..., Built]] = {
     "llava": llava,
+    "llava_siglip": llava_siglip,
     "llava_onevision": llava_onevision,
     "llava_onevision_video": lambda **kw: llava_onevision(video=True, **kw),
     "qwen2_vl": qwen2_vl,

@@ -39,7 +39,11 @@ def test_unsupported_model_lists_the_supported_ones():
             "image/video tokens",
         ),
         ("llava", lambda: LastRowTopK(keep=3, layer=9), r"layer K in \[1, 3\]"),
-        ("qwen2_vl", lambda: get("tome", r=2), "LLaVA's CLIP"),
+        (
+            "qwen2_vl",
+            lambda: get("tome", r=2),
+            "SigLIP image encoder of LlavaForConditionalGeneration",
+        ),
         ("llava", lambda: get("pixel_unshuffle", factor=2), "projector trained for that width"),
     ],
     ids=[

@@ -27,7 +27,7 @@ def _run(model, inputs):
 
 
 CASES = [(family, stage) for family in FAMILIES for stage in sorted(KEEP_ALL)]
-CASES += [("llava", "encoder")]  # ToMe merges inside LLaVA's CLIP encoder only
+CASES += [("llava", "encoder"), ("llava_siglip", "encoder")]  # ToMe: LLaVA's encoders only
 KEEP_ALL["encoder"] = lambda: get("tome", r=0)
 
 

@@ -219,17 +219,22 @@ def test_left_padded_batch_equals_rows_one_by_one(family, stage):
 
 
 @pytest.mark.parametrize("schedule", [None, [2, 4, 0]], ids=["constant", "schedule"])
-def test_encoder_stage_equals_tome_run_by_hand(schedule):
-    """ToMe's functional core applied layer by layer to LLaVA's CLIP encoder, with proportional
-    attention, then the projector and the plain language model."""
+@pytest.mark.parametrize("family", ["llava", "llava_siglip"])
+def test_encoder_stage_equals_tome_run_by_hand(family, schedule):
+    """ToMe's functional core applied layer by layer to the LLaVA model's encoder (CLIP with its
+    [CLS], or SigLIP without), with proportional attention, then the projector and the plain
+    language model."""
     from reproductions.image.tome import bipartite_soft_matching, proportional_attention_bias
 
-    model, inputs = tiny("llava", "eager")
+    model, inputs = tiny(family, "eager")
     r = 3
     vision = model.model.vision_tower
+    cls = 1 if family == "llava" else 0
     pixels = inputs["pixel_values"]
     with torch.no_grad():
-        h = vision.pre_layrnorm(vision.embeddings(pixels))
+        h = vision.embeddings(pixels)
+        if cls:
+            h = vision.pre_layrnorm(h)
         b = h.shape[0]
         sizes, positions = None, torch.arange(h.shape[1]).expand(b, -1)
         for i, layer in enumerate(vision.encoder.layers[:2]):  # LLaVA reads layer -2's output
@@ -238,14 +243,16 @@ def test_encoder_stage_equals_tome_run_by_hand(schedule):
             h = h + layer.self_attn(x, attention_mask=bias)[0]
             keys = layer.self_attn.k_proj(x).view(b, x.shape[1], 4, -1).mean(2)
             matching = bipartite_soft_matching(
-                keys, r if schedule is None else schedule[i], special=1
+                keys, r if schedule is None else schedule[i], special=cls
             )
             h = matching.merge(h, sizes)
             sizes = matching.sizes(sizes)
             positions = positions.gather(1, matching.positions)
             h = h + layer.mlp(layer.layer_norm2(h))
-        projected = model.model.multi_modal_projector(h[:, 1:])
-        kept = positions[:, 1:] - 1  # placeholder index of each kept patch
+        projected = model.model.multi_modal_projector(
+            h[:, cls:]
+        )  # the default strategy drops [CLS]
+        kept = positions[:, cls:] - cls  # placeholder index of each kept patch
         lm = language_model_inputs(model, inputs)
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     replaced, item = [], 0
@@ -265,7 +272,8 @@ def test_encoder_stage_equals_tome_run_by_hand(schedule):
         logits = model(**inputs).logits
     valid = new_mask.bool()
     torch.testing.assert_close(logits[valid], expected[valid], rtol=0, atol=1e-5)
-    assert report.records[0].media_after == [projected.shape[1], 2 * projected.shape[1]]
+    per_image = [sum(1 for x in replaced if x[0] == row) * projected.shape[1] for row in range(2)]
+    assert report.records[0].media_after == per_image
 
 
 def test_renumbered_positions_number_the_shorter_sequence():
