@@ -149,6 +149,7 @@ class _Session:
         self.model = model
         self.method = method
         self.layer = decoder_layer(method, layer)
+        self.layer_option = layer
         self.schedule = schedule
         self.merging: EncoderMerging | None = None
         self.renumber = positions == "renumbered"
@@ -178,6 +179,16 @@ class _Session:
         reason = why_unsupported(self.model, self.method, self.layer)
         if reason is not None:
             raise ValueError(reason)
+        if self.schedule is not None and self.stage != "encoder":
+            raise ValueError(
+                f"schedule= sets merges per encoder layer, but {self.method.name} acts at the "
+                f"{self.stage} stage: drop schedule="
+            )
+        if self.layer_option is not None and self.stage not in ("llm", "cache"):
+            raise ValueError(
+                f"layer= picks the decoder layer of llm / cache methods, but {self.method.name} "
+                f"acts at the {self.stage} stage: drop layer="
+            )
         if self.renumber and (
             self.stage not in ("projector", "encoder") or self.adapter.family.startswith("qwen2_")
         ):

@@ -74,6 +74,22 @@ def test_llm_stage_refuses_flash_attention_implementations():
         model.model.language_model.config._attn_implementation = "sdpa"
 
 
+def test_options_of_another_stage_are_refused():
+    model, _ = tiny("llava")
+    with (
+        pytest.raises(ValueError, match="schedule="),
+        compress(model, "random", keep=3, schedule=[1, 1, 1]),
+    ):
+        pass
+    with pytest.raises(ValueError, match="layer="), compress(model, "random", keep=3, layer=2):
+        pass
+    with (
+        pytest.raises(ValueError, match="'original' or 'renumbered'"),
+        compress(model, "random", positions="new"),
+    ):
+        pass
+
+
 def test_hyperparameters_go_with_a_method_name():
     model, _ = tiny("llava")
     with pytest.raises(ValueError, match="hyperparameters"), compress(model, get("random"), keep=3):
