@@ -407,7 +407,7 @@ class _Session:
         for i, span in enumerate(self.spans):
             if span.modality == "image" and span.item in self.pending:
                 out[i] = self.pending[span.item]
-            else:
+            elif self.stage == "projector":  # encoder-stage merges exist only via the encoder
                 groups.setdefault((span.length, span.layout, span.modality), []).append(i)
         for (length, layout, _), members in groups.items():
             rows = torch.stack(
