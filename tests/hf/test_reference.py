@@ -370,3 +370,14 @@ def test_cache_stage_equals_a_decoding_step_run_by_hand():
             )
     assert len(dropped) == 4 and report.records[0].media_after == [4]
     torch.testing.assert_close(out.logits[1], expected, rtol=0, atol=1e-5)
+
+
+def test_llm_stage_cache_keeps_every_token_below_k_and_the_kept_from_k():
+    model, inputs = tiny("qwen2_vl")
+    k = 2
+    with compress(model, LastRowTopK(keep=3, layer=k)) as report, torch.no_grad():
+        out = model(**inputs, use_cache=True)
+    lengths = [layer.keys.shape[2] for layer in out.past_key_values.layers]
+    full, kept = inputs["input_ids"].shape[1], out.logits.shape[1]
+    assert kept < full and report.records[0].media_after == [3, 3]
+    assert lengths == [full] * k + [kept] * (len(lengths) - k)
