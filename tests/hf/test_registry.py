@@ -68,3 +68,43 @@ def test_method_runs_through_generate(name, family):
             assert 0 < record.media_after[b] <= record.media_before[b]
             removed = record.media_before[b] - record.media_after[b]
             assert record.tokens_after[b] == record.tokens_before[b] - removed
+
+
+def keep_everything(cls):
+    """The method with a budget that keeps every token (its `identity` parameters, or keep=1.0),
+    or None where it has neither."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    params = dict(cls.example)
+    if "layer" in names:
+        params["layer"] = 2
+    if cls.identity is not None:
+        return cls(**{**params, **cls.identity})
+    if "keep" in names:
+        return cls(**{**params, "keep": 1.0})
+    return None
+
+
+@pytest.mark.parametrize("name,family", CASES, ids=[f"{n}-{f}" for n, f in CASES])
+def test_budget_that_keeps_everything_changes_nothing(name, family):
+    model, inputs = tiny(family)
+    method = keep_everything(METHODS[name])
+    if method is None:
+        pytest.skip(f"{name} has no budget that keeps every token")
+    reason = why_unsupported(model, method)
+    if reason is not None:
+        pytest.skip(reason)
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        tokens = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+        try:
+            with compress(model, method):
+                kept_logits = model(**inputs).logits
+                kept_tokens = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+        except ValueError as error:
+            # identity parameters sized for the example grid (temporal_pool's (4, 4, 4))
+            if "layout" in str(error):
+                pytest.skip(f"{name}'s identity parameters do not fit {family}'s grid: {error}")
+            raise
+    valid = inputs["attention_mask"].bool()
+    assert torch.equal(kept_logits[valid], logits[valid])
+    assert torch.equal(kept_tokens, tokens)
