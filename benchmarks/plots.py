@@ -88,6 +88,9 @@ def plot(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
         )
     if shares and max(shares) > 100 * max(min(shares), 1e-6):
         axis.set_xscale("log")  # overheads span orders of magnitude
+        axis.set_xlim(right=max(shares) * 4)  # room for the labels
+    elif shares:
+        axis.set_xlim(right=max(shares) * 1.2)
     threshold = 100 * data["summary"]["thresholds"]["overhead"]
     axis.axvline(threshold, color="tab:red", ls="--", lw=1, label=f"{threshold:g}% target")
     axis.set_xlabel(
