@@ -185,3 +185,43 @@ def test_any_config_or_local_checkpoint(tmp_path, flag):
     baseline = data["scenarios"][0]["baseline"]
     # grouped-query attention: 1 key/value head of 8 dims, 3 layers, float32
     assert baseline["kv_cache_bytes"] == 2 * 3 * 1 * 8 * 4 * (144 + 8)
+
+
+def llava_image() -> tuple[bench.Scenario, bench.ModelShape]:
+    preset = bench.PRESETS["llava-cpu"]
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(**preset.vision), text_config=LlamaConfig(**preset.text)
+    )
+    return preset.scenarios[0], bench.ModelShape.from_config(config)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("random", [({"keep": 192}, 192), ({"keep": 128}, 128), ({"keep": 64}, 64)]),
+        # 24 x 24 pooled by 2 (144 tokens: nearest to 192 and 128) and by 3 (64)
+        ("pool", [({"stride": 2}, 144), ({"stride": 3}, 64)]),
+        # ToMe merges r tokens in each of CLIP-L's 24 layers, [CLS] kept: 577 - 24 r
+        ("tome", [({"r": 16}, 193), ({"r": 19}, 121), ({"r": 21}, 73)]),
+    ],
+)
+def test_budgets_fit_on_the_default_image_scenario(name, expected):
+    scenario, shape = llava_image()
+    cls = reproductions.methods()[name]
+    tokens = bench.bench_tokens(
+        cls(**bench.declared(cls, "image")),
+        scenario,
+        bench.special_tokens(cls, shape),
+        4,
+        2,
+        8,
+        torch.device("cpu"),
+        torch.float32,
+    )
+    fits = bench.fit_budgets(
+        cls, tokens, scenario.budgets, bench.passes_for(cls, scenario), "image"
+    )
+    got = [({k: v for k, v in f.params.items() if k != "mode"}, f.count) for f in fits]
+    assert got == expected
