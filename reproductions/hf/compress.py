@@ -210,11 +210,14 @@ class _Session:
             self._hook(a.projector.register_forward_hook(self._projector_after_merging))
         if self.stage == "projector" and a.projector is not None:
             self._hook(a.projector.register_forward_hook(self._projector))
-            layer = a.encoder_layers[a.feature_layer]
-            self._hook(layer.register_forward_hook(self._encoder_output))
-            self._hook(
-                layer.self_attn.register_forward_pre_hook(self._encoder_attention, with_kwargs=True)
-            )
+            if a.feature_layer is not None:
+                layer = a.encoder_layers[a.feature_layer]
+                self._hook(layer.register_forward_hook(self._encoder_output))
+                self._hook(
+                    layer.self_attn.register_forward_pre_hook(
+                        self._encoder_attention, with_kwargs=True
+                    )
+                )
         if self.stage in ("llm", "cache"):
             k = self.layer
             attn = a.layers[k - 1].self_attn
@@ -790,8 +793,9 @@ def why_unsupported(model: nn.Module, method: Method, layer: int | None = None) 
     if m.stage == "encoder" and (a.encoder_layers is None or "image" not in m.modality):
         return (
             f"{m.name} is an encoder-stage method; reproductions.hf merges inside the CLIP / "
-            f"SigLIP image encoder of LlavaForConditionalGeneration only, not inside "
-            f"{model_name}'s encoders (whose outputs are packed or merged into fixed grids)"
+            "SigLIP encoder of LlavaForConditionalGeneration models whose projector reads one "
+            f"encoder layer, which this {model_name} is not (LLaVA-OneVision and Qwen2-VL pack "
+            "or merge the encoder output into fixed grids)"
         )
     available = set(STAGE_SIGNALS[m.stage])
     if m.stage == "projector":

@@ -87,13 +87,10 @@ def adapter_for(model: nn.Module) -> Adapter:
         vision = inner.vision_tower
         layers = getattr(vision, "vision_model", vision).encoder.layers
         feature_layer = config.vision_feature_layer
-        if not isinstance(feature_layer, int):
-            raise ValueError(
-                f"vision_feature_layer={feature_layer!r}: the projector stage reads one encoder "
-                "layer; configure an int vision_feature_layer"
-            )
-        # hidden_states[k] is the output of layer k - 1 (hidden_states[0] the embeddings)
-        layer_index = feature_layer % (len(layers) + 1) - 1
+        # hidden_states[k] is the output of layer k - 1 (hidden_states[0] the embeddings); a
+        # list of layers (concatenated features) names no single layer for signals or merging
+        one = isinstance(feature_layer, int)
+        layer_index = feature_layer % (len(layers) + 1) - 1 if one else None
         vc = config.vision_config
         # CLIP leads with a [CLS] token (a class embedding); SigLIP has none
         has_cls = int(
@@ -106,9 +103,9 @@ def adapter_for(model: nn.Module) -> Adapter:
             layers=inner.language_model.layers,
             tokens={"image": config.image_token_id},
             projector=inner.multi_modal_projector,
-            encoder_layers=layers,
+            encoder_layers=layers if one else None,
             feature_layer=layer_index,
-            signals=("cls_attention", "keys") if has_cls else ("keys",),
+            signals=(("cls_attention", "keys") if has_cls else ("keys",)) if one else (),
             encoder_special=1 if config.vision_feature_select_strategy == "default" else 0,
             extra={"patches_per_side": vc.image_size // vc.patch_size, "cls": has_cls},
         )
