@@ -952,12 +952,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cpu" or args.threads:
         # one thread by default on a CPU: timings then do not swing with other work on the machine
         torch.set_num_threads(args.threads or 1)
-    model, shape, source = build_model(args, preset, device, dtype)
+    if device.type == "cpu" and args.clock == "process" and torch.get_num_threads() > 1:
+        raise ValueError(
+            f"--clock process sums CPU time over the {torch.get_num_threads()} threads, which is "
+            "not a latency: pass --clock wall with --threads, or one thread"
+        )
     registry = reproductions.methods()
     selected = args.methods.split(",") if args.methods else list(registry)
     unknown = [name for name in selected if name not in registry]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; registered: {', '.join(registry)}")
+    model, shape, source = build_model(args, preset, device, dtype)
     scenarios = [s for s in preset.scenarios if s.modality in args.modalities.split(",")]
     for name, value in (
         ("image", args.image_budgets),
@@ -1221,7 +1226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     if args.config and args.checkpoint:
         raise SystemExit("pass --config or --checkpoint, not both")
-    data = run(args)
+    try:
+        data = run(args)
+    except ValueError as error:  # bad options: say what to pass, without a traceback
+        print(f"python -m tools bench: {error}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{data['created'].replace(':', '').replace('-', '')}-{data['model']['name']}-{data['environment']['device']}"
     path = args.out / f"{stem}.json"

@@ -225,3 +225,16 @@ def test_budgets_fit_on_the_default_image_scenario(name, expected):
     )
     got = [({k: v for k, v in f.params.items() if k != "mode"}, f.count) for f in fits]
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--methods", "no_such_method"], "unknown methods"),
+        (["--threads", "2"], "--clock process sums CPU time"),
+    ],
+)
+def test_bad_options_say_what_to_pass(tmp_path, capsys, argv, message):
+    assert bench.main(["--model", "tiny", "--out", str(tmp_path), "--quiet", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
