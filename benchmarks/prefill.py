@@ -1,6 +1,6 @@
 """Measured prefill time against the FLOP reduction FastV and VisionZip claim, inside a model.
 
-    python -m benchmarks.prefill [--layers 8] [--hidden 1024] [--repeats 5] [--threads 0]
+    python -m benchmarks.prefill [--layers 8] [--hidden 1024] [--repeats 5] [--threads 1]
 
 The model is a LLaVA-1.5-shaped `LlavaForConditionalGeneration` scaled to fit a CPU, with
 LLaVA-1.5's token counts: 576 image tokens (a 336 px image in 14 px patches, plus the [CLS]
@@ -11,10 +11,11 @@ width `--hidden` (16 heads, SwiGLU width 2.75x, vocabulary 32000), a small CLIP 
 Each row runs `model(...)` once per repeat (prefill of one prompt, `logits_to_keep=1` as
 `generate` does), interleaving the rows so that load on the machine hits them alike, and
 reports the best of the repeats (load on a shared machine only ever slows a run down, so the
-minimum is the steadiest estimate). Timings use one intra-op thread by default. "LLM ms" is the language model's forward alone, timed by hooks that run
-before and after everything `reproductions.hf.compress` does there (so FastV's attention
-recompute and the sequence rebuild are included); "total ms" is the whole forward (encoder,
-projector, LLM). FLOPs come from `reproductions.flops` (`prefill_flops` with the per-layer token
+minimum is the steadiest estimate). Timings use one intra-op thread by default: with two
+threads on a busy two-core machine, OpenMP contention swamps the figures. "LLM ms" is the
+language model's forward alone, timed by hooks that run before and after everything
+`reproductions.hf.compress` does there (so FastV's attention recompute and the sequence
+rebuild are included); "ms" under "whole" is the whole forward (encoder, projector, LLM). FLOPs come from `reproductions.flops` (`prefill_flops` with the per-layer token
 schedule): "claimed" is the LLM prefill FLOP reduction full / compressed, "measured" the time
 reduction; the target is measured >= 0.8 x claimed. The "whole" columns do the same for the
 whole forward (`stage_flops`' total_prefill: encoder + projector + LLM).
