@@ -131,6 +131,13 @@ def _queries_keys(
     return q, k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
 
 
+def _row_of(comp: Compression, row: int) -> Compression:
+    """Batch row `row` of a Compression, as a batch of one."""
+    return Compression(
+        *(t[row : row + 1] for t in (comp.features, comp.source, comp.positions, comp.sizes))
+    )
+
+
 def _arg(args: tuple, kwargs: dict, name: str, position: int = 0) -> Any:
     return kwargs[name] if name in kwargs else (args[position] if len(args) > position else None)
 
@@ -304,17 +311,8 @@ class _Session:
             projected = module(comp.features)
         finally:
             self.inside_projector = False
-        self.pending = {}
-        for i in range(features.shape[0]):
-            self.pending[i] = (
-                Compression(
-                    projected[i : i + 1],
-                    comp.source[i : i + 1],
-                    comp.positions[i : i + 1],
-                    comp.sizes[i : i + 1],
-                ),
-                special,
-            )
+        projected_comp = Compression(projected, comp.source, comp.positions, comp.sizes)
+        self.pending = {i: (_row_of(projected_comp, i), special) for i in range(features.shape[0])}
         return None
 
     def _projector_after_merging(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor:
@@ -326,12 +324,9 @@ class _Session:
         positions, sizes, source = merged.positions[:, drop:], merged.sizes[:, drop:], merged.source
         if drop:
             source = torch.where(source >= drop, source - drop, torch.full_like(source, -1))
-        self.pending = {}
-        for i in range(output.shape[0]):
-            comp = Compression(
-                output[i : i + 1], source[i : i + 1], positions[i : i + 1], sizes[i : i + 1]
-            )
-            self.pending[i] = (comp, self.adapter.extra["cls"])
+        comp = Compression(output, source, positions, sizes)
+        cls = self.adapter.extra["cls"]
+        self.pending = {i: (_row_of(comp, i), cls) for i in range(output.shape[0])}
         count = self.adapter.extra["patches_per_side"] ** 2 + self.adapter.extra["cls"] - drop
         return output.new_zeros(output.shape[0], count, output.shape[2])
 
@@ -421,15 +416,7 @@ class _Session:
             )
             comp = self.method(Tokens(features=rows, layout=layout))
             for j, i in enumerate(members):
-                out[i] = (
-                    Compression(
-                        *(
-                            t[j : j + 1]
-                            for t in (comp.features, comp.source, comp.positions, comp.sizes)
-                        )
-                    ),
-                    0,
-                )
+                out[i] = (_row_of(comp, j), 0)
         return out
 
     def _record(
@@ -546,68 +533,16 @@ class _Session:
 
     def _llm_prefill(self, args: tuple, kwargs: dict, hidden: Tensor):
         b, n = hidden.shape[:2]
-        columns = [self._media_columns(r) for r in range(b)]
-        rows = []
-        for cols in columns:
-            last = int(cols.max()) + 1 if len(cols) else n - 1
-            rows.append(torch.arange(min(last, n - 1), n))
+        columns = [self._media_columns(r).to(hidden.device) for r in range(b)]
+        # M: every row after the last media token up to the last prompt token
+        rows = [
+            torch.arange(min(int(c.max()) + 1 if len(c) else n - 1, n - 1), n, device=hidden.device)
+            for c in columns
+        ]
         attention = self._attention_rows(rows, columns, kwargs.get("past_key_values"))
-        compressions: dict[int, tuple[Compression, int]] = {}
-        row_spans: list[Span] = []
-        shapes = {(len(c), len(r)) for c, r in zip(columns, rows, strict=True)}
-        batched = len(shapes) == 1
-        comps: list[Compression | None] = [None] * b
-        if batched and len(columns[0]):
-            feats = torch.stack([hidden[r, columns[r].to(hidden.device)] for r in range(b)])
-            text = torch.stack([hidden[r, rows[r].to(hidden.device)] for r in range(b)])
-            comp = self.method(
-                Tokens(
-                    features=feats,
-                    layout=self._row_layout(0),
-                    attention=torch.stack(attention).to(hidden.dtype),
-                    text=text,
-                )
-            )
-            comps = [
-                Compression(
-                    *(
-                        t[r : r + 1]
-                        for t in (comp.features, comp.source, comp.positions, comp.sizes)
-                    )
-                )
-                for r in range(b)
-            ]
-        else:
-            for r in range(b):
-                if len(columns[r]):
-                    cols, rws = columns[r].to(hidden.device), rows[r].to(hidden.device)
-                    comps[r] = self.method(
-                        Tokens(
-                            features=hidden[r : r + 1, cols],
-                            layout=self._row_layout(r),
-                            attention=attention[r][None].to(hidden.dtype),
-                            text=hidden[r : r + 1, rws],
-                        )
-                    )
-        for r in range(b):
-            if comps[r] is None:
-                continue
-            # the media of a row form one candidate set: rebuild keeps kept tokens in
-            # positional order, each at its own original index
-            cols = columns[r].to(hidden.device)
-            comp = comps[r]
-            order = comp.positions[0].argsort()
-            where = cols[comp.positions[0][order]]
-            span = Span(r, 0, n, "media", None, r)
-            compressions[len(row_spans)] = (
-                Compression(
-                    comp.features[:, order], comp.source, where[None], comp.sizes[:, order]
-                ),
-                0,
-            )
-            row_spans.append(span)
-        new, index = self._rebuild_rows(hidden, row_spans, compressions, columns)
-        self._record_llm(index, n, columns, compressions, row_spans)
+        comps = self._llm_compressions(hidden, columns, rows, attention)
+        new, index = self._rebuild_rows(hidden, columns, comps)
+        self._record_llm(index, n, columns, comps)
         if (
             index.shape[1] == n
             and bool((index == torch.arange(n, device=index.device)).all())
@@ -618,7 +553,7 @@ class _Session:
         valid = valid_columns(index, self.mask2d[:, -n:] if self.mask2d is not None else None)
         group: dict[str, Any] = {}
         if self.implementation == "sdpa" and bool(valid.all()):
-            group["attention_mask"] = None
+            group["attention_mask"] = None  # plain causal: SDPA's is_causal path, as unpatched
         else:
             group["attention_mask"] = mask_4d(
                 valid, index.shape[1], self.implementation, hidden.dtype
@@ -634,26 +569,51 @@ class _Session:
             kwargs = {**kwargs, "hidden_states": new}
         return self._apply_group(args, kwargs)
 
+    def _llm_compressions(
+        self, hidden: Tensor, columns: list[Tensor], rows: list[Tensor], attention: list[Tensor]
+    ) -> list[Compression | None]:
+        """The method on each row's media tokens (one call for the batch where every row has
+        as many media tokens and query rows; else one per row). None: a row without media."""
+        b = hidden.shape[0]
+
+        def tokens(r: slice | int, layout: tuple[int, ...] | None) -> Tokens:
+            picked = range(b)[r] if isinstance(r, slice) else [r]
+            return Tokens(
+                features=torch.stack([hidden[i, columns[i]] for i in picked]),
+                layout=layout,
+                attention=torch.stack([attention[i] for i in picked]).to(hidden.dtype),
+                text=torch.stack([hidden[i, rows[i]] for i in picked]),
+            )
+
+        if len({(len(c), len(m)) for c, m in zip(columns, rows, strict=True)}) == 1:
+            if not len(columns[0]):
+                return [None] * b
+            comp = self.method(tokens(slice(None), self._row_layout(0)))
+            return [_row_of(comp, r) for r in range(b)]
+        return [
+            self.method(tokens(r, self._row_layout(r))) if len(columns[r]) else None
+            for r in range(b)
+        ]
+
     def _row_layout(self, row: int) -> tuple[int, ...] | None:
         own = [s for s in self.spans if s.row == row]
         return own[0].layout if len(own) == 1 else None
 
     def _rebuild_rows(
-        self, hidden: Tensor, row_spans: list[Span], compressions: dict, columns: list[Tensor]
-    ):
-        """Keep the non-media rows and the method's media output, in original order."""
+        self, hidden: Tensor, columns: list[Tensor], comps: list[Compression | None]
+    ) -> tuple[Tensor, Tensor]:
+        """Keep the non-media rows and the method's media output, each token at the original
+        index it stands at, in original order; rows left-padded to the longest."""
         b, n, d = hidden.shape
         rows, indices = [], []
         for r in range(b):
             keep = torch.ones(n, dtype=torch.bool, device=hidden.device)
-            keep[columns[r].to(hidden.device)] = False
+            keep[columns[r]] = False
             where = torch.arange(n, device=hidden.device)[keep]
             feats = hidden[r, keep]
-            match = [i for i, s in enumerate(row_spans) if s.row == r]
-            if match:
-                comp = compressions[match[0]][0]
-                where = torch.cat([where, comp.positions[0]])
-                feats = torch.cat([feats, comp.features[0].to(hidden.dtype)])
+            if comps[r] is not None:
+                where = torch.cat([where, columns[r][comps[r].positions[0]]])
+                feats = torch.cat([feats, comps[r].features[0].to(hidden.dtype)])
                 order = where.argsort(stable=True)
                 where, feats = where[order], feats[order]
             rows.append(feats)
@@ -667,20 +627,13 @@ class _Session:
         return out, index
 
     def _record_llm(
-        self,
-        index: Tensor,
-        n: int,
-        columns: list[Tensor],
-        compressions: dict,
-        row_spans: list[Span],
+        self, index: Tensor, n: int, columns: list[Tensor], comps: list[Compression | None]
     ) -> None:
         b = index.shape[0]
         mask = self.mask2d[:, -n:] if self.mask2d is not None else None
         real = mask.bool() if mask is not None else torch.ones(b, n, dtype=torch.bool)
         after = valid_columns(index, mask).sum(1).tolist()
-        media_after = [0] * b
-        for i, s in enumerate(row_spans):
-            media_after[s.row] = compressions[i][0].count
+        media_after = [0 if c is None else c.count for c in comps]
         self.report.records.append(
             Record(
                 self.report.calls,
