@@ -5,7 +5,9 @@
         out = model.generate(**inputs, max_new_tokens=32)
     print(report)
 
-See `compress.py` for where each stage acts and `models.py` for the supported models.
+See `compress.py` for where each stage acts (and how the integration differs from the methods'
+official model code), `encoder.py` for ToMe inside the encoder, `models.py` for the supported
+models, `tiny.py` for tiny random models of each family, and `examples/README.md` for usage.
 """
 
 from .compress import Record, Report, compress, why_unsupported
