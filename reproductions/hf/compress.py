@@ -22,7 +22,10 @@ Signals follow the agreed convention: `attention` (B, heads, M, N_media) with M 
 after the last media token up to the last prompt token, `text` the hidden states of those M
 rows (the input of layer K), `keys` for the cache stage the layer-K keys with heads flattened;
 `cls_attention` and `keys` for LLaVA's projector stage come from the encoder layer the projector
-reads (keys averaged over heads, as ToMe and VisionZip use them).
+reads (keys averaged over heads, as ToMe and VisionZip use them). Where the projector stage acts
+on the LLM input (every model but LLaVA), `text` is the prompt's real non-media token embeddings
+of the item's row and `frames` each video frame's mean token: one embedding space for both, as
+frame-selection methods require.
 
 Differences from the official code (of the methods' own LLaVA / Qwen integrations):
 
@@ -37,6 +40,9 @@ Differences from the official code (of the methods' own LLaVA / Qwen integration
   row together (FastV's single image span, generalised).
 - On LLaVA-OneVision, Qwen2-VL / Qwen2.5-VL and Qwen2-Audio the projector stage compresses the
   projected tokens (the rows entering the LLM); there is no [CLS] and no encoder signal there.
+  FastVID's `cls_attention` and `frames` (SigLIP's pooling head and its attention, in the
+  released code) cannot be supplied: transformers' OneVision SigLIP has no head
+  (`vision_use_head=False`).
 - The llm stage's attention is recomputed in float32 from the captured queries and keys
   (eager attention computes it in the model's dtype); equal in float32, within rounding below.
 - The cache stage masks the dropped entries for the step (the cache keeps them), as DyCoke's
@@ -407,17 +413,41 @@ class _Session:
                 out[i] = self.pending[span.item]
             elif self.stage == "projector":  # encoder-stage merges exist only via the encoder
                 groups.setdefault((span.length, span.layout, span.modality), []).append(i)
-        for (length, layout, _), members in groups.items():
+        needs_text = "text" in self.method.needs  # prompts differ in length: one call per span
+        batches = [[i] for m in groups.values() for i in m] if needs_text else groups.values()
+        for members in batches:
+            first = self.spans[members[0]]
             rows = torch.stack(
                 [
-                    embeds[self.spans[i].row, self.spans[i].start : self.spans[i].start + length]
+                    embeds[
+                        self.spans[i].row, self.spans[i].start : self.spans[i].start + first.length
+                    ]
                     for i in members
                 ]
             )
-            comp = self.method(Tokens(features=rows, layout=layout))
+            signals = self._sequence_signals(embeds, first, rows)
+            comp = self.method(Tokens(features=rows, layout=first.layout, **signals))
             for j, i in enumerate(members):
                 out[i] = (_row_of(comp, j), 0)
         return out
+
+    def _sequence_signals(self, embeds: Tensor, span: Span, rows: Tensor) -> dict[str, Tensor]:
+        """`text` and `frames` for media compressed at the LLM input, in its embedding space:
+        the prompt's text tokens (every real non-media token of the span's row) and the mean of
+        each frame's tokens of a video laid out (T, H, W)."""
+        signals: dict[str, Tensor] = {}
+        if "frames" in self.method.needs and span.layout is not None and len(span.layout) == 3:
+            t = span.layout[0]
+            signals["frames"] = rows.reshape(rows.shape[0], t, -1, rows.shape[-1]).mean(2)
+        if "text" in self.method.needs:
+            text = torch.ones(embeds.shape[1], dtype=torch.bool, device=embeds.device)
+            if self.mask2d is not None:
+                text &= self.mask2d[span.row].bool().to(embeds.device)
+            for other in self.spans:
+                if other.row == span.row:
+                    text[other.start : other.start + other.length] = False
+            signals["text"] = embeds[span.row, text][None]
+        return signals
 
     def _record(
         self, index: Tensor, before_len: int, compressions: dict[int, tuple[Compression, int]]
@@ -752,7 +782,9 @@ def why_unsupported(model: nn.Module, method: Method, layer: int | None = None) 
         )
     available = set(STAGE_SIGNALS[m.stage])
     if m.stage == "projector":
-        available |= set(a.signals)
+        # at the LLM input (no projector hook): the prompt's text embeddings and, for videos,
+        # each frame's mean token (see _Session._sequence_signals)
+        available |= set(a.signals) if a.projector is not None else {"text", "frames"}
     if m.stage == "projector":
         width = _output_width(m)
         if width is not None:

@@ -381,3 +381,29 @@ def test_llm_stage_cache_keeps_every_token_below_k_and_the_kept_from_k():
     full, kept = inputs["input_ids"].shape[1], out.logits.shape[1]
     assert kept < full and report.records[0].media_after == [3, 3]
     assert lengths == [full] * k + [kept] * (len(lengths) - k)
+
+
+def test_text_and_frames_at_the_llm_input():
+    """frame_select on Qwen2-VL video: `text` is the row's real non-video tokens and `frames`
+    each frame's mean token, both from the LLM input; the kept frame is the one they choose."""
+    from reproductions.hf.tiny import VIDEO
+
+    model, inputs = tiny("qwen2_vl_video")
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    embeds = language_model_inputs(model, inputs)["inputs_embeds"]
+    with compress(model, "frame_select", frames=1):
+        capture = Capture(model.model.language_model)
+        try:
+            with torch.no_grad():
+                model(**inputs)
+        finally:
+            capture.close()
+    got = capture.calls[0]["inputs_embeds"]
+    for row in range(2):
+        video = ids[row] == VIDEO
+        text = embeds[row, mask[row].bool() & ~video].mean(0)
+        frames = embeds[row, video].view(2, 4, -1)  # (T, H * W, D), layout (2, 2, 2)
+        best = torch.nn.functional.cosine_similarity(frames.mean(1), text[None], dim=-1).argmax()
+        start = int(video.nonzero()[0])
+        offset = got.shape[1] - (ids.shape[1] - 4)  # the row shrank by one frame of 4 tokens
+        assert torch.equal(got[row, start + offset : start + offset + 4], frames[best])
