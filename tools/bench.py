@@ -39,6 +39,9 @@ dominate and are unchanged by projector methods); their FLOPs are analytic, for 
 `LlavaForConditionalGeneration` (FastV's attention recompute included) is
 `benchmarks/prefill.py`'s job.
 
+Each job (one method at one budget) runs `--warmup` untimed and `--repeats` timed repeats; a
+job that has spent 30 s stops after two timed repeats (`samples` shows how many ran).
+
 A method with a `keep` field gets the budget directly. Otherwise its numeric hyperparameter
 whose output count lands nearest to the budget is chosen (pooling stride, ToMe's r, ...); the
 record keeps the parameters and the real output count. A method whose count depends on the data
@@ -126,6 +129,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 EFFICIENCY_FLOOR = 0.85
 OVERHEAD_CEILING = 0.03
 PRE_LLM = ("encoder", "projector")
+#: wall-clock seconds after which a job stops repeating (it keeps at least two timed repeats)
+JOB_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -711,7 +716,10 @@ def measure(ctx: Context, job: Job) -> dict[str, Any]:
     kept = None
     drops: dict[int, torch.Tensor] = {}
     cache = None
+    started = time.perf_counter()
     for run in range(ctx.warmup + ctx.repeats):
+        if run >= ctx.warmup + 2 and time.perf_counter() - started > JOB_SECONDS:
+            break  # a slow job keeps two timed repeats, so that the sweep ends in minutes
         method_time, out = (0.0, None)
         if method is not None:
             method_time, out = ctx.clock.time(lambda: apply(method, tokens, passes))
