@@ -114,7 +114,9 @@ def run(presets: list[str], names: list[str], repeats: int) -> list[dict[str, An
         cls = reproductions.methods()[name]
         for key in presets:
             preset = PRESETS[key]
-            if preset.modality not in cls.modality:
+            # omni methods take the video as features and the audio as a signal
+            feature_modalities = cls.modality[:1] if "audio" in cls.needs else cls.modality
+            if preset.modality not in feature_modalities:
                 continue
             params, origin = parameters(cls, key)
             row = {"method": name, "preset": key, "target": preset.target_ms}
