@@ -100,6 +100,40 @@ def identity(tokens: Tokens) -> Compression:
     )
 
 
+def slot_sizes(tokens: Tokens, source: Tensor, count: int) -> Tensor:
+    """(B, count) float32: the input sizes summed over the tokens of each output slot.
+
+    `source` (B, N) holds each token's slot in [0, count) or -1 where it was dropped.
+    """
+    slot = torch.where(source >= 0, source, count)  # dropped -> a spill slot, cut off below
+    total = torch.zeros(source.shape[0], count + 1, device=source.device)
+    return total.scatter_add_(1, slot, input_sizes(tokens).to(source.device))[:, :count]
+
+
+def stack_rows(
+    tokens: Tokens, rows: list[tuple[Tensor, Tensor, Tensor]], why: str = ""
+) -> Compression:
+    """One Compression from per-row results (positions (K,), features (K, D), source (N,)).
+
+    For methods whose output count depends on the data: rows that compress to different counts
+    cannot share a batch, which raises `ValueError` asking for one input at a time.
+    """
+    counts = sorted({positions.shape[0] for positions, _, _ in rows})
+    if len(counts) > 1:
+        raise ValueError(
+            f"the inputs of this batch compress to different token counts {counts}{why}: "
+            "pass one video at a time"
+        )
+    positions = torch.stack([row[0] for row in rows])
+    source = torch.stack([row[2] for row in rows])
+    return Compression(
+        features=torch.stack([row[1] for row in rows]).to(tokens.features.dtype),
+        source=source,
+        positions=positions,
+        sizes=slot_sizes(tokens, source, positions.shape[1]),
+    )
+
+
 def merge(
     tokens: Tokens,
     source: Tensor,
@@ -124,13 +158,17 @@ def merge(
     total = torch.zeros(b, count + 1, d, dtype=dtype, device=x.device)
     total.scatter_add_(1, slot.unsqueeze(-1).expand(b, n, d), x.to(dtype) * w.unsqueeze(-1))
     norm = torch.zeros(b, count + 1, dtype=dtype, device=x.device).scatter_add_(1, slot, w)
-    out_sizes = torch.zeros(b, count + 1, device=x.device).scatter_add_(1, slot, sizes)[:, :count]
     if positions is None:
         index = torch.arange(n, device=x.device).expand(b, n)
         fill = torch.full((b, count + 1), n, dtype=torch.long, device=x.device)
         positions = fill.scatter_reduce(1, slot, index, reduce="amin")[:, :count]
     features = (total[:, :count] / norm[:, :count].unsqueeze(-1)).to(x.dtype)
-    return Compression(features=features, source=source.clone(), positions=positions, sizes=out_sizes)
+    return Compression(
+        features=features,
+        source=source.clone(),
+        positions=positions,
+        sizes=slot_sizes(tokens, source, count),
+    )
 
 
 def pairwise_distance(x: Tensor) -> Tensor:

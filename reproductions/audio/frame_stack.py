@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..interface import Compression, Method, Tokens
-from ..ops import identity, input_sizes
+from ..ops import identity, slot_sizes
 from ..registry import register
 
 
@@ -74,9 +74,10 @@ class FrameStack(Method):
         features = padded.reshape(b, count, self.k * d)
         frame = torch.arange(n, device=x.device)
         source = torch.where(frame < count * self.k, frame // self.k, -1).expand(b, n).clone()
-        sizes = torch.zeros(b, count + 1, device=x.device)
-        sizes.scatter_add_(1, torch.where(source >= 0, source, count), input_sizes(tokens))
         positions = (torch.arange(count, device=x.device) * self.k).expand(b, count).clone()
         return Compression(
-            features=features, source=source, positions=positions, sizes=sizes[:, :count]
+            features=features,
+            source=source,
+            positions=positions,
+            sizes=slot_sizes(tokens, source, count),
         )

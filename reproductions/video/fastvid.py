@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..interface import Compression, Method, Tokens
-from ..ops import density_peaks, identity, input_sizes, order, top_k, work_dtype
+from ..ops import density_peaks, identity, order, stack_rows, top_k, work_dtype
 from ..registry import register
 from .temporal_pool import video_grid
 
@@ -171,19 +171,7 @@ class FastVID(Method):
             )
             for b in range(tokens.batch)
         ]
-        counts = {kept.shape[0] for kept, _, _ in rows}
-        if len(counts) > 1:
-            raise ValueError(
-                f"the videos of this batch compress to different token counts {sorted(counts)} "
-                "(their segmentations differ): pass one video at a time"
-            )
-        positions = torch.stack([kept for kept, _, _ in rows])
-        features = torch.stack([feats for _, feats, _ in rows]).to(x.dtype)
-        source = torch.stack([src for _, _, src in rows])
-        slot = torch.where(source >= 0, source, positions.shape[1])
-        sizes = torch.zeros(tokens.batch, positions.shape[1] + 1, device=x.device)
-        sizes = sizes.scatter_add_(1, slot, input_sizes(tokens))[:, :-1]
-        return Compression(features=features, source=source, positions=positions, sizes=sizes)
+        return stack_rows(tokens, rows, " (their segmentations differ)")
 
     def _row(
         self, x: Tensor, attention: Tensor, frames: Tensor, grid: tuple[int, int, int], special: int

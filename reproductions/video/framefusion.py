@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..interface import Compression, Method, Tokens
-from ..ops import identity, input_sizes, order, work_dtype
+from ..ops import identity, order, stack_rows, work_dtype
 from ..registry import register
 from .temporal_pool import video_grid
 
@@ -128,21 +128,8 @@ class FrameFusion(Method):
             self._row(x[b].to(dtype), attention[b], grid, tokens.special)
             for b in range(tokens.batch)
         ]
-        counts = {kept.shape[0] for kept, _, _ in rows}
-        if len(counts) > 1:
-            raise ValueError(
-                f"the videos of this batch compress to different token counts {sorted(counts)}: "
-                "pass one video at a time"
-            )
-        positions = torch.stack([kept for kept, _, _ in rows])
-        if positions.shape[1] == tokens.count:
-            return identity(tokens)
-        features = torch.stack([feats for _, feats, _ in rows]).to(x.dtype)
-        source = torch.stack([src for _, _, src in rows])
-        slot = torch.where(source >= 0, source, positions.shape[1])
-        sizes = torch.zeros(tokens.batch, positions.shape[1] + 1, device=x.device)
-        sizes = sizes.scatter_add_(1, slot, input_sizes(tokens))[:, :-1]
-        return Compression(features=features, source=source, positions=positions, sizes=sizes)
+        out = stack_rows(tokens, rows)
+        return identity(tokens) if out.count == tokens.count else out  # exactly the input
 
     def _row(
         self, x: Tensor, attention: Tensor, grid: tuple[int, int, int], special: int

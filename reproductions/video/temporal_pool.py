@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..interface import Compression, Method, Tokens
-from ..ops import identity, input_sizes, merge, window_slots, work_dtype
+from ..ops import identity, merge, slot_sizes, window_slots, work_dtype
 from ..registry import register
 
 
@@ -167,7 +167,7 @@ class TemporalPool(Method):
         row = torch.cat([torch.arange(tokens.special), slots.reshape(-1) + tokens.special])
         source = row.to(x.device).expand(b, n).clone()
         count = features.shape[1]
-        sizes = torch.zeros(b, count, device=x.device).scatter_add_(1, source, input_sizes(tokens))
+        sizes = slot_sizes(tokens, source, count)
         first = torch.full((count,), n, dtype=torch.long).scatter_reduce(
             0, row, torch.arange(n), reduce="amin"
         )
