@@ -45,4 +45,4 @@ bench: setup
 	$(PY) -m tools bench
 
 clean:
-	rm -rf $(VENV) public test-artifacts bench-results
+	rm -rf $(VENV) public test-artifacts
