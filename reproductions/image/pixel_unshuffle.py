@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from ..interface import Compression, Method, Tokens
 from ..ops import identity
@@ -43,7 +42,7 @@ class PixelUnshuffle(Method):
     copies = False  # the output width is factor^2 times the input width
     identity = {"factor": 1}
     example = {"factor": 2}
-    benchmark: ClassVar[dict] = {"factor": 2}
+    benchmark = {"factor": 2}
 
     def __post_init__(self) -> None:
         if isinstance(self.factor, bool) or not isinstance(self.factor, int) or self.factor < 1:

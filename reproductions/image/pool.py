@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +85,7 @@ class Pool(Method):
     copies = False  # a partial window's bilinear sample is not its token
     identity = {"stride": 1}
     example = {"stride": 2, "mode": "avg"}
-    benchmark: ClassVar[dict] = {"stride": 2, "mode": "bilinear"}
+    benchmark = {"stride": 2, "mode": "bilinear"}
 
     def __post_init__(self) -> None:
         if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1:

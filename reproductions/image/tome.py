@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -118,7 +117,7 @@ class ToMe(Method):
     modality = ("image",)
     identity = {"r": 0}
     example = {"r": 16}
-    benchmark: ClassVar[dict] = {"r": 32}
+    benchmark = {"r": 32}
 
     def __post_init__(self) -> None:
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 0:

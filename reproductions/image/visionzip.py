@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 
@@ -53,7 +52,7 @@ class VisionZip(Method):
     needs = ("cls_attention", "keys")
     special_tokens = (1,)
     example = {"dominant": 10, "contextual": 4}
-    benchmark: ClassVar[dict] = {"dominant": 54, "contextual": 10}
+    benchmark = {"dominant": 54, "contextual": 10}
 
     def __post_init__(self) -> None:
         for name, lowest in (("dominant", 1), ("contextual", 0)):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -67,7 +66,7 @@ class DyCoke(Method):
     paper = "tao2024dycoke"
     identity = {"prune_ratio": 0.0}
     example = {"prune_ratio": 0.5}
-    benchmark: ClassVar[dict] = {"prune_ratio": 0.7}
+    benchmark = {"prune_ratio": 0.7}
 
     def __post_init__(self) -> None:
         if (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -68,7 +67,7 @@ class DyCokeCache(Method):
     batch_independent = False
     identity = {"prune_ratio": 0.0}
     example = {"layer": 3, "prune_ratio": 0.8, "threshold": 0.9}
-    benchmark: ClassVar[dict] = {"layer": 3, "prune_ratio": 0.8, "threshold": 0.9}
+    benchmark = {"layer": 3, "prune_ratio": 0.8, "threshold": 0.9}
 
     def __post_init__(self) -> None:
         self._previous: Tensor | None = None  # state, not a hyperparameter: no dataclass field

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 
@@ -50,7 +49,7 @@ class FrameSelect(Method):
     paper = "liu2025keyframe"
     identity = {"frames": 1.0}
     example = {"frames": 2}
-    benchmark: ClassVar[dict] = {"frames": 8}
+    benchmark = {"frames": 8}
 
     def __post_init__(self) -> None:
         value = self.frames

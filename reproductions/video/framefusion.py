@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -96,7 +95,7 @@ class FrameFusion(Method):
     paper = "fu2025framefusion"
     identity = {"cost": 1.0}
     example = {"cost": 0.3, "similarity": 0.6, "min_ratio": 0.1}
-    benchmark: ClassVar[dict] = {"cost": 0.3, "similarity": 0.6, "min_ratio": 0.1}
+    benchmark = {"cost": 0.3, "similarity": 0.6, "min_ratio": 0.1}
 
     def __post_init__(self) -> None:
         for name, low, high in (

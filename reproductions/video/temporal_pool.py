@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -93,7 +92,7 @@ class TemporalPool(Method):
     copies = False  # a window mean is not one of its tokens
     identity = {"size": (4, 4, 4)}
     example = {"size": (2, 2, 2)}
-    benchmark: ClassVar[dict] = {"size": (16, 12, 12)}
+    benchmark = {"size": (16, 12, 12)}
 
     def __post_init__(self) -> None:
         if self.size is not None and self.stride is not None:
