@@ -144,6 +144,13 @@ def _row_of(comp: Compression, row: int) -> Compression:
     )
 
 
+def _cache_of(kwargs: dict) -> Any:
+    """The KV cache a decoder module was called with: `cache=` from transformers 5.24 on,
+    `past_key_values=` before (5.24 renamed the argument; the old name is still accepted)."""
+    cache = kwargs.get("cache")
+    return cache if cache is not None else kwargs.get("past_key_values")
+
+
 def _arg(args: tuple, kwargs: dict, name: str, position: int = 0) -> Any:
     return kwargs[name] if name in kwargs else (args[position] if len(args) > position else None)
 
@@ -344,7 +351,7 @@ class _Session:
         embeds = kwargs.get("inputs_embeds")
         if embeds is None:
             return None
-        cache = kwargs.get("past_key_values")
+        cache = _cache_of(kwargs)
         self.in_prefill = self._prefill(cache)
         if self.in_prefill:
             return self._decoder_prefill(args, kwargs, embeds, cache)
@@ -550,7 +557,7 @@ class _Session:
 
     def _layer_k(self, module: nn.Module, args: tuple, kwargs: dict):
         hidden = _arg(args, kwargs, "hidden_states")
-        cache = kwargs.get("past_key_values")
+        cache = _cache_of(kwargs)
         if self.stage == "cache":
             if not self.in_prefill and cache is self.cache and self.spans:
                 self._cache_step(cache, hidden)
@@ -569,7 +576,7 @@ class _Session:
             torch.arange(min(int(c.max()) + 1 if len(c) else n - 1, n - 1), n, device=hidden.device)
             for c in columns
         ]
-        attention = self._attention_rows(rows, columns, kwargs.get("past_key_values"))
+        attention = self._attention_rows(rows, columns, _cache_of(kwargs))
         comps = self._llm_compressions(hidden, columns, rows, attention)
         new, index = self._rebuild_rows(hidden, columns, comps)
         self._record_llm(index, n, columns, comps)
