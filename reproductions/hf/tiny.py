@@ -62,22 +62,36 @@ def _prompts(
 
 def llava(attn: str = "sdpa", seed: int = 0, images_per_row: tuple[int, ...] = (1, 2)) -> Built:
     """LLaVA-1.5 shape: CLIP encoder (4x4 patches + [CLS]), 2-layer MLP projector, Llama."""
+    vision = tf.CLIPVisionConfig(projection_dim=32, **_VISION)
+    return _llava(vision, "default", attn, seed, images_per_row)
+
+
+def llava_siglip(attn: str = "sdpa", seed: int = 0) -> Built:
+    """LLaVA with a SigLIP encoder (no [CLS]; the projector reads every token), Llama."""
+    return _llava(tf.SiglipVisionConfig(**_VISION), "full", attn, seed, (1, 1))
+
+
+_VISION = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    image_size=32,
+    patch_size=8,
+)
+
+
+def _llava(
+    vision: Any, strategy: str, attn: str, seed: int, images_per_row: tuple[int, ...]
+) -> Built:
+    """A LLaVA model on `vision` and one left-padded batch, one row per `images_per_row` entry."""
     torch.manual_seed(seed)
-    vision = tf.CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=8,
-        projection_dim=32,
-    )
     config = tf.LlavaConfig(
         vision_config=vision,
         text_config=tf.LlamaConfig(**_text()),
         image_token_id=IMAGE,
         vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
+        vision_feature_select_strategy=strategy,
         projector_hidden_act="gelu",
         attn_implementation=attn,
     )
@@ -86,33 +100,6 @@ def llava(attn: str = "sdpa", seed: int = 0, images_per_row: tuple[int, ...] = (
     spans = [[(IMAGE, 16)] * n for n in images_per_row]
     input_ids, mask = _prompts(spans, [7, 5][: len(spans)] + [6] * (len(spans) - 2), g)
     pixels = torch.randn(sum(images_per_row), 3, 32, 32, generator=g)
-    return model, {"input_ids": input_ids, "attention_mask": mask, "pixel_values": pixels}
-
-
-def llava_siglip(attn: str = "sdpa", seed: int = 0) -> Built:
-    """LLaVA with a SigLIP encoder (no [CLS]; the projector reads every token), Llama."""
-    torch.manual_seed(seed)
-    vision = tf.SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=8,
-    )
-    config = tf.LlavaConfig(
-        vision_config=vision,
-        text_config=tf.LlamaConfig(**_text()),
-        image_token_id=IMAGE,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="full",
-        projector_hidden_act="gelu",
-        attn_implementation=attn,
-    )
-    model = tf.LlavaForConditionalGeneration(config).eval()
-    g = torch.Generator().manual_seed(seed)
-    input_ids, mask = _prompts([[(IMAGE, 16)], [(IMAGE, 16)]], [7, 5], g)
-    pixels = torch.randn(2, 3, 32, 32, generator=g)
     return model, {"input_ids": input_ids, "attention_mask": mask, "pixel_values": pixels}
 
 
