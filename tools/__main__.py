@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "json": ("tools.export_json", "write catalog.json"),
     "add": ("tools.add", "scaffold a new paper file from an arXiv id or a BibTeX entry"),
     "schema": ("tools.schema", "regenerate catalog/schema.json from catalog/taxonomy.yaml"),
+    "ids": ("tools.ids", "give papers without real authors the id their first author gives"),
+    "stats": ("tools.stats", "print the catalog's coverage and completeness figures"),
     "bench": ("tools.bench", "run the reproduction benchmarks"),
 }
 
@@ -51,7 +53,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    return int(module.main(rest) or 0)
+    from .catalog import CatalogError
+
+    try:
+        return int(module.main(rest) or 0)
+    except CatalogError as error:
+        print(f"{error}\nerror: the catalog has the errors above (`python -m tools validate`); "
+              "nothing was written", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ site show (`matrix`, `by_year`, `by_venue`), the canonical YAML form of a paper 
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -28,10 +29,11 @@ Paper = dict[str, Any]
 FIELDS: tuple[str, ...] = (
     "id", "title", "method", "authors", "year", "month", "venue", "arxiv", "doi", "links",
     "modalities", "mechanisms", "submechanisms", "cost", "architecture", "stage", "tasks",
-    "kind", "reproductions", "notes",
+    "kind", "reproductions", "notes", "checked",
 )
 VENUE_FIELDS: tuple[str, ...] = ("name", "year", "track", "presentation")
 LINK_FIELDS: tuple[str, ...] = ("paper", "code", "project", "model", "dataset")
+CHECKED_FIELDS: tuple[str, ...] = ("date", "sources")
 MODALITIES: tuple[str, ...] = ("image", "video", "audio")
 MECHANISMS: tuple[str, ...] = ("transformation", "similarity", "attention", "query")
 MONTHS_SHORT: tuple[str, ...] = (
@@ -52,13 +54,41 @@ def load_taxonomy(root: Path = CATALOG) -> dict[str, Any]:
     return yaml.safe_load((root / "taxonomy.yaml").read_text(encoding="utf-8"))
 
 
+class CatalogError(ValueError):
+    """The catalog has errors: the message holds the validator's `file:line` lines."""
+
+
 def load_papers(root: Path = CATALOG) -> list[Paper]:
-    """Every paper file under `root/papers`, parsed, sorted by id."""
+    """Every paper file under `root/papers`, parsed, sorted by id.
+
+    Raises `CatalogError` with the validator's messages when any file is invalid, so that no
+    generator (tables, bib, json, site) works from a catalog it would misread."""
+    from .validate import validate  # the validator reads files with this module's helpers
+
+    report = validate(root, registry=False)
+    if report.errors:
+        raise CatalogError("\n".join(report.errors))
     papers = [
-        yaml.load(path.read_text(encoding="utf-8"), Loader=LOADER)
+        normalise(yaml.load(path.read_text(encoding="utf-8"), Loader=LOADER))
         for path in sorted((root / "papers").glob("*.yaml"))
     ]
     return sorted(papers, key=lambda paper: paper["id"])
+
+
+def normalise(paper: Any) -> Any:
+    """A parsed paper with an unquoted `checked.date` (YAML reads it as a date) as its text."""
+    checked = paper.get("checked") if isinstance(paper, dict) else None
+    if isinstance(checked, dict) and isinstance(checked.get("date"), datetime.date):
+        checked["date"] = checked["date"].isoformat()
+    return paper
+
+
+def load_excluded(root: Path = CATALOG) -> list[dict[str, Any]]:
+    """The source papers judged out of scope (`excluded.yaml`): title, arxiv, reason each."""
+    path = root / "excluded.yaml"
+    if not path.exists():
+        return []
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=LOADER) or []
 
 
 def ascii_slug(text: str) -> str:
@@ -165,6 +195,8 @@ def ordered(paper: Paper) -> Paper:
             value = {key: value.get(key) for key in VENUE_FIELDS}
         if field == "links":
             value = {key: (value or {}).get(key) for key in LINK_FIELDS}
+        if field == "checked" and value is not None:
+            value = {key: value.get(key) for key in CHECKED_FIELDS}
         result[field] = value
     return result
 
@@ -185,6 +217,8 @@ def dump_paper(paper: Paper) -> str:
 
 def _scalar(value: Any) -> str:
     """One YAML flow scalar: plain where that reads back unchanged in a flow list, else quoted."""
+    if isinstance(value, list):
+        return f"[{', '.join(_scalar(item) for item in value)}]"
     if isinstance(value, str):
         plain = value
         if value and _reads_back(plain, value):
@@ -215,4 +249,33 @@ def write_atomic(path: Path, text: str) -> None:
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_all(texts: dict[Path, str], remove: Iterable[Path] = ()) -> None:
+    """Write (and `remove`) several files as one change: each text is staged beside its target
+    first, and only when every one is staged are they renamed into place and the others removed.
+    A failure before that leaves no file changed; a failure after restores what was changed."""
+    staged: dict[Path, str] = {}
+    backups: dict[Path, bytes | None] = {}
+    try:
+        for path, text in texts.items():
+            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            staged[path] = temporary
+            with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
+                stream.write(text)
+        for path, temporary in staged.items():
+            backups[path] = path.read_bytes() if path.exists() else None
+            os.replace(temporary, path)
+        for path in remove:
+            backups[path] = path.read_bytes()
+            path.unlink()
+    except BaseException:
+        for path, old in backups.items():
+            if old is None:
+                path.unlink(missing_ok=True)
+            else:
+                write_atomic(path, old.decode("utf-8"))
+        for temporary in staged.values():
+            Path(temporary).unlink(missing_ok=True)
         raise

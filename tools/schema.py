@@ -17,6 +17,8 @@ from .catalog import CATALOG, load_taxonomy, write_atomic
 ARXIV_PATTERN = r"^[0-9]{4}\.[0-9]{4,5}$"
 ID_PATTERN = r"^[a-z]+[0-9]{4}[a-z0-9]+$"
 DOI_PATTERN = r"^10\.[0-9]{4,9}/\S+$"
+#: the longest `notes` a paper may carry: every visitor downloads them with the search index
+NOTES_LIMIT = 600
 
 
 def _enum(values: list[str], description: str) -> dict[str, Any]:
@@ -105,7 +107,17 @@ def build_schema(taxonomy: dict[str, Any]) -> dict[str, Any]:
             "uniqueItems": True,
             "description": "registry names of the reference implementations",
         },
-        "notes": {"type": ["string", "null"]},
+        "notes": {"type": ["string", "null"], "maxLength": NOTES_LIMIT},
+        "checked": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["date", "sources"],
+            "properties": {
+                "date": {"type": "string", "format": "date", "description": "YYYY-MM-DD"},
+                "sources": {"type": "array", "items": url, "minItems": 1, "uniqueItems": True},
+            },
+            "description": "when the facts were checked, and the pages they were read from",
+        },
     }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -2,7 +2,8 @@
 found ...; expected ...`. Exit status 1 on errors, 0 when there are only warnings. Never writes.
 
 Checks: UTF-8, YAML syntax, duplicate keys, the JSON Schema (generated from taxonomy.yaml, formats
-checked with a FormatChecker), file name = id, duplicates across files (arXiv id, DOI, normalised
+checked with a FormatChecker), the content rules of `rules.py` (authors, one-line values, dates,
+method classification, stale checks), file name = id, duplicates across files (arXiv id, DOI, normalised
 title: errors; code URL: a warning, since one repository can serve a family of papers),
 sub-mechanisms whose mechanism is listed, and the registry link both ways (`reproductions:` names
 exist; every registered method's `paper` exists and lists it).
@@ -11,6 +12,7 @@ exist; every registered method's `paper` exists and lists it).
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 import time
@@ -24,8 +26,10 @@ import yaml
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
-from .catalog import CATALOG, ROOT, Paper, load_taxonomy, paper_id
-from .importer import TEAM_FIRST_AUTHORS, normalised_title
+from . import rules
+from .catalog import CATALOG, ROOT, Paper, load_taxonomy, normalise
+from .ids import breaks_rule, rule_id
+from .importer import normalised_title
 from .schema import build_schema
 
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -43,6 +47,10 @@ def _is_url(value: object) -> bool:
 
 EXPECTED_FORMAT = {
     "uri": "an absolute http(s) URL",
+}
+REQUIRED_HINTS = {
+    "checked": 'the record of where and when the facts were checked: checked: {date: "2026-11-30", '
+    'sources: [https://arxiv.org/abs/..., ...]}',
 }
 EXPECTED_PATTERN = {
     "arxiv": "an arXiv id like 2403.06764 (no prefix, no version)",
@@ -92,7 +100,7 @@ def _show(path: Path) -> str:
 
 
 def _found(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False) if not isinstance(value, Path) else str(value)
+    return json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, Path) else str(value)
 
 
 def _line_map(node: yaml.Node, report: Report, shown: str, prefix: tuple = ()) -> dict[tuple, int]:
@@ -145,7 +153,7 @@ def load_file(path: Path, report: Report) -> Loaded | None:
                      "a mapping of field: value")
         return None
     lines = _line_map(node, report, shown)
-    paper = yaml.load(text, Loader=Loader)
+    paper = normalise(yaml.load(text, Loader=Loader))
     return Loaded(path, shown, paper, lines)
 
 
@@ -180,9 +188,15 @@ def _schema_line(loaded: Loaded, error: ValidationError, report: Report) -> None
         for key in schema:
             if key not in value:
                 report.error(loaded.shown, line, ".".join([*map(str, path), key]) if path else key,
-                             "no such key", "the key to be present (null or [] where unknown)")
+                             "no such key", REQUIRED_HINTS.get(key, "the key to be present (null or [] where unknown)"))
     elif kind == "enum":
         report.error(loaded.shown, line, name, _found(value), f"one of: {', '.join(map(str, schema))}")
+    elif kind == "type" and name in ("year", "month") and isinstance(value, (datetime.date, str, float)):
+        return  # rules.check says what to write instead
+    elif kind == "maxLength":
+        report.error(loaded.shown, line, name, f"{len(value)} characters",
+                     f"at most {schema}: every visitor downloads them with the search index; "
+                     "link to a page for more")
     elif kind == "type":
         kinds = schema if isinstance(schema, list) else [schema]
         report.error(loaded.shown, line, name, f"{_found(value)} ({type(value).__name__})",
@@ -243,29 +257,10 @@ def _cross_file(papers: list[Loaded], taxonomy: dict[str, Any], report: Report) 
             if parent and parent not in mechanisms:
                 report.error(loaded.shown, loaded.line("submechanisms", index), "submechanisms",
                              _found(sub), f"its mechanism {_found(parent)} listed under mechanisms")
-        if mechanisms == []:
-            report.warn(loaded.shown, loaded.line("mechanisms"), "mechanisms", "[] (unclassified)",
-                        "the survey's mechanisms where known: transformation, similarity, "
-                        "attention, query")
-        if paper.get("authors") == []:
-            report.warn(loaded.shown, loaded.line("authors"), "authors", "[]",
-                        "the paper's authors (then rename the file to the id they give)")
-        elif isinstance(paper.get("authors"), list) and _rule_breaks(paper):
-            expected = paper_id(paper["authors"][0], paper["year"], paper["title"])
+        if breaks_rule(paper):
+            expected = rule_id(paper)
             report.warn(loaded.shown, loaded.line("id"), "id", _found(paper.get("id")),
                         f"{_found(expected)} by the id rule (or it with a letter suffix)")
-
-
-def _rule_breaks(paper: Paper) -> bool:
-    """Whether a paper's id differs from what the id rule gives (suffixes allowed)."""
-    try:
-        expected = paper_id(paper["authors"][0], paper["year"], paper["title"])
-    except (KeyError, TypeError, IndexError, ValueError):
-        return False
-    if paper.get("arxiv") in TEAM_FIRST_AUTHORS:
-        expected = paper_id(TEAM_FIRST_AUTHORS[paper["arxiv"]], paper["year"], paper["title"])
-    given = str(paper.get("id", ""))
-    return not (given == expected or (given[:-1] == expected and given[-1:].isalpha()))
 
 
 def _normalised(title: Any) -> str | None:
@@ -342,8 +337,13 @@ def link_registry(root: Path = CATALOG) -> list[str]:
     return changed
 
 
-def validate(root: Path = CATALOG, registry: bool = True, exact_registry: bool = False) -> Report:
-    """Every check over the catalog under `root`."""
+def validate(
+    root: Path = CATALOG,
+    registry: bool = True,
+    exact_registry: bool = False,
+    today: datetime.date | None = None,
+) -> Report:
+    """Every check over the catalog under `root` (`today` dates the staleness of checks)."""
     report = Report()
     taxonomy = load_taxonomy(root)
     validator = Draft202012Validator(build_schema(taxonomy), format_checker=FORMATS)
@@ -358,9 +358,13 @@ def validate(root: Path = CATALOG, registry: bool = True, exact_registry: bool =
             continue
         before = len(report.errors)
         _schema_errors(loaded, validator, report)
+        rules.check(loaded, report, today or datetime.date.today())
         if len(report.errors) == before or isinstance(loaded.paper, dict):
             papers.append(loaded)
     _cross_file(papers, taxonomy, report)
+    from . import side_files  # it reads files with this module's helpers
+
+    side_files.check(root, papers, report)
     if registry:
         _registry(papers, report, exact=exact_registry)
     report.errors.sort(key=_position)

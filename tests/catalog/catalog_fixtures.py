@@ -33,6 +33,10 @@ VALID = {
     "kind": "method",
     "reproductions": [],
     "notes": None,
+    "checked": {
+        "date": "2026-11-30",
+        "sources": ["https://arxiv.org/abs/2403.06764", "https://github.com/pkunlp-icler/FastV"],
+    },
 }
 SECOND = {
     **copy.deepcopy(VALID),

@@ -32,8 +32,10 @@ def test_schema_enums_are_the_taxonomy_values() -> None:
     assert properties["mechanisms"]["items"]["enum"] == ["transformation", "similarity", "attention", "query"]
     assert properties["submechanisms"]["items"]["enum"] == submechanisms(taxonomy)
     assert {"pooling", "pixel-unshuffle", "merging", "clustering", "diversity", "encoder-attention",
-            "llm-attention", "learned-queries", "text-guided-selection"} <= set(submechanisms(taxonomy))
-    assert properties["stage"]["items"]["enum"] == ["encoder", "projector", "llm", "cache"]
+            "llm-attention", "learned-queries", "text-guided-selection", "optical",
+            "learned-scoring"} <= set(submechanisms(taxonomy))
+    assert properties["checked"]["required"] == ["date", "sources"]
+    assert properties["stage"]["items"]["enum"] == ["input", "encoder", "projector", "llm", "cache"]
     assert properties["kind"]["enum"] == ["method", "benchmark", "survey", "position", "model"]
     venue = properties["venue"]["anyOf"][0]
     assert venue["properties"]["name"]["enum"] == list(taxonomy["venues"])

@@ -3,6 +3,7 @@ errors, and no file changed, for every kind of bad input a contributor can send.
 
 from __future__ import annotations
 
+import datetime
 import re
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import yaml
 from catalog_fixtures import VALID, paper, snapshot
 
-from tools.catalog import CATALOG, dump_paper
+from tools.catalog import CATALOG, CatalogError, dump_paper, load_papers
 from tools.validate import main, validate
 
 LINE = re.compile(r"^(?P<file>\S+\.yaml):(?P<line>\d+): (?P<field>[\w.]+): found .+; expected .+$")
@@ -162,7 +163,7 @@ def test_non_utf8_file(catalog: Path, capsys) -> None:
 def test_duplicate_key(catalog: Path, capsys) -> None:
     write(catalog, "chen2024image.yaml", dump_paper(VALID) + "year: 2025\n")
     match = one_error(catalog, capsys, "chen2024image.yaml")
-    assert (match["field"], match["line"]) == ("year", "22")
+    assert (match["field"], match["line"]) == ("year", "23")
 
 
 def test_submechanism_without_its_mechanism(catalog: Path, capsys) -> None:
@@ -185,14 +186,11 @@ def test_several_errors_in_one_file_each_get_a_line(catalog: Path, capsys) -> No
     assert sorted(LINE.match(line)["field"] for line in lines) == ["cost", "kind", "month"]
 
 
-def test_unclassified_and_authorless_papers_only_warn(catalog: Path, capsys) -> None:
-    data = paper(mechanisms=[], submechanisms=[], authors=[], id="anonymous2024image")
-    (catalog / "papers" / "chen2024image.yaml").unlink()
-    write(catalog, "anonymous2024image.yaml", dump_paper(data))
+def test_only_method_papers_must_be_classified(catalog: Path, capsys) -> None:
+    """A survey or a benchmark has no mechanism, stage or cost of its own: no error, no warning."""
+    write(catalog, "chen2024image.yaml", dump_paper(paper(kind="survey", mechanisms=[], submechanisms=[], stage=[], cost=None)))
     assert main(["--root", str(catalog), "--no-registry"]) == 0
-    out = capsys.readouterr().out
-    assert "warning: " in out and "mechanisms: found [] (unclassified)" in out
-    assert "authors: found []" in out
+    assert "chen2024image" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("exact", [False, True], ids=["read-from-source", "imported"])
@@ -237,3 +235,97 @@ def test_wrong_extension(catalog: Path, capsys, name: str) -> None:
     write(catalog, name, "id: x\n")
     status, lines = run(catalog, capsys)
     assert status == 1 and len(lines) == 1 and lines[0].startswith(str(catalog / "papers" / name))
+
+
+# --- the content rules (tools/rules.py): each refuses with file:line and changes nothing ---
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "expected"),
+    [
+        ({"venue": {"name": "EMNLP", "year": 2024, "track": "main", "presentation": None},
+          "arxiv": "2507.01234", "year": 2025, "month": 7,
+          "links": {**VALID["links"], "paper": "https://arxiv.org/abs/2507.01234"}}, "venue.year", "2025 or later"),
+        ({"authors": []}, "authors", "the full author list"),
+        ({"authors": ["DeepMind Team"]}, "authors", "people, not a team"),
+        ({"authors": ["Liang Chen", "NVIDIA"]}, "authors", "people, not a team"),
+        ({"title": "Two\nlines"}, "title", "one line of plain text"),
+        ({"notes": "before ``` after"}, "notes", "one line of plain text"),
+        ({"method": "Fast\x07V"}, "method", "one line of plain text"),
+        ({"notes": "x" * 601}, "notes", "at most 600"),
+        ({"checked": None}, "checked", "type object"),
+        ({"checked": {"date": "2026-11-30", "sources": []}}, "checked.sources", "should be non-empty"),
+        ({"checked": {"date": "30/11/2026", "sources": ["https://arxiv.org/abs/2403.06764"]}}, "checked.date", "date"),
+    ],
+    ids=["venue-before-arxiv", "no-authors", "team", "organisation", "newline", "fence", "control",
+         "long-notes", "no-check", "no-sources", "bad-date"],
+)
+def test_content_rules(catalog: Path, capsys, changes: dict, field: str, expected: str) -> None:
+    write(catalog, "chen2024image.yaml", dump_paper(paper(**changes)))
+    match = one_error(catalog, capsys, "chen2024image.yaml")
+    assert match["field"] == field
+    assert expected in match.group(0), match.group(0)
+
+
+def test_a_missing_checked_record_says_what_to_write(catalog: Path, capsys) -> None:
+    text = dump_paper(VALID)
+    write(catalog, "chen2024image.yaml", text[: text.index("checked:")])
+    match = one_error(catalog, capsys, "chen2024image.yaml")
+    assert match["field"] == "checked" and "sources: [" in match.group(0)
+
+
+@pytest.mark.parametrize("value", ["2026-06-01", "2026.5", '"2026"'])
+def test_a_year_that_is_not_an_integer_is_one_clear_error_everywhere(catalog: Path, capsys, value: str) -> None:
+    text = replace_line(dump_paper(VALID), "year: 2024\n", f"year: {value}\n")
+    write(catalog, "chen2024image.yaml", text)
+    match = one_error(catalog, capsys, "chen2024image.yaml")
+    assert match["field"] == "year" and "an integer, like year: 2026" in match.group(0)
+    from tools import bib, export_json, tables
+
+    for command in (bib.main, export_json.main):  # the generators refuse, naming the same line
+        with pytest.raises(CatalogError, match=r"chen2024image\.yaml:\d+: year"):
+            command(["--root", str(catalog), "--out", str(catalog / "out")])
+    assert not (catalog / "out").exists()
+    with pytest.raises(CatalogError):
+        tables.render("", load_papers(catalog))
+
+
+def test_the_dispatcher_prints_the_catalog_errors_and_writes_nothing(catalog: Path, capsys) -> None:
+    from tools.__main__ import main as tools_main
+
+    write(catalog, "chen2024image.yaml", replace_line(dump_paper(VALID), "month: 3\n", "month: 2024-03-01\n"))
+    before = snapshot(catalog)
+    assert tools_main(["bib", "--root", str(catalog), "--out", str(catalog / "catalog.bib")]) == 1
+    err = capsys.readouterr().err
+    assert "chen2024image.yaml:7: month: found 2024-03-01 (date)" in err and "nothing was written" in err
+    assert snapshot(catalog) == before
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"title": "Pruning Video Tokens", "modalities": ["image"]}, "'video' among them"),
+        ({"title": "Fast Speech Models", "modalities": ["image"]}, "'audio' among them"),
+        ({"mechanisms": [], "submechanisms": []}, "mechanisms: found [] on a method paper; expected at least one"),
+        ({"stage": []}, "stage: found [] on a method paper; expected at least one stage"),
+        ({"cost": None}, "cost: found None on a method paper; expected training-free, training-based or both"),
+    ],
+    ids=["title-video", "title-speech", "no-mechanism", "no-stage", "no-cost"],
+)
+def test_content_warnings(catalog: Path, changes: dict, expected: str) -> None:
+    write(catalog, "chen2024image.yaml", dump_paper(paper(**changes)))
+    report = validate(catalog, registry=False)
+    assert report.errors == []
+    assert any("chen2024image.yaml" in line and expected in line for line in report.warnings), report.warnings
+
+
+def test_an_arxiv_only_check_goes_stale_after_six_months(catalog: Path) -> None:
+    write(catalog, "chen2024image.yaml", dump_paper(paper(venue=None)))
+    fresh = validate(catalog, registry=False, today=datetime.date(2027, 5, 1))
+    stale = validate(catalog, registry=False, today=datetime.date(2027, 6, 30))
+    assert not [line for line in fresh.warnings if "checked.date" in line]
+    assert [line for line in stale.warnings if "chen2024image.yaml" in line and "checked.date" in line]
+    assert stale.errors == []
+    write(catalog, "chen2024image.yaml", dump_paper(VALID))  # published: its venue will not change
+    published = validate(catalog, registry=False, today=datetime.date(2030, 1, 1))
+    assert not [line for line in published.warnings if "chen2024image.yaml" in line and "checked.date" in line]
