@@ -1,9 +1,11 @@
-"""`python -m tools import`: seed `catalog/papers/` from the two public lists in shared/data.
+"""`python -m tools import`: seed `catalog/papers/` from the four public lists in shared/data.
 
-Every distinct arXiv id of both lists becomes one paper file; rows that describe the same paper
-(same arXiv id, or same normalised title) merge. Where rows disagree the importer picks by a fixed
-rule and prints its choice. Re-running changes nothing, and fields the lists do not carry
-(stage, submechanisms, reproductions, notes, doi, ...) are kept from the existing files.
+Rows that describe the same paper (same arXiv id, or same normalised title) merge; where rows
+disagree the importer picks by a fixed rule and prints its choice. A paper judged out of scope is
+listed in `catalog/excluded.yaml` with its reason and never imported. A paper that already has a
+file is left exactly as it is: once imported, an entry is checked against the paper's own pages,
+and that file, not the lists, is the source of truth. So a re-run only adds papers that are new
+to the lists, and the new files are staged and written together, or not at all.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import yaml
 
 from .catalog import (
     CATALOG,
+    LOADER,
     MECHANISMS,
     MODALITIES,
     ROOT,
@@ -28,12 +31,21 @@ from .catalog import (
     arxiv_year,
     ascii_slug,
     dump_paper,
+    load_excluded,
     paper_id,
-    write_atomic,
+    write_all,
 )
-from .sources import Row, Venue, parse_awesome_list, parse_token_compress
+from .sources import (
+    Row,
+    Venue,
+    parse_awesome_list,
+    parse_token_compress,
+    parse_token_level,
+    parse_token_reduction,
+)
 
 DEFAULT_SOURCES = ROOT.parent / "shared" / "data"
+SOURCE_FOLDERS = ("awesome-list", "awesome-token-compress", "awesome-token-reduction", "token-level-compression")
 T = TypeVar("T")
 
 #: awesome-list "Area" badges -> (modalities, architecture, tasks, kind)
@@ -55,9 +67,13 @@ AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str | 
     "Benchmark": ((), (), (), "benchmark"),
     "Survey": ((), (), (), "survey"),
     "Position-Paper": ((), (), (), "position"),
-    # awesome-token-compress sections
+    # awesome-token-compress sections, awesome-token-reduction domains, token-level files
     "VLM": ((), ("mllm",), (), None),
     "ViT": ((), ("vision-transformer",), (), None),
+    "Video": (("video",), (), (), None),
+    "Agent": ((), ("mllm",), (), None),
+    "SSM": ((), ("vision-transformer",), (), None),
+    "Hardware": ((), (), (), None),
 }
 #: awesome-token-compress tags that state a modality or a kind
 TAGS: dict[str, tuple[tuple[str, ...], str | None]] = {
@@ -158,7 +174,10 @@ class Importer:
         arxiv = _pick(row.arxiv for row in rows if row.arxiv and not PLACEHOLDER.search(row.arxiv))
         label = arxiv or rows[0].title
         title = self._title(label, first, second)
-        authors = self._choose(label, "authors", [row.authors for row in first if row.authors])
+        authors = self._choose(
+            label, "authors", [row.authors for row in first if row.authors]
+            or [row.authors for row in second if row.authors]
+        )
         venue = self._venue(label, first, second, arxiv)
         modalities: set[str] = set()
         architecture: set[str] = set()
@@ -308,60 +327,85 @@ def _method_from_title(title: str) -> str | None:
     return None
 
 
-def merge_existing(new: Paper, old: Paper | None) -> Paper:
-    """The imported paper with the hand-curated parts of its existing file kept."""
-    if old is None:
-        return new
-    merged = dict(old)
-    for field in ("title", "authors", "year", "month", "venue", "arxiv"):
-        if new[field] not in (None, []):
-            merged[field] = new[field]
-    merged["method"] = old.get("method") or new["method"]
-    merged["cost"] = new["cost"] or old.get("cost")
-    for field in LIST_FIELDS:
-        merged[field] = _ordered_union(new[field], old.get(field) or [])
-    merged["kind"] = new["kind"] if new["kind"] != "method" else old.get("kind") or "method"
-    links = dict(old.get("links") or {})
-    for key, value in new["links"].items():
-        if value is not None:
-            links[key] = value
-    merged["links"] = links
-    for field, value in new.items():
-        merged.setdefault(field, value)
-    return merged
-
-
-def _ordered_union(first: list[str], second: list[str]) -> list[str]:
-    """Union of two value lists, in vocabulary order where it exists, else sorted."""
-    values = set(first) | set(second)
-    for order in (MODALITIES, MECHANISMS):
-        if values <= set(order):
-            return [value for value in order if value in values]
-    return sorted(values)
-
-
 def read_sources(sources: Path) -> list[Row]:
-    """Every row of both lists, awesome-list first (its rows take precedence)."""
-    return parse_awesome_list(sources / "awesome-list") + parse_token_compress(
-        sources / "awesome-token-compress"
+    """Every row of the four lists, the survey's own list first (its rows take precedence)."""
+    return (
+        parse_awesome_list(sources / "awesome-list")
+        + parse_token_compress(sources / "awesome-token-compress")
+        + parse_token_reduction(sources / "awesome-token-reduction")
+        + parse_token_level(sources / "token-level-compression")
     )
 
 
-def build(sources: Path, existing: list[Paper], log: Callable[[str], None] = print) -> tuple[list[Paper], dict[str, str]]:
-    """The merged catalog (ids assigned) and the placeholder aliases, from the lists and the
-    existing files."""
+class Index:
+    """Papers found by arXiv id, normalised title or paper URL: how a list row is recognised.
+
+    Titles also match without a leading `Name:` (lists add or drop the method's name) and when
+    one is a long prefix of the other (a list that cut a title short)."""
+
+    #: the shortest normalised subtitle or prefix that identifies a paper on its own
+    SUBTITLE, PREFIX = 30, 40
+
+    def __init__(self, entries: Iterable[dict[str, Any]]) -> None:
+        self.keys: dict[str, dict[str, Any]] = {}
+        self.titles: dict[str, dict[str, Any]] = {}
+        for entry in entries:
+            for key in self._keys(entry.get("arxiv"), entry.get("title") or "", entry.get("links") or {}):
+                self.keys.setdefault(key, entry)
+            self.titles.setdefault(normalised_title(entry.get("title") or ""), entry)
+
+    @classmethod
+    def _keys(cls, arxiv: str | None, title: str, links: dict[str, Any]) -> list[str]:
+        keys = [f"title:{normalised_title(title)}"]
+        subtitle = normalised_title(re.split(r"[:：]", title, maxsplit=1)[-1])
+        if len(subtitle) >= cls.SUBTITLE:
+            keys.append(f"title:{subtitle}")
+        if arxiv:
+            keys.append(f"arxiv:{arxiv}")
+        if links.get("paper"):
+            keys.append(f"url:{links['paper']}")
+        return keys
+
+    def find(self, paper: Paper, rows: list[Row]) -> dict[str, Any] | None:
+        """The entry that is this paper, by its arXiv id, any of its rows' titles or URLs."""
+        keys = self._keys(paper["arxiv"], paper["title"], paper["links"])
+        for row in rows:
+            keys += self._keys(None, row.title, {"paper": row.paper_url})
+        found = next((self.keys[key] for key in keys if key in self.keys), None)
+        if found is None:
+            for title in {normalised_title(row.title) for row in rows} | {normalised_title(paper["title"])}:
+                found = found or next(
+                    (entry for known, entry in self.titles.items()
+                     if min(len(known), len(title)) >= self.PREFIX and (known.startswith(title) or title.startswith(known))),
+                    None,
+                )
+        return found
+
+
+def build(
+    sources: Path,
+    existing: list[Paper],
+    excluded: Iterable[dict[str, Any]] = (),
+    log: Callable[[str], None] = print,
+) -> tuple[list[Paper], dict[str, str]]:
+    """The papers of the lists that are neither in the catalog nor excluded (ids assigned), and
+    the placeholder aliases."""
     importer = Importer(log)
     groups = importer.group(read_sources(sources))
-    by_arxiv = {paper["arxiv"]: paper for paper in existing if paper.get("arxiv")}
-    by_title = {normalised_title(paper["title"]): paper for paper in existing}
+    catalog, out = Index(existing), Index(excluded)
     taken = {paper["id"] for paper in existing}
-    papers: list[Paper] = []
     fresh: list[Paper] = []
+    kept = 0
     for rows in groups:
         new = importer.paper(rows)
-        old = by_arxiv.get(new["arxiv"]) if new["arxiv"] else by_title.get(normalised_title(new["title"]))
-        merged = merge_existing(new, old)
-        (papers if old else fresh).append(merged)
+        reason = out.find(new, rows)
+        if reason is not None:
+            log(f"exclude: {new['arxiv'] or new['title']!r}: {reason['reason']}")
+        elif catalog.find(new, rows) is not None:
+            kept += 1
+        else:
+            fresh.append(new)
+    log(f"keep: {kept} papers already in the catalog, as their files say")
     for paper in sorted(fresh, key=lambda paper: (paper["arxiv"] or "~", normalised_title(paper["title"]))):
         first_author = paper["authors"][0] if paper["authors"] else None
         if paper["arxiv"] in TEAM_FIRST_AUTHORS:
@@ -370,29 +414,24 @@ def build(sources: Path, existing: list[Paper], log: Callable[[str], None] = pri
             first_author = TEAM_FIRST_AUTHORS[paper["arxiv"]]
         paper["id"] = paper_id(first_author, paper["year"], paper["title"], taken)
         taken.add(paper["id"])
-        papers.append(paper)
-    return sorted(papers, key=lambda paper: paper["id"]), importer.aliases
+        log(f"add: {paper['id']} ({paper['arxiv'] or paper['links']['paper']})")
+    return sorted(fresh, key=lambda paper: paper["id"]), importer.aliases
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Import both lists into `catalog/papers/` (or `--root`), printing every choice made."""
+    """Import the lists' new papers into `catalog/papers/` (or `--root`), printing every choice."""
     parser = argparse.ArgumentParser(prog="python -m tools import", description=__doc__)
     parser.add_argument("--sources", type=Path, default=DEFAULT_SOURCES, help="shared/data folder")
     parser.add_argument("--root", type=Path, default=CATALOG, help="catalog folder")
     args = parser.parse_args(argv)
-    if not (args.sources / "awesome-list").is_dir():
-        print(f"error: no awesome-list/ under {args.sources}; pass --sources <shared/data>", file=sys.stderr)
+    missing = [name for name in SOURCE_FOLDERS if not (args.sources / name).is_dir()]
+    if missing:
+        print(f"error: no {', '.join(missing)} under {args.sources}; pass --sources <shared/data>", file=sys.stderr)
         return 2
     folder = args.root / "papers"
     folder.mkdir(parents=True, exist_ok=True)
-    existing = [yaml.safe_load(path.read_text(encoding="utf-8")) for path in sorted(folder.glob("*.yaml"))]
-    papers, _ = build(args.sources, [paper for paper in existing if paper], print)
-    written = 0
-    for paper in papers:
-        path = folder / f"{paper['id']}.yaml"
-        text = dump_paper(paper)
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
-            write_atomic(path, text)
-            written += 1
-    print(f"imported {len(papers)} papers into {folder}: {written} written, {len(papers) - written} unchanged")
+    existing = [yaml.load(path.read_text(encoding="utf-8"), Loader=LOADER) for path in sorted(folder.glob("*.yaml"))]
+    papers, _ = build(args.sources, [paper for paper in existing if paper], load_excluded(args.root), print)
+    write_all({folder / f"{paper['id']}.yaml": dump_paper(paper) for paper in papers})
+    print(f"imported {len(papers)} new papers into {folder}")
     return 0

@@ -231,3 +231,135 @@ def _venue_tag(tag: str) -> Venue | None:
         return None
     year = match.group(1) or match.group(3)
     return Venue(name, int(year) if year else None)
+
+
+#: awesome-token-reduction domain headings -> the area the importer reads them as
+REDUCTION_DOMAINS = {
+    "vision": "ViT",
+    "language": "LLM",
+    "vision-language (action) model": "VLM",
+    "agentic systems": "Agent",
+    "state space models": "SSM",
+    "hardware co-design": "Hardware",
+}
+#: awesome-token-reduction venue spellings that are not taxonomy names as written
+REDUCTION_VENUES = {"NEURIPSW": ("NeurIPS", "workshop"), "CVPRW": ("CVPR", "workshop")}
+
+
+def parse_token_reduction(folder: Path) -> list[Row]:
+    """Every bullet of awesome-token-reduction/README.md, with its domain heading and year.
+
+    Bullets read `* [**VENUE'YY**] Title [[Paper](url)] [[Code](url)]` (or `* [arXiv] ...`);
+    a `Finding` or `Workshop` word after the venue names the track.
+    """
+    path = folder / "README.md"
+    rows: list[Row] = []
+    domain, year = "", None
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith("## "):
+            heading = re.sub(r"[^\w\s()\-]", "", line[3:]).strip().lower()
+            domain = REDUCTION_DOMAINS.get(heading, "")
+        elif line.startswith("#### ") and line[5:].strip().isdigit():
+            year = int(line[5:].strip())
+        elif line.startswith("* [") and domain and "[Paper](" in line:  # else a software project
+            rows.append(_reduction_bullet(line, f"{path.parent.name}/README.md:{number}", domain, year))
+    return rows
+
+
+def _reduction_bullet(line: str, source: str, domain: str, year: int | None) -> Row:
+    match = re.match(r"\* \[(.*?)\]\s*(.+?)\s*\[\[Paper\]\(\s*(\S+?)\s*\)\](.*)$", line)
+    if not match:
+        raise ValueError(f"{source}: no `[VENUE] Title [[Paper](url)]` in {line!r}")
+    tag, title, paper_url, rest = match.groups()
+    row = Row(source=source, title=" ".join(title.split()), paper_url=paper_url, arxiv=arxiv_id(paper_url))
+    row.areas, row.section_year = [domain], year
+    code = re.search(r"\[\[Code\]\(\s*(\S+?)\s*\)\]", rest)
+    row.code = code.group(1) if code else None
+    venue = re.fullmatch(r"\*\*([A-Za-z0-9 ]+?)(?:'(\d{2}))?\*\*\s*(Finding|Workshop)?", tag.strip())
+    if venue and venue.group(1).lower() != "arxiv":
+        raw, short_year, track = venue.groups()
+        name, stated_track = REDUCTION_VENUES.get(raw.upper(), (venue_name(raw) or raw, "main"))
+        track = {"Finding": "findings", "Workshop": "workshop"}.get(track or "", stated_track)
+        row.venue = Venue(name, 2000 + int(short_year) if short_year else None, track)
+    return row
+
+
+#: token-level-compression files -> the area of their entries
+LEVEL_FILES = {
+    "vision-understanding.md": "ViT",
+    "multimodal-understanding.md": "VLM",
+    "audio-speech.md": "Audio-Transformer",
+}
+LEVEL_VENUE = re.compile(r"^(?:(findings|fingdings) of )?([A-Za-z ]+?)(w)?\s+(\d{4})$", re.I)
+
+
+def parse_token_level(folder: Path) -> list[Row]:
+    """Every numbered entry of the token-level-compression files: `**[n] Title**, VENUE YEAR.`,
+    then the authors in italics, then the links and badges."""
+    rows: list[Row] = []
+    for name, area in LEVEL_FILES.items():
+        path = folder / name
+        lines = path.read_text(encoding="utf-8").splitlines()
+        video = False
+        for number, line in enumerate(lines, 1):
+            if line.startswith("### "):
+                video = line.startswith("### Video") or (video and line[4:].strip().isdigit())
+            head = re.match(r"\s*- \*\*\[\d+\]\s*(.+?)\*\*\s*,?\s*(.*?)\.?\s*(?:<br>)?\s*$", line)
+            if head:
+                block = _entry_block(lines, number)
+                rows.append(_level_entry(head.groups(), block, f"{path.parent.name}/{name}:{number}", area, video))
+    return rows
+
+
+def _entry_block(lines: list[str], number: int) -> list[str]:
+    """The lines after an entry's head, up to the next entry or heading."""
+    block = []
+    for line in lines[number:]:
+        if re.match(r"\s*- \*\*\[\d+\]", line) or line.startswith("#"):
+            break
+        if line.strip():
+            block.append(line.strip())
+    return block
+
+
+def _level_entry(head: tuple[str, str], block: list[str], source: str, area: str, video: bool) -> Row:
+    title = re.sub(r"<sup>(.*?)</sup>", r"\1", head[0]).strip()
+    links = " ".join(line for line in block if "[Paper]" in line)
+    paper = re.search(r"\[\[Paper\]\((\S+?)\)\]", links)
+    if not paper:
+        raise ValueError(f"{source}: no [[Paper](url)] under {title!r}")
+    row = Row(source=source, title=" ".join(title.split()), paper_url=paper.group(1), arxiv=arxiv_id(paper.group(1)))
+    if row.arxiv is None:
+        doi = re.search(r"10\.48550/arXiv\.(\d{4}\.\d{4,5})", paper.group(1), re.I)
+        row.arxiv = doi.group(1) if doi else None
+    authors = next((line for line in block if line.startswith("*") and not line.startswith("**")), "")
+    row.authors = _level_authors(authors.replace("<br>", "").strip("*. "))
+    venue = LEVEL_VENUE.match(head[1].replace("<br>", "").strip())
+    if venue and venue.group(2).strip().lower() != "arxiv":
+        findings, raw, workshop, year = venue.groups()
+        track = "findings" if findings else "workshop" if workshop else "main"
+        row.venue = Venue(venue_name(raw) or raw.strip(), int(year), track)
+    code = re.search(r"\[\[Code\]\((\S+?)\)\]", links)
+    row.code = code.group(1) if code else None
+    row.areas = [area] + (["Video"] if video else [])
+    badges = re.findall(r"badge/([^)]*?)-(blue|brown|purple|orange)\)", links)
+    row.method = next((_shield_text(text) for text, colour in badges if colour == "blue"), None)
+    for text, colour in badges:
+        label = _shield_text(text).lower()
+        if label == "training free":
+            row.costs.append("training-free")
+        elif label in ("training based", "parametric"):
+            row.costs.append("training-based")
+        elif colour == "purple" and label.endswith(" based") and label[:-6] in ("attention", "similarity"):
+            row.mechanisms.append(label[:-6])
+    return row
+
+
+def _level_authors(text: str) -> list[str]:
+    """`Shen, Leqi and Hao, Tianxiang` or `Leqi Shen, Tianxiang Hao` -> ['Leqi Shen', ...]."""
+    if not text:
+        return []
+    if " and " in text:
+        parts = [part.strip() for part in text.split(" and ")]
+        return [" ".join(reversed([p.strip() for p in part.split(",", 1)])) if "," in part else part for part in parts]
+    return [part.strip() for part in text.split(",") if part.strip()]
