@@ -14,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export NO_MKDOCS_2_WARNING := 1
 export DISABLE_MKDOCS_2_WARNING := true
 
-.PHONY: setup chromium serve site test lint catalog bench clean
+.PHONY: setup chromium latex serve site test lint catalog bench clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ $(VENV)/.installed: pyproject.toml
 chromium:
 	@[ -x "$(CHROMIUM)" ] || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
+# pdflatex and bibtex: the test that compiles a document citing every catalog.bib entry.
+latex:
+	@command -v pdflatex >/dev/null && command -v bibtex >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq texlive-latex-base texlive-binaries; }
+
 catalog: setup
 	$(PY) -m tools validate
 
@@ -37,7 +41,7 @@ serve: setup
 site: setup
 	$(PY) -m mkdocs build --strict --site-dir public
 
-test: setup chromium
+test: setup chromium latex
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

@@ -103,7 +103,13 @@ def test_bibtex_of_an_arxiv_paper_is_an_article_with_the_arxiv_journal_line() ->
 
 def test_bibtex_findings_track_and_journal_venues() -> None:
     findings = paper(venue={"name": "EMNLP", "year": 2024, "track": "findings", "presentation": None})
-    assert "Findings of EMNLP" in bibtexparser.parse_string(bibtex(findings)).entries[0]["booktitle"]
+    assert bibtexparser.parse_string(bibtex(findings)).entries[0]["booktitle"] == (
+        "Findings of the Association for Computational Linguistics: EMNLP 2024"
+    )
+    cvpr = paper(venue={"name": "CVPR", "year": 2026, "track": "findings", "presentation": None})
+    assert bibtexparser.parse_string(bibtex(cvpr)).entries[0]["booktitle"] == (
+        "Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR), Findings"
+    )
     journal = paper(venue={"name": "TMLR", "year": 2025, "track": "main", "presentation": None})
     entry = bibtexparser.parse_string(bibtex(journal)).entries[0]
     assert (entry.entry_type, entry["journal"]) == ("article", "Transactions on Machine Learning Research")
