@@ -30,6 +30,7 @@ from tools import site_pages  # noqa: E402
 from tools.bib import bibliography  # noqa: E402
 from tools.catalog import load_papers, load_taxonomy  # noqa: E402
 from tools.export_json import catalog_json  # noqa: E402
+from tools.ids import load_redirects  # noqa: E402
 from tools.site_pages import SiteData  # noqa: E402
 
 
@@ -81,6 +82,7 @@ def load(repo_url: str | None = None) -> SiteData:
         methods=reproductions.methods(),
         results=load_results(results_root()),
         added=added_dates(root / "papers"),
+        redirects=load_redirects(root),
         repo_url=repo_url,
     )
 
@@ -97,12 +99,14 @@ def generate(data: SiteData, docs_dir: Path) -> dict[str, str | bytes]:
         "reproductions/index.md": site_pages.reproductions_index(data),
         "benchmarks.md": site_pages.benchmarks_page(data, plots),
         "contributing.md": contributing(data, docs_dir),
-        "catalog.bib": bibliography(data.papers),
+        "catalog.bib": bibliography(data.papers, data.taxonomy),
         "catalog.json": catalog_json(data.papers),
         **plots,
     }
     for paper in data.papers:
         files[site_pages.paper_page(paper["id"])] = site_pages.paper_markdown(paper, data)
+    for old, new in data.redirects.items():
+        files[f"papers/{old}/index.html"] = site_pages.redirect_page(f"../{new}/")
     files.update(site_pages.taxonomy_pages(data))
     for name, cls in data.methods.items():
         figure = None

@@ -59,6 +59,8 @@ class SiteData:
     added: dict[str, str] = field(default_factory=dict)
     #: repository URL (for links to files outside the docs), or None
     repo_url: str | None = None
+    #: old paper id -> current id (`catalog/redirects.yaml`): the old URLs redirect
+    redirects: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for paper in self.papers:
@@ -489,6 +491,17 @@ def paper_markdown(paper: Paper, data: SiteData) -> str:
         out.append("## Links\n\n<ul class=\"paper-links\">\n" + "\n".join(links) + "\n</ul>\n")
     if paper.get("notes"):
         out.append(f'## Notes\n\n<p class="paper-notes">{text(paper["notes"])}</p>\n')
+    checked = paper.get("checked")
+    if checked:
+        sources = "\n".join(
+            f"<li>{link(target, target, external=True)}</li>"
+            for value in checked.get("sources") or []
+            if (target := url(value))
+        )
+        out.append(
+            f'## Checked\n\n<p class="paper-checked">These facts were checked against the pages '
+            f'below on {text(str(checked.get("date")))}.</p>\n\n<ul class="paper-sources">\n{sources}\n</ul>\n'
+        )
     names = reproductions_of(paper, data)
     if names:
         items = "\n".join(
@@ -497,7 +510,7 @@ def paper_markdown(paper: Paper, data: SiteData) -> str:
             for name in names
         )
         out.append(f"## Reproduction\n\n<ul>\n{items}\n</ul>\n")
-    out.append("## BibTeX\n\n" + fence(bibtex(paper), "bibtex"))
+    out.append("## BibTeX\n\n" + fence(bibtex(paper, data.taxonomy), "bibtex"))
     neighbours = related(paper, data.papers)
     if neighbours:
         out.append(
@@ -505,6 +518,17 @@ def paper_markdown(paper: Paper, data: SiteData) -> str:
             "most shared pairs first.</p>\n\n" + papers_list(neighbours, source)
         )
     return "\n".join(out)
+
+
+def redirect_page(target: str) -> str:
+    """A static page that sends an old paper URL to the paper's current page (ids change when a
+    paper's real first author replaces a placeholder)."""
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<title>Moved</title><link rel="canonical" href="{target}">'
+        f'<meta http-equiv="refresh" content="0; url={target}"></head>'
+        f'<body><p>This paper moved to <a href="{target}">{target}</a>.</p></body></html>\n'
+    )
 
 
 def _join(value: Any) -> str:

@@ -32,7 +32,12 @@ def fixture_paper(**fields: object) -> dict:
 
 @pytest.fixture
 def hostile() -> dict:
-    return yaml.safe_load((FIXTURES / "papers" / "zzhostile2025script.yaml").read_text(encoding="utf-8"))
+    """The site build's hostile paper, made worse by what only the validator stops (a code fence,
+    a javascript: link): the generator must neutralise those too."""
+    paper = yaml.safe_load((FIXTURES / "papers" / "zzhostile2025script.yaml").read_text(encoding="utf-8"))
+    paper["title"] += " ``` fenced"
+    paper["links"]["paper"] = "javascript:alert('paper')"
+    return paper
 
 
 @pytest.mark.parametrize(
@@ -244,3 +249,13 @@ def test_a_paper_shows_the_methods_that_name_it() -> None:
     assert site_pages.reproductions_of(paper, data) == ["tome"]
     assert 'data-repro="yes"' in site_pages.paper_row(paper, data, "papers/index.md")
     assert 'href="../../reproductions/tome/"' in site_pages.paper_markdown(paper, data)
+
+
+def test_a_paper_page_shows_where_and_when_it_was_checked(hostile: dict) -> None:
+    paper = fixture_paper(checked={"date": "2026-11-30", "sources": ["https://arxiv.org/abs/2403.00001"]})
+    page = site_pages.paper_markdown(paper, SiteData(papers=[paper], taxonomy={}))
+    assert "## Checked" in page and "on 2026-11-30" in page
+    assert 'href="https://arxiv.org/abs/2403.00001"' in page
+    shown = site_pages.paper_markdown(hostile, SiteData(papers=[hostile], taxonomy={}))
+    checked = shown.split("## Checked")[1].split("## ")[0]
+    assert "<script>" not in checked and "&lt;script&gt;" in checked
