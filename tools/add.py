@@ -11,6 +11,7 @@ overwrite an existing file and refuses a paper whose arXiv id, DOI or title the 
 from __future__ import annotations
 
 import argparse
+import datetime
 import re
 import sys
 import urllib.request
@@ -74,7 +75,10 @@ def parse_atom(text: str, wanted: str) -> Paper:
             for author in entry.findall("atom:author", ATOM)
         ]
         doi = entry.findtext("arxiv:doi", None, ATOM)
-        return scaffold(title=title, authors=authors, arxiv=wanted, doi=doi.strip() if doi else None)
+        paper = scaffold(title=title, authors=authors, arxiv=wanted, doi=doi.strip() if doi else None)
+        # title, authors and date were read from arXiv itself: that is a check, dated today
+        paper["checked"] = {"date": datetime.date.today().isoformat(), "sources": [paper["links"]["paper"]]}
+        return paper
     raise AddError(f"the arXiv answer has no entry for {wanted}; check the id (like 2403.06764)")
 
 
@@ -194,6 +198,7 @@ def scaffold(
         "kind": "method",
         "reproductions": [],
         "notes": None,
+        "checked": None,
     }
 
 
@@ -259,6 +264,6 @@ def main(argv: list[str] | None = None) -> int:
     except (AddError, OSError, ElementTree.ParseError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"wrote {path}\nnext: fill in modalities, mechanisms, cost, links.code and venue, then run "
-          "`python -m tools validate`")
+    print(f"wrote {path}\nnext: fill in modalities, mechanisms, cost, stage, links.code and venue from the "
+          "paper's own pages, list those pages under checked.sources, then run `python -m tools validate`")
     return 0
