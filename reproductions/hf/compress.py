@@ -182,7 +182,11 @@ class _Session:
         self.modalities = [m for m in method.modality if m in self.adapter.tokens]
         self._check()
         self.input_ids: Tensor | None = None
-        self.pending: dict[int, tuple[Compression, int]] = {}
+        #: LLaVA: each image the projector encoded in this context, as (what the model puts into
+        #: the image's placeholders, its compression, its [CLS] count); spans find theirs by
+        #: content, so rows that generate() expands (num_return_sequences, beams) or calls that
+        #: reuse the encoded images (use_cache=False) get the same compression
+        self.encoded: list[tuple[Tensor, Compression, int]] = []
         self.spans: list[Span] = []
         self.cache: Any = None
         self.cols: Tensor | None = None  # original index of each compressed-group cache column
@@ -325,7 +329,7 @@ class _Session:
         finally:
             self.inside_projector = False
         projected_comp = Compression(projected, comp.source, comp.positions, comp.sizes)
-        self.pending = {i: (_row_of(projected_comp, i), special) for i in range(features.shape[0])}
+        self.encoded = [(output[i], _row_of(projected_comp, i), special) for i in range(features.shape[0])]
         return None
 
     def _projector_after_merging(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor:
@@ -339,9 +343,12 @@ class _Session:
             source = torch.where(source >= drop, source - drop, torch.full_like(source, -1))
         comp = Compression(output, source, positions, sizes)
         cls = self.adapter.extra["cls"]
-        self.pending = {i: (_row_of(comp, i), cls) for i in range(output.shape[0])}
-        count = self.adapter.extra["patches_per_side"] ** 2 + self.adapter.extra["cls"] - drop
-        return output.new_zeros(output.shape[0], count, output.shape[2])
+        # the placeholder: every token the model expects, holding the merged token it went to
+        # (ToMe's unmerge), so each image's placeholder content identifies its compression
+        slots = (merged.source[:, drop:] - drop).clamp(min=0)  # a dropped token: any slot will do
+        placeholder = torch.gather(output, 1, slots[..., None].expand(-1, -1, output.shape[2]))
+        self.encoded = [(placeholder[i], _row_of(comp, i), cls) for i in range(output.shape[0])]
+        return placeholder
 
     # ------------------------------------------------------------------ decoder entry
     def _prefill(self, cache: Any) -> bool:
@@ -389,7 +396,6 @@ class _Session:
         if self.stage not in ("projector", "encoder") or not self.spans:
             return None
         compressions = self._compress_spans(embeds)
-        self.pending = {}  # consumed: a later call encodes its own media
         new, index = rebuild(embeds, self.spans, compressions)
         self._record(index, embeds.shape[1], compressions)
         if (
@@ -416,8 +422,8 @@ class _Session:
         out: dict[int, tuple[Compression, int]] = {}
         groups: dict[tuple, list[int]] = {}
         for i, span in enumerate(self.spans):
-            if span.modality == "image" and span.item in self.pending:
-                out[i] = self.pending[span.item]
+            if span.modality == "image" and self.adapter.projector is not None:
+                out[i] = self._encoded_image(embeds, span)
             elif self.stage == "projector":  # encoder-stage merges exist only via the encoder
                 groups.setdefault((span.length, span.layout, span.modality), []).append(i)
         needs_text = "text" in self.method.needs  # prompts differ in length: one call per span
@@ -437,6 +443,21 @@ class _Session:
             for j, i in enumerate(members):
                 out[i] = (_row_of(comp, j), 0)
         return out
+
+    def _encoded_image(self, embeds: Tensor, span: Span) -> tuple[Compression, int]:
+        """The compression the projector hook made of the image in this span, found by the
+        span's content (the projected features the model placed there)."""
+        piece = embeds[span.row, span.start : span.start + span.length]
+        for placed, comp, special in self.encoded:
+            if placed.shape == piece.shape and torch.equal(placed.to(piece.dtype), piece):
+                return comp, special
+        raise RuntimeError(
+            f"{self.method.name}: the image at row {span.row}, tokens {span.start}-"
+            f"{span.start + span.length - 1} was not encoded through {type(self.model).__name__}'s "
+            "projector inside this compress context (image features computed outside it, e.g. "
+            "passed as mm_encoder_outputs or inputs_embeds, cannot be compressed at the encoder "
+            "output): pass pixel_values inside the context"
+        )
 
     def _sequence_signals(self, embeds: Tensor, span: Span, rows: Tensor) -> dict[str, Tensor]:
         """`text` and `frames` for media compressed at the LLM input, in its embedding space:
