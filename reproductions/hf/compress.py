@@ -18,6 +18,14 @@ method's declared `stage` says:
 - `encoder`: ToMe-style merging inside every layer of a LLaVA model's CLIP or SigLIP encoder,
   with proportional attention and a per-layer schedule; see `encoder.py`.
 
+Every generation mode works: num_return_sequences and beam search (LLaVA's expanded rows find
+their image's compression by content), use_cache=False, sampling. `labels=` gives the model's own
+loss on the kept positions (each kept token predicts the next kept one; with nothing dropped,
+the unpatched loss). Refused up front, with what to do instead: nested compress contexts, static
+caches, models on the meta device; a `torch.compile` wrapper is compressed through the module it
+wraps. Trainable methods warn that they run with their current weights, and a context in which
+no token of the method's modality appeared warns when it exits.
+
 Signals follow the agreed convention: `attention` (B, heads, M, N_media) with M = every token
 after the last media token up to the last prompt token, `text` the hidden states of those M
 rows (the input of layer K), `keys` for the cache stage the layer-K keys with heads flattened;
@@ -52,6 +60,8 @@ Differences from the official code (of the methods' own LLaVA / Qwen integration
 from __future__ import annotations
 
 import sys
+import warnings
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -155,6 +165,10 @@ def _arg(args: tuple, kwargs: dict, name: str, position: int = 0) -> Any:
     return kwargs[name] if name in kwargs else (args[position] if len(args) > position else None)
 
 
+#: models inside a compress context, and the session that holds each
+_ACTIVE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class _Session:
     """The hooks of one `compress` context and the state they share across calls."""
 
@@ -197,6 +211,8 @@ class _Session:
         self.inside_projector = False
         self.mask2d_step: Tensor | None = None
         self.in_prefill = False
+        self.labels: Tensor | None = None
+        self.saw_media = False  # whether any call carried tokens of the method's modality
 
     # ------------------------------------------------------------------ checks and install
     def _check(self) -> None:
@@ -224,6 +240,16 @@ class _Session:
 
     def install(self) -> None:
         a = self.adapter
+        active = _ACTIVE.get(self.model)
+        if active is not None:
+            raise ValueError(
+                f"{type(self.model).__name__} is already inside compress(..., {active.method.name!r}) "
+                f"({active.stage} stage); compress contexts do not nest: exit that one first, or "
+                f"run {self.method.name!r} ({self.stage} stage) on its own"
+            )
+        _ACTIVE[self.model] = self
+        self._hook(self.model.register_forward_pre_hook(self._take_labels, with_kwargs=True))
+        self._hook(self.model.register_forward_hook(self._loss, with_kwargs=True))
         self._hook(a.outer.register_forward_pre_hook(self._outer, with_kwargs=True))
         self._hook(a.language_model.register_forward_pre_hook(self._decoder, with_kwargs=True))
         if self.stage == "encoder":
@@ -258,6 +284,33 @@ class _Session:
             self.handles.pop().remove()
         if self.merging is not None:
             self.merging.remove()
+        if _ACTIVE.get(self.model) is self:
+            del _ACTIVE[self.model]
+
+    # ------------------------------------------------------------------ labels= (log-likelihood)
+    def _take_labels(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        """Hold `labels` back from the model: its logits may come out shorter than the prompt,
+        so `_loss` computes the loss on the kept positions instead."""
+        self.labels = kwargs.get("labels")
+        if self.labels is None:
+            return None
+        return args, {key: value for key, value in kwargs.items() if key != "labels"}
+
+    def _loss(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+        """The model's own loss function on the kept positions: each kept token's label is the
+        one at the original position it stands at (-100 for padding), so every kept position
+        predicts the next kept token. With nothing dropped, this is the unpatched loss."""
+        labels, self.labels = self.labels, None
+        if labels is None:
+            return None
+        logits = output[0] if isinstance(output, tuple) else output.logits
+        if logits.shape[1] != labels.shape[1]:
+            labels = take(labels, self.cols.to(labels.device), dim=1, fill=-100)
+        vocab = module.config.get_text_config().vocab_size
+        loss = module.loss_function(logits=logits, labels=labels, vocab_size=vocab)
+        if isinstance(output, tuple):
+            return (loss, *output)
+        return type(output)(loss=loss, **{key: value for key, value in output.items() if key != "loss"})
 
     # ------------------------------------------------------------------ outer model
     def _outer(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -385,12 +438,20 @@ class _Session:
         return pos
 
     def _decoder_prefill(self, args: tuple, kwargs: dict, embeds: Tensor, cache: Any):
+        if getattr(cache, "is_compileable", False):
+            raise ValueError(
+                f"{type(self.model).__name__} with {self.method.name} ({self.stage} stage): a static "
+                f"cache ({type(cache).__name__}) has a fixed length that a compressed sequence does not "
+                "fill; generate with the default dynamic cache (drop cache_implementation='static' "
+                "or pass a DynamicCache)"
+            )
         self.cache, self.cols, self.group, self.mask2d_step = cache, None, None, None
         b, n = embeds.shape[:2]
         self.seen = n
         mask2d = kwargs.get("attention_mask")
         self.mask2d = mask2d if isinstance(mask2d, Tensor) and mask2d.dim() == 2 else None
         self.spans = self._find_spans(n, kwargs.get("position_ids"))
+        self.saw_media |= bool(self.spans)
         if hasattr(self.method, "reset"):
             self.method.reset()
         if self.stage not in ("projector", "encoder") or not self.spans:
@@ -792,8 +853,21 @@ def decoder_layer(method: Method, layer: int | None = None) -> int | None:
     return own if own is not None else (layer if layer is not None else DEFAULT_LAYER)
 
 
-def why_unsupported(model: nn.Module, method: Method, layer: int | None = None) -> str | None:
-    """Why `compress(model, method)` cannot run (a sentence naming what would), or None."""
+def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = None) -> str | None:
+    """Why `compress(model, method)` cannot run (a sentence naming what would), or None.
+
+    `method` is a `Method` or a registry name (built with its example hyperparameters). It never
+    raises for an unsupported model or method: the reason is the answer."""
+    model = _unwrapped(model)
+    if isinstance(method, str):
+        cls = methods().get(method)
+        if cls is None:
+            return f"{method!r} is not a registered method; registered: {', '.join(sorted(methods()))}"
+        method = cls(**cls.example)
+    try:
+        adapter_for(model)
+    except ValueError as error:
+        return str(error)
     a, m = adapter_for(model), method
     model_name = type(model).__name__
     if not any(x in a.tokens for x in m.modality):
@@ -886,9 +960,34 @@ def compress(
         )
     if positions not in ("original", "renumbered"):
         raise ValueError(f"positions={positions!r}: pass 'original' or 'renumbered'")
+    model = _unwrapped(model)
+    if any(parameter.is_meta for parameter in model.parameters()):
+        raise ValueError(
+            f"{type(model).__name__} has parameters on the meta device (weights not loaded), so "
+            f"{method.name} cannot run in it: load the weights first (from_pretrained without "
+            "device_map='meta', or load_state_dict(..., assign=True))"
+        )
+    if method.trainable:
+        warnings.warn(
+            f"{method.name} is a trainable method: it runs with the weights it has now (random "
+            "unless you trained or loaded them), so its outputs mean nothing until then",
+            stacklevel=3,
+        )
     session = _Session(model, method, layer, schedule, positions)
     try:
         session.install()
         yield session.report
     finally:
         session.remove()
+    if session.report.calls and not session.saw_media:
+        warnings.warn(
+            f"{method.name} compressed nothing in {session.report.calls} forward calls of "
+            f"{type(model).__name__}: no {'/'.join(method.modality)} tokens reached its "
+            f"{method.stage} stage (is the prompt's media of another modality?)",
+            stacklevel=3,
+        )
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The module a `torch.compile` wrapper holds (hooks go on it; the wrapper recompiles)."""
+    return getattr(model, "_orig_mod", model) if isinstance(model, torch._dynamo.eval_frame.OptimizedModule) else model
