@@ -5,12 +5,21 @@
         out = model.generate(**inputs, max_new_tokens=32)
     print(report)
 
-See `compress.py` for where each stage acts (and how the integration differs from the methods'
-official model code), `encoder.py` for ToMe inside the encoder, `models.py` for the supported
-models, `tiny.py` for tiny random models of each family, and `examples/README.md` for usage.
+Where to find each thing:
+
+- `context.py`: `compress()` and `why_unsupported()`; it picks the adapter and the stage;
+- `stages/`: one module per stage (projector, encoder, llm, cache), each a context that
+  installs its hooks and removes them in `finally`;
+- `models/`: one adapter per model family (where its media tokens are, its grids and positions);
+- `attention.py`: attention recomputed from captured queries and keys (the one place);
+- `sequence.py`: spans, the rebuilt shorter sequence and its masks;
+- `report.py`: what a context did; `tiny.py`: tiny random models of each family.
+
+`examples/README.md` shows usage per family.
 """
 
-from .compress import Record, Report, compress, why_unsupported
+from .context import compress, why_unsupported
 from .models import SUPPORTED
+from .report import Record, Report
 
 __all__ = ["SUPPORTED", "Record", "Report", "compress", "why_unsupported"]

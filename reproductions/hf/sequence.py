@@ -33,6 +33,11 @@ class Span:
     item: int
 
 
+def row_of(comp: Compression, row: int) -> Compression:
+    """Batch row `row` of a Compression, as a batch of one."""
+    return Compression(*(t[row : row + 1] for t in (comp.features, comp.source, comp.positions, comp.sizes)))
+
+
 def runs(ids: Tensor, token: int) -> list[list[tuple[int, int]]]:
     """Per row, the (start, length) of each maximal run of `token` in `ids` (B, L)."""
     out: list[list[tuple[int, int]]] = []

@@ -1,6 +1,7 @@
 """The encoder stage: ToMe-style merging inside every layer of a LLaVA model's CLIP or SigLIP
 encoder (LLaVA-OneVision and Qwen2-VL pack or merge the encoder output into fixed grids
-afterwards, which merged tokens no longer fill).
+afterwards, which merged tokens no longer fill). The merged, projected tokens replace each
+image's span of the LLM input (see `input.py`).
 
 Each encoder layer runs, for the duration of `compress`, a forward bound to that one layer
 instance (the class is untouched; the instance attribute is deleted on exit) that does what the
@@ -26,7 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..interface import Compression, Method, Tokens
+from ...interface import Compression, Method, Tokens
+from ..sequence import row_of
+from .input import InputStage
 
 
 def _bias(sizes: Tensor | None, mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -121,3 +124,41 @@ class EncoderMerging:
         """The composed merges up to layer `index`, with `features` (B, K, D) as the output."""
         source, positions, sizes = self.after[index]
         return Compression(features=features, source=source, positions=positions, sizes=sizes)
+
+
+class EncoderStage(InputStage):
+    name = "encoder"
+    signals = ("keys",)
+
+    def __init__(self, *args: Any, schedule: list[int] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        a = self.adapter
+        self.merging = EncoderMerging(self.method, a.encoder_layers, schedule, special=int(a.has_cls))
+
+    def install_hooks(self) -> None:
+        self.merging.install()
+        self.hook(self.adapter.projector.register_forward_hook(self._projector))
+
+    def remove(self) -> None:
+        super().remove()
+        self.merging.remove()
+
+    def _projector(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor:
+        """Record the merged, projected tokens of each image, and hand the model a placeholder
+        of the unmerged size (its own placeholder check holds): every token the model expects,
+        holding the merged token it went to (ToMe's unmerge), so each image's placeholder
+        content identifies its compression."""
+        drop = self.adapter.encoder_special
+        merged = self.merging.compression_at(self.adapter.feature_layer, output)
+        source = merged.source
+        if drop:
+            source = torch.where(source >= drop, source - drop, torch.full_like(source, -1))
+        comp = Compression(output, source, merged.positions[:, drop:], merged.sizes[:, drop:])
+        slots = (merged.source[:, drop:] - drop).clamp(min=0)  # a dropped token: any slot will do
+        placeholder = torch.gather(output, 1, slots[..., None].expand(-1, -1, output.shape[2]))
+        cls = int(self.adapter.has_cls)
+        self.encoded = [(placeholder[i], row_of(comp, i), cls) for i in range(output.shape[0])]
+        return placeholder
+
+    def compress_spans(self, embeds: Tensor) -> dict[int, tuple[Compression, int]]:
+        return {i: self.encoded_image(embeds, span) for i, span in enumerate(self.spans) if span.modality == "image"}

@@ -1,0 +1,68 @@
+"""What every model-family adapter tells the stages: where the prompt enters, the language model
+and its layers, the placeholder token of each modality, and how media spans are cut into items
+and laid out on grids. Each family subclasses `Adapter` in a module of its own."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+
+@dataclass
+class Adapter:
+    """The facts of one model that the stages need; a family's module fills them in."""
+
+    family: str
+    #: the module that receives input_ids (its pre-hook reads them)
+    outer: nn.Module
+    language_model: nn.Module
+    layers: nn.ModuleList
+    #: modality -> placeholder token id in input_ids
+    tokens: dict[str, int]
+    #: the projector whose *input* the projector stage compresses (LLaVA, as the official
+    #: methods do); None: the stage compresses the media rows of the LLM input
+    projector: nn.Module | None = None
+    #: vision encoder layers, and the index of the one whose output the projector reads
+    encoder_layers: nn.ModuleList | None = None
+    feature_layer: int | None = None
+    #: signals the projector stage can give from the encoder (LLaVA: [CLS] attention, keys)
+    signals: tuple[str, ...] = ()
+    #: leading encoder tokens ([CLS]) that the model drops before its projector
+    encoder_special: int = 0
+    #: trailing tokens of each video span that are not frame tokens (OneVision's newline)
+    video_trailer: int = 0
+    #: position ids are 3-D M-RoPE (t, h, w) ids (Qwen-VL), not 1-D
+    mrope: bool = False
+
+    def item_size(self, modality: str) -> int | None:
+        """Tokens per item of `modality` where the model fixes them, else None (one item per run
+        of placeholders)."""
+        return None
+
+    def layout(self, modality: str, length: int, positions: Tensor | None) -> tuple[int, ...] | None:
+        """The grid a span of `length` placeholders fills: (H, W), (T, H, W) or (T,); None where
+        the model packs the tokens irregularly. `positions` (3, length) are the span's M-RoPE ids
+        where the model has them (they spell out the grid)."""
+        if positions is not None and positions.dim() == 2 and positions.shape[0] == 3:
+            t, h, w = (int(row.unique().numel()) for row in positions)
+            if t * h * w == length:
+                return (h, w) if modality == "image" and t == 1 else (t, h, w)
+            return None
+        if modality == "audio":
+            return (length,)
+        return None
+
+
+def language_parts(model: nn.Module) -> dict[str, nn.Module]:
+    """outer, language_model and layers of a `...ForConditionalGeneration` whose `model` holds
+    the language model (every supported family)."""
+    inner = model.model
+    return {"outer": inner, "language_model": inner.language_model, "layers": inner.language_model.layers}
+
+
+def square(length: int) -> tuple[int, int] | None:
+    """(side, side) where `length` tokens fill a square grid."""
+    side = math.isqrt(length)
+    return (side, side) if side * side == length else None

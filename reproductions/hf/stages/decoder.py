@@ -1,0 +1,63 @@
+"""The stages that act inside the language model at decoder layer K (llm and cache): the input
+of layer K - 1's attention is captured (its attention to the media tokens is recomputed from it,
+so SDPA works), layer K does the stage's work, and layers after K run with the mask, position
+embeddings and ids that go with the kept tokens (`group`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from ...interface import Method
+from ..models import Adapter
+from .base import Stage, argument
+
+#: the decoder layer K of llm / cache methods that declare none (FastV's and SparseVLM's first
+#: pruning layer)
+DEFAULT_LAYER = 2
+
+
+def decoder_layer(method: Method, layer: int | None = None) -> int:
+    """K for an llm / cache method: its own `layer` field, else `layer`, else DEFAULT_LAYER."""
+    own = getattr(method, "layer", None)
+    return own if own is not None else (layer if layer is not None else DEFAULT_LAYER)
+
+
+class DecoderStage(Stage):
+    signals = ("attention", "text")
+
+    def __init__(self, model: nn.Module, method: Method, adapter: Adapter, layer: int | None = None) -> None:
+        super().__init__(model, method, adapter)
+        self.layer = decoder_layer(method, layer)
+        #: kwargs that layers >= K run with (None: as they are)
+        self.group: dict[str, Any] | None = None
+        #: layer K - 1's attention module, its input hidden states and position embeddings
+        self.attention_input: tuple[nn.Module, Tensor, tuple[Tensor, Tensor]] | None = None
+
+    def install_hooks(self) -> None:
+        layers, k = self.adapter.layers, self.layer
+        self.hook(layers[k - 1].self_attn.register_forward_pre_hook(self._capture, with_kwargs=True))
+        self.hook(layers[k].register_forward_pre_hook(self._layer_k, with_kwargs=True))
+        for later in layers[k + 1 :]:
+            self.hook(later.register_forward_pre_hook(self._later, with_kwargs=True))
+
+    def prefill(self, args: tuple, kwargs: dict, embeds: Tensor) -> None:
+        self.group = None
+        return None
+
+    def _capture(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self.attention_input = (module, argument(args, kwargs, "hidden_states"), kwargs.get("position_embeddings"))
+
+    def _layer_k(self, module: nn.Module, args: tuple, kwargs: dict):
+        """Layer K's call: the stage's work (`at_layer_k`), then the group's kwargs."""
+        raise NotImplementedError
+
+    def _later(self, module: nn.Module, args: tuple, kwargs: dict):
+        return self.apply_group(args, kwargs)
+
+    def apply_group(self, args: tuple, kwargs: dict):
+        if self.group is None:
+            return None
+        return args, {**kwargs, **self.group}

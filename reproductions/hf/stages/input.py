@@ -1,0 +1,107 @@
+"""The stages that hand the language model a shorter input (projector and encoder): at the
+decoder's prefill every media span is replaced by its compression, each kept token at the
+original index it stands at; the attention mask and the position ids shrink to match, and later
+decoding steps see only the kept cache columns.
+
+On LLaVA the compression of each image is made where the projector reads the encoder (a hook
+there records it in `encoded`); a span finds its image's compression by content, the projected
+features the model placed in it, so rows that generate() expands (num_return_sequences, beams)
+and calls that reuse encoded images (use_cache=False) get the same one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ...interface import Compression
+from ..report import Record
+from ..sequence import Span, rebuild, take, valid_columns
+from .base import Stage
+
+
+class InputStage(Stage):
+    """Replace the media spans of the LLM input; subclasses say how each span is compressed."""
+
+    def __init__(self, *args, positions: str = "original", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        #: LLaVA: each image the projector encoded in this context, as (what the model puts into
+        #: the image's placeholders, its compression, its [CLS] count)
+        self.encoded: list[tuple[Tensor, Compression, int]] = []
+        if positions == "renumbered" and self.adapter.mrope:
+            raise ValueError(
+                "positions='renumbered' numbers the shorter sequence 0, 1, ... with 1-D RoPE ids: it "
+                "applies to the projector and encoder stages of LLaVA, LLaVA-OneVision and "
+                "Qwen2-Audio; pass positions='original' here"
+            )
+        self.renumber = positions == "renumbered"
+        self.shift: Tensor | None = None
+
+    def compress_spans(self, embeds: Tensor) -> dict[int, tuple[Compression, int]]:
+        """Span index -> (its compression, the [CLS] tokens the compression leads with)."""
+        raise NotImplementedError
+
+    def encoded_image(self, embeds: Tensor, span: Span) -> tuple[Compression, int]:
+        """The compression a hook made of the image in this span, found by the span's content."""
+        piece = embeds[span.row, span.start : span.start + span.length]
+        for placed, comp, special in self.encoded:
+            if placed.shape == piece.shape and torch.equal(placed.to(piece.dtype), piece):
+                return comp, special
+        raise RuntimeError(
+            f"{self.method.name}: the image at row {span.row}, tokens {span.start}-"
+            f"{span.start + span.length - 1} was not encoded through {type(self.model).__name__}'s "
+            "projector inside this compress context (image features computed outside it, e.g. "
+            "passed as mm_encoder_outputs or inputs_embeds, cannot be compressed at the encoder "
+            "output): pass pixel_values inside the context"
+        )
+
+    def prefill(self, args: tuple, kwargs: dict, embeds: Tensor) -> tuple[tuple, dict] | None:
+        if not self.spans:
+            return None
+        n = embeds.shape[1]
+        compressions = self.compress_spans(embeds)
+        new, index = rebuild(embeds, self.spans, compressions)
+        self.record(index, n, compressions)
+        if index.shape[1] == n and bool((index == torch.arange(n, device=index.device)).all()) and torch.equal(new, embeds):
+            return None  # nothing changed: leave the call exactly as it was
+        self.cols = index
+        kwargs = dict(kwargs)
+        kwargs["inputs_embeds"] = new
+        kwargs["attention_mask"] = valid_columns(index, self.mask2d).long()
+        kwargs["position_ids"] = take(self.positions(kwargs, embeds, 0), index, dim=-1, fill=1)
+        if self.renumber:  # the shorter sequence numbered 0, 1, ... as LLaVA's own code does
+            valid = kwargs["attention_mask"].bool()
+            renumbered = (valid.long().cumsum(-1) - 1).masked_fill(~valid, 1)
+            self.shift = kwargs["position_ids"][:, -1] - renumbered[:, -1]
+            kwargs["position_ids"] = renumbered
+        return args, kwargs
+
+    def decode(self, args: tuple, kwargs: dict, embeds: Tensor) -> tuple[tuple, dict] | None:
+        if self.cols is None:
+            return None
+        start = self.seen
+        valid = self.extend(kwargs, embeds)
+        kwargs = dict(kwargs)
+        kwargs["attention_mask"] = valid.long()
+        kwargs["position_ids"] = self.positions(kwargs, embeds, start)
+        if self.renumber:
+            kwargs["position_ids"] = kwargs["position_ids"] - self.shift[:, None]
+        return args, kwargs
+
+    def record(self, index: Tensor, before_len: int, compressions: dict[int, tuple[Compression, int]]) -> None:
+        b = index.shape[0]
+        real = self.mask2d.bool() if self.mask2d is not None else torch.ones(b, before_len, dtype=torch.bool)
+        media_after = [
+            sum(compressions[i][0].count for i, s in enumerate(self.spans) if s.row == r and i in compressions)
+            for r in range(b)
+        ]
+        self.report.records.append(
+            Record(
+                self.report.calls,
+                self.name,
+                real.sum(1).tolist(),
+                valid_columns(index, self.mask2d).sum(1).tolist(),
+                [sum(s.length for s in self.spans if s.row == r) for r in range(b)],
+                media_after,
+            )
+        )

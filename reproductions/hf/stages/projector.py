@@ -1,0 +1,116 @@
+"""The projector stage: compress each image, video or audio clip before the LLM.
+
+On LLaVA the method sees the encoder features the projector reads (with the [CLS] token where
+the method takes one), and [CLS] attention and keys recomputed eagerly for that encoder layer
+only; the compressed features are projected. On the other families it sees the rows of the LLM
+input, with the prompt's text embeddings (`text`) and each video frame's mean token (`frames`)
+in that same embedding space, as frame-selection methods need.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ...interface import Compression, Tokens
+from ..attention import probabilities
+from ..sequence import Span, row_of
+from .base import argument
+from .input import InputStage
+
+
+class ProjectorStage(InputStage):
+    name = "projector"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.captured: dict[str, Tensor] = {}
+        self.inside_projector = False
+
+    def install_hooks(self) -> None:
+        a = self.adapter
+        if a.projector is None:
+            return
+        self.hook(a.projector.register_forward_hook(self._projector))
+        if a.feature_layer is not None:
+            layer = a.encoder_layers[a.feature_layer]
+            self.hook(layer.register_forward_hook(self._encoder_output))
+            self.hook(layer.self_attn.register_forward_pre_hook(self._encoder_attention, with_kwargs=True))
+
+    # ------------------------------------------------------------------ LLaVA: at the encoder output
+    def _encoder_attention(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if self.inside_projector or not {"cls_attention", "keys"} & set(self.method.needs):
+            return
+        hidden = argument(args, kwargs, "hidden_states")
+        b, n, _ = hidden.shape
+        k = module.k_proj(hidden).view(b, n, module.num_heads, -1).transpose(1, 2)
+        self.captured["keys"] = k.mean(1)  # ToMe / VisionZip read keys averaged over heads
+        if self.adapter.has_cls:
+            q = module.q_proj(hidden).view(b, n, module.num_heads, -1).transpose(1, 2)
+            self.captured["cls_attention"] = probabilities(q[:, :, :1], k, module.scale)[:, :, 0].to(hidden.dtype)
+
+    def _encoder_output(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if not self.inside_projector:
+            self.captured["hidden"] = output[0] if isinstance(output, tuple) else output
+
+    def _projector(self, module: nn.Module, args: tuple, output: Tensor) -> None:
+        if self.inside_projector:
+            return
+        features, special, drop = args[0], 0, self.adapter.encoder_special
+        wants_cls = self.method.special_tokens is not None and 0 not in self.method.special_tokens
+        if wants_cls and drop and "hidden" in self.captured:
+            features, special, drop = self.captured["hidden"], drop, 0
+        signals = {}
+        for name in self.method.needs:
+            value = self.captured[name]
+            signals[name] = value[:, :, drop:] if name == "cls_attention" else value[:, drop:]
+        side = self.adapter.patches_per_side
+        layout = (side, side) if features.shape[1] - special == side * side else None
+        comp = self.method(Tokens(features=features, layout=layout, special=special, **signals))
+        self.inside_projector = True
+        try:
+            projected = module(comp.features)
+        finally:
+            self.inside_projector = False
+        projected_comp = Compression(projected, comp.source, comp.positions, comp.sizes)
+        self.encoded = [(output[i], row_of(projected_comp, i), special) for i in range(features.shape[0])]
+
+    # ------------------------------------------------------------------ every span
+    def compress_spans(self, embeds: Tensor) -> dict[int, tuple[Compression, int]]:
+        """LLaVA images from the projector hook; the rest of the LLM input rows, batched over
+        spans of one shape (one call per span where prompts differ, for `text`)."""
+        out: dict[int, tuple[Compression, int]] = {}
+        groups: dict[tuple, list[int]] = {}
+        for i, span in enumerate(self.spans):
+            if span.modality == "image" and self.adapter.projector is not None:
+                out[i] = self.encoded_image(embeds, span)
+            else:
+                groups.setdefault((span.length, span.layout, span.modality), []).append(i)
+        batches = [[i] for m in groups.values() for i in m] if "text" in self.method.needs else groups.values()
+        for members in batches:
+            first = self.spans[members[0]]
+            rows = torch.stack(
+                [embeds[self.spans[i].row, self.spans[i].start : self.spans[i].start + first.length] for i in members]
+            )
+            comp = self.method(Tokens(features=rows, layout=first.layout, **self.sequence_signals(embeds, first, rows)))
+            for j, i in enumerate(members):
+                out[i] = (row_of(comp, j), 0)
+        return out
+
+    def sequence_signals(self, embeds: Tensor, span: Span, rows: Tensor) -> dict[str, Tensor]:
+        """`text` (the row's real non-media tokens) and `frames` (each frame's mean token of a
+        video laid out (T, H, W)), in the LLM input's embedding space."""
+        signals: dict[str, Tensor] = {}
+        if "frames" in self.method.needs and span.layout is not None and len(span.layout) == 3:
+            signals["frames"] = rows.reshape(rows.shape[0], span.layout[0], -1, rows.shape[-1]).mean(2)
+        if "text" in self.method.needs:
+            text = torch.ones(embeds.shape[1], dtype=torch.bool, device=embeds.device)
+            if self.mask2d is not None:
+                text &= self.mask2d[span.row].bool().to(embeds.device)
+            for other in self.spans:
+                if other.row == span.row:
+                    text[other.start : other.start + other.length] = False
+            signals["text"] = embeds[span.row, text][None]
+        return signals
