@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from reproductions import Compression, Method, Tokens
+from reproductions.hf.models import adapter_for
 from reproductions.hf.tiny import BUILDERS
 from reproductions.ops import select, top_k
 
@@ -57,7 +58,7 @@ class Capture:
 
 def language_model_inputs(model: nn.Module, inputs: dict) -> dict[str, Any]:
     """What the unpatched model passes to its language model for `inputs`."""
-    capture = Capture(model.model.language_model)
+    capture = Capture(adapter_for(model).language_model)
     try:
         with torch.no_grad():
             model(**inputs)
@@ -114,7 +115,7 @@ def reference_sequence(
 def logits_from(model: nn.Module, embeds: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
     """Run the plain language model + head of a multimodal model on prepared embeddings."""
     with torch.no_grad():
-        hidden = model.model.language_model(
+        hidden = adapter_for(model).language_model(
             inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False
         ).last_hidden_state
         return model.lm_head(hidden)

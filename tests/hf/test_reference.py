@@ -407,3 +407,42 @@ def test_text_and_frames_at_the_llm_input():
         start = int(video.nonzero()[0])
         offset = got.shape[1] - (ids.shape[1] - 4)  # the row shrank by one frame of 4 tokens
         assert torch.equal(got[row, start + offset : start + offset + 4], frames[best])
+
+
+@pytest.mark.parametrize(
+    "family,name,params",
+    [
+        ("idefics3", "pool", {"stride": 2, "mode": "avg"}),  # each tile a 4x4 grid -> 2x2
+        ("internvl", "pool", {"stride": 2, "mode": "avg"}),  # row 1's run of two tiles: two items
+        ("llava_next", "random", {"keep": 10}),  # anyres: one item per image, no grid
+    ],
+)
+def test_llm_input_items_equal_hand_built_sequence(family, name, params):
+    """Families whose projector stage compresses the LLM input: each tile (or image) is one
+    item, compressed on its own grid, every kept token at its placeholder's position id."""
+    model, inputs = tiny(family)
+    method = get(name, **params)
+    lm = language_model_inputs(model, inputs)
+    embeds, ids, mask = lm["inputs_embeds"], inputs["input_ids"], inputs["attention_mask"]
+    size = {"idefics3": 16, "internvl": 16, "llava_next": None}[family]
+    replaced = []
+    for row in range(ids.shape[0]):
+        starts = [j for j in range(ids.shape[1]) if ids[row, j] == IMAGE and (j == 0 or ids[row, j - 1] != IMAGE)]
+        for start in starts:
+            end = start
+            while end < ids.shape[1] and ids[row, end] == IMAGE:
+                end += 1
+            step = size or end - start
+            for tile in range(start, end, step):
+                rows = embeds[row, tile : tile + step][None]
+                layout = (4, 4) if size else None
+                comp = method(Tokens(features=rows, layout=layout))
+                replaced.append((row, tile, step, comp.features[0], comp.positions[0]))
+    positions = lm.get("position_ids")
+    positions = positions if positions is not None else (mask.cumsum(-1) - 1).clamp(min=0)
+    expected_embeds, new_mask, new_pos = reference_sequence(embeds, positions, mask, replaced)
+    expected = logits_from(model, expected_embeds, new_mask, new_pos)
+    with compress(model, method), torch.no_grad():
+        logits = model(**inputs).logits
+    valid = new_mask.bool()
+    torch.testing.assert_close(logits[valid], expected[valid], rtol=0, atol=1e-5)

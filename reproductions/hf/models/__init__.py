@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from . import llava, llava_onevision, qwen2_audio, qwen2_vl
+from . import llava, llava_next, llava_onevision, qwen2_audio, qwen2_vl, tiles
 from .base import Adapter
 
 #: model class name -> the builder of its adapter
@@ -18,6 +18,10 @@ BUILDERS: dict[str, Callable[[nn.Module], Adapter]] = {
     "Qwen2VLForConditionalGeneration": qwen2_vl.build,
     "Qwen2_5_VLForConditionalGeneration": qwen2_vl.build,
     "Qwen2AudioForConditionalGeneration": qwen2_audio.build,
+    "LlavaNextForConditionalGeneration": llava_next.build,
+    "Idefics3ForConditionalGeneration": tiles.build_idefics3,
+    "SmolVLMForConditionalGeneration": tiles.build_idefics3,
+    "InternVLForConditionalGeneration": tiles.build_internvl,
 }
 SUPPORTED = tuple(BUILDERS)
 

@@ -55,11 +55,12 @@ class Adapter:
         return None
 
 
-def language_parts(model: nn.Module) -> dict[str, nn.Module]:
+def language_parts(model: nn.Module, name: str = "language_model") -> dict[str, nn.Module]:
     """outer, language_model and layers of a `...ForConditionalGeneration` whose `model` holds
-    the language model (every supported family)."""
+    the language model under `name` (every supported family)."""
     inner = model.model
-    return {"outer": inner, "language_model": inner.language_model, "layers": inner.language_model.layers}
+    language = getattr(inner, name)
+    return {"outer": inner, "language_model": language, "layers": language.layers}
 
 
 def square(length: int) -> tuple[int, int] | None:

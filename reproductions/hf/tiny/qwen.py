@@ -1,0 +1,101 @@
+"""Qwen2-VL, Qwen2.5-VL (3-D M-RoPE) and Qwen2-Audio."""
+
+from __future__ import annotations
+
+import torch
+import transformers as tf
+
+from .parts import AUDIO, END, IMAGE, START, VIDEO, Built, prompts, text_config
+
+
+def _qwen_vl(cls: type, config_cls: type, attn: str, seed: int, video: bool) -> Built:
+    torch.manual_seed(seed)
+    vision = dict(
+        depth=2,
+        embed_dim=32,
+        hidden_size=64,
+        num_heads=4,
+        patch_size=4,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        in_channels=3,
+    )
+    if config_cls is tf.Qwen2_5_VLConfig:
+        vision.update(
+            intermediate_size=64, out_hidden_size=64, window_size=16, fullatt_block_indexes=[1]
+        )
+        vision.pop("embed_dim")
+        vision["hidden_size"] = 32
+    text = text_config(
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+    )
+    config = config_cls(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=IMAGE,
+        video_token_id=VIDEO,
+        vision_start_token_id=START,
+        vision_end_token_id=END,
+        attn_implementation=attn,
+    )
+    model = cls(config).eval()
+    g = torch.Generator().manual_seed(seed)
+    t, h, w = (2, 4, 4) if video else (1, 8, 4)
+    per_item = t * h * w // 4
+    token = VIDEO if video else IMAGE
+    spans = [[(START, 1), (token, per_item), (END, 1)], [(START, 1), (token, per_item), (END, 1)]]
+    input_ids, mask = prompts(spans, [7, 5], g)
+    patch = 3 * 2 * 4 * 4
+    pixels = torch.randn(2 * t * h * w, patch, generator=g)
+    grid = torch.tensor([[t, h, w]] * 2)
+    types = (input_ids == token).long() * (2 if video else 1)
+    key = "video" if video else "image"
+    pixel_key = "pixel_values_videos" if video else "pixel_values"
+    return model, {
+        "input_ids": input_ids,
+        "attention_mask": mask,
+        pixel_key: pixels,
+        f"{key}_grid_thw": grid,
+        "mm_token_type_ids": types,
+    }
+
+
+def qwen2_vl(attn: str = "sdpa", seed: int = 0, video: bool = False) -> Built:
+    """Qwen2-VL shape: ViT with 2x2 patch merger, 3-D M-RoPE decoder."""
+    return _qwen_vl(tf.Qwen2VLForConditionalGeneration, tf.Qwen2VLConfig, attn, seed, video)
+
+
+def qwen2_5_vl(attn: str = "sdpa", seed: int = 0, video: bool = False) -> Built:
+    """Qwen2.5-VL shape: windowed ViT with 2x2 patch merger, 3-D M-RoPE decoder."""
+    return _qwen_vl(tf.Qwen2_5_VLForConditionalGeneration, tf.Qwen2_5_VLConfig, attn, seed, video)
+
+
+def qwen2_audio(attn: str = "sdpa", seed: int = 0) -> Built:
+    """Qwen2-Audio shape: Whisper-style encoder with pooling, linear projector, Qwen2."""
+    torch.manual_seed(seed)
+    audio = dict(
+        num_mel_bins=16,
+        encoder_layers=2,
+        encoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        d_model=32,
+        max_source_positions=64,
+    )
+    config = tf.Qwen2AudioConfig(
+        audio_config=audio,
+        text_config=text_config(),
+        audio_token_id=AUDIO,
+        attn_implementation=attn,
+    )
+    model = tf.Qwen2AudioForConditionalGeneration(config).eval()
+    g = torch.Generator().manual_seed(seed)
+    frames = 128  # mel frames -> 64 after the conv stride -> 32 audio tokens after pooling
+    features = torch.randn(2, 16, frames, generator=g)
+    feature_mask = torch.ones(2, frames, dtype=torch.long)
+    input_ids, mask = prompts([[(AUDIO, 32)]] * 2, [7, 5], g)
+    return model, {
+        "input_ids": input_ids,
+        "attention_mask": mask,
+        "input_features": features,
+        "feature_attention_mask": feature_mask,
+    }
