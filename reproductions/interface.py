@@ -109,6 +109,8 @@ class Method:
     mechanisms: ClassVar[tuple[Mechanism, ...]] = ()
     #: the optional signals of `SIGNALS` that the method reads
     needs: ClassVar[tuple[str, ...]] = ()
+    #: True where the method needs the tokens' grid (`layout`): pooling, frame methods
+    grid: ClassVar[bool] = False
     #: False where the official statistic spans the batch (PruMerge's adaptive ratio)
     batch_independent: ClassVar[bool] = True
     #: True where every output token of size 1 is an input token, unchanged (pure selection)

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "schema": ("tools.schema", "regenerate catalog/schema.json from catalog/taxonomy.yaml"),
     "ids": ("tools.ids", "give papers without real authors the id their first author gives"),
     "stats": ("tools.stats", "print the catalog's coverage and completeness figures"),
+    "support": ("tools.support", "rewrite the README's method x model-family support matrix"),
     "bench": ("tools.bench", "run the reproduction benchmarks"),
 }
 

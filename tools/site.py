@@ -97,6 +97,7 @@ def generate(data: SiteData, docs_dir: Path) -> dict[str, str | bytes]:
         "index.md": site_pages.home((docs_dir / "index.md").read_text(encoding="utf-8"), data),
         "papers/index.md": site_pages.papers_index(data),
         "reproductions/index.md": site_pages.reproductions_index(data),
+        "reproductions/support.md": site_pages.support_page(support_table()),
         "benchmarks.md": site_pages.benchmarks_page(data, plots),
         "contributing.md": contributing(data, docs_dir),
         "catalog.bib": bibliography(data.papers, data.taxonomy),
@@ -116,6 +117,13 @@ def generate(data: SiteData, docs_dir: Path) -> dict[str, str | bytes]:
             files[figure], note = site_figures.draw(cls)
         files[site_pages.method_page(name)] = site_pages.method_markdown(cls, data, figure, note, SIGNALS)
     return files
+
+
+def support_table() -> str:
+    """The support matrix's Markdown table (builds one tiny model per family: about 2 s)."""
+    from reproductions.hf.support import markdown, matrix
+
+    return markdown(matrix())
 
 
 def benchmark_plots(data: SiteData) -> dict[str, bytes]:

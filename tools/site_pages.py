@@ -835,7 +835,22 @@ def reproductions_index(data: SiteData) -> str:
         "dataclass of hyperparameters whose call maps `Tokens` to a `Compression`. Each page says "
         "what the method computes, its parameters, the signals it reads, where it acts, a snippet "
         "that runs, and where it departs from the authors' code.\n\n"
-        + f"{len(data.methods)} methods are registered.\n\n"
+        + f"{len(data.methods)} methods are registered. Which of them run in which transformers "
+        f"model family: the {link(href(source, 'reproductions/support.md'), 'support matrix')}.\n\n"
+        + table
+    )
+
+
+def support_page(table: str) -> str:
+    """`reproductions/support.md`: the method x model-family matrix (`reproductions.hf.support`),
+    the same table as the README's."""
+    return (
+        front_matter("Support matrix", hide=["navigation", "toc"])
+        + "# Support matrix\n\n"
+        + "Every registered method against every model family that `reproductions.hf.compress` "
+        "supports, each family stood for by its tiny model (same structure, random weights). "
+        "The tests run every cell marked ✓ and check that every other cell is refused with the "
+        "reason `why_unsupported(model, method)` gives.\n\n"
         + table
     )
 

@@ -18,8 +18,8 @@ Where to find each thing:
 `examples/README.md` shows usage per family.
 """
 
-from .context import compress, why_unsupported
+from .context import compress, support, why_unsupported
 from .models import SUPPORTED
 from .report import Record, Report
 
-__all__ = ["SUPPORTED", "Record", "Report", "compress", "why_unsupported"]
+__all__ = ["SUPPORTED", "Record", "Report", "compress", "support", "why_unsupported"]

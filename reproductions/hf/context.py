@@ -107,6 +107,13 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
             f"{m.name} works on {'/'.join(m.modality)} tokens but {model_name} carries "
             f"{'/'.join(a.tokens)} tokens: pick a method for {'/'.join(a.tokens)}"
         )
+    if m.grid and not any(x in a.gridded for x in m.modality):
+        carried = [x for x in m.modality if x in a.tokens]
+        return (
+            f"{m.name} works on the grid of its tokens, but {model_name} packs its "
+            f"{'/'.join(carried)} tokens with no regular grid (anyres tiles and newline tokens): "
+            "pick a method that takes tokens without a layout"
+        )
     if m.stage == "encoder" and (a.encoder_layers is None or "image" not in m.modality):
         return (
             f"{m.name} is an encoder-stage method; reproductions.hf merges inside the CLIP / "
@@ -148,6 +155,27 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
                 "attention masks; load the model with attn_implementation='sdpa' or 'eager'"
             )
     return None
+
+
+def support(model: nn.Module, method: Method | str, layer: int | None = None) -> tuple[str, str | None]:
+    """A support-matrix cell: ("runs", None); ("inherent", reason) where the method's modality is
+    not the model's or the method changes the token width (no pretrained projector reads it);
+    else ("missing", reason): something this integration could supply but does not yet."""
+    reason = why_unsupported(model, method, layer)
+    if reason is None:
+        return "runs", None
+    if isinstance(method, str):
+        cls = methods().get(method)
+        method = cls(**cls.example) if cls is not None else None
+    try:
+        tokens = adapter_for(_unwrapped(model)).tokens
+    except ValueError:
+        return "missing", reason
+    inherent = method is not None and (
+        not any(modality in tokens for modality in method.modality)
+        or (method.stage == "projector" and _output_width(method) is not None)
+    )
+    return ("inherent" if inherent else "missing"), reason
 
 
 def _method(method: Method | str, layer: int | None, options: dict[str, Any]) -> tuple[Method, int | None]:

@@ -78,6 +78,7 @@ class OmniZip(Method):
     paper = "tao2025omnizip"
     stage = "projector"
     modality = ("video", "audio")
+    grid = True
     mechanisms = ("attention", "similarity")
     needs = ("audio", "attention")
     batch_independent = False

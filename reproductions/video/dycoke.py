@@ -62,6 +62,7 @@ class DyCoke(Method):
 
     stage = "projector"
     modality = ("video",)
+    grid = True
     mechanisms = ("similarity",)
     paper = "tao2024dycoke"
     identity = {"prune_ratio": 0.0}

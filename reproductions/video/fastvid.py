@@ -119,6 +119,7 @@ class FastVID(Method):
 
     stage = "projector"
     modality = ("video",)
+    grid = True
     mechanisms = ("similarity", "attention")
     needs = ("cls_attention", "frames")
     paper = "shen2025fastvid"

@@ -44,6 +44,7 @@ class FrameSelect(Method):
 
     stage = "projector"
     modality = ("video",)
+    grid = True
     mechanisms = ("query",)
     needs = ("text", "frames")
     paper = "liu2025keyframe"

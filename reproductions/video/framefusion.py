@@ -90,6 +90,7 @@ class FrameFusion(Method):
 
     stage = "llm"
     modality = ("video",)
+    grid = True
     mechanisms = ("similarity", "attention")
     needs = ("attention",)
     paper = "fu2025framefusion"

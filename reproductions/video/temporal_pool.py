@@ -87,6 +87,7 @@ class TemporalPool(Method):
 
     stage = "projector"
     modality = ("video",)
+    grid = True
     mechanisms = ("transformation",)
     paper = "xu2024pllava"
     copies = False  # a window mean is not one of its tokens

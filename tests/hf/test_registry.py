@@ -16,7 +16,7 @@ from reproductions.hf import compress, why_unsupported
 from reproductions.hf.tiny import BUILDERS, MODALITY
 
 #: families whose image tokens fill no regular grid (layout None)
-NO_IMAGE_GRID = {"llava_onevision", "llava_next"}
+NO_IMAGE_GRID = {"llava_onevision"}
 METHODS = {name: cls for name, cls in reproductions.methods().items() if not cls.trainable}
 
 
@@ -54,7 +54,7 @@ def test_method_runs_through_generate(name, family):
         with compress(model, method) as report, torch.no_grad():
             out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
     except ValueError as error:
-        # OneVision and LLaVA-NeXT pack anyres images with newline tokens: no (H, W) grid to offer
+        # OneVision packs anyres images with newline tokens: no (H, W) grid for its image prompts
         if family in NO_IMAGE_GRID and "layout" in str(error):
             assert hook_count(model) == hooks
             pytest.skip(f"{family} images have no grid: {error}")

@@ -41,6 +41,17 @@ def test_registry_metadata(cls):
     assert reproductions.get(cls.name, **cls.example) == cls(**cls.example)
 
 
+def test_the_grid_is_needed_exactly_where_declared(cls):
+    """`grid = True` methods refuse tokens without a layout, naming it; the others run on them
+    (the integration offers such methods only where a model's spans have grids)."""
+    tokens = dataclasses.replace(tokens_for(cls), layout=None)
+    if cls.grid:
+        with pytest.raises(ValueError, match="layout"):
+            build(cls)(tokens)
+    else:
+        check_compression(build(cls)(tokens), tokens)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_output_shape_dtype_and_invariants(cls, dtype):
     tokens = tokens_for(cls, dtype=dtype)

@@ -35,6 +35,8 @@ class Adapter:
     video_trailer: int = 0
     #: position ids are 3-D M-RoPE (t, h, w) ids (Qwen-VL), not 1-D
     mrope: bool = False
+    #: the modalities whose spans come with a grid (`layout`), which grid methods need
+    gridded: tuple[str, ...] = ()
 
     def item_size(self, modality: str) -> int | None:
         """Tokens per item of `modality` where the model fixes them, else None (one item per run

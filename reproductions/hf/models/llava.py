@@ -48,4 +48,5 @@ def build(model: nn.Module) -> LlavaAdapter:
         encoder_special=1 if config.vision_feature_select_strategy == "default" else 0,
         patches_per_side=vc.image_size // vc.patch_size,
         has_cls=has_cls,
+        gridded=("image",),
     )

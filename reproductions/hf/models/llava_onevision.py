@@ -32,5 +32,6 @@ def build(model: nn.Module) -> OneVisionAdapter:
         **language_parts(model),
         tokens={"image": config.image_token_id, "video": config.video_token_id},
         video_trailer=1,
+        gridded=("video",),  # anyres images are packed with newline tokens
         pooled_side=math.ceil(vc.image_size // vc.patch_size / 2),
     )

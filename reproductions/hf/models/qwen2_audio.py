@@ -14,4 +14,5 @@ def build(model: nn.Module) -> Adapter:
         family="qwen2_audio",
         **language_parts(model),
         tokens={"audio": config.audio_token_id},
+        gridded=("audio",),
     )

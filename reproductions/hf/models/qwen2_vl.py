@@ -16,4 +16,5 @@ def build(model: nn.Module) -> Adapter:
         **language_parts(model),
         tokens={"image": config.image_token_id, "video": config.video_token_id},
         mrope=True,
+        gridded=("image", "video"),  # M-RoPE ids spell out each grid
     )

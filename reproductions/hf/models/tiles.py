@@ -38,6 +38,7 @@ def build_idefics3(model: nn.Module) -> TileAdapter:
         **language_parts(model, "text_model"),
         tokens={"image": config.image_token_id},
         tile_tokens=patches // config.scale_factor**2,
+        gridded=("image",),
     )
 
 
@@ -50,4 +51,5 @@ def build_internvl(model: nn.Module) -> TileAdapter:
         **language_parts(model),
         tokens={"image": config.image_token_id},
         tile_tokens=int(math.floor(side * config.downsample_ratio)) ** 2,
+        gridded=("image",),
     )
