@@ -107,8 +107,10 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
             f"{m.name} works on {'/'.join(m.modality)} tokens but {model_name} carries "
             f"{'/'.join(a.tokens)} tokens: pick a method for {'/'.join(a.tokens)}"
         )
+    carried = [x for x in m.modality if x in a.tokens]
+    if all(x in a.unsupported for x in carried):
+        return f"{m.name} on {model_name}: " + "; ".join(a.unsupported[x] for x in carried)
     if m.grid and not any(x in a.gridded for x in m.modality):
-        carried = [x for x in m.modality if x in a.tokens]
         return (
             f"{m.name} works on the grid of its tokens, but {model_name} packs its "
             f"{'/'.join(carried)} tokens with no regular grid (anyres tiles and newline tokens): "
@@ -147,6 +149,12 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
             return (
                 f"{m.name}.layer={k!r}: the {m.stage} stage needs a decoder layer K in "
                 f"[1, {len(a.layers) - 1}] (its attention comes from layer K - 1)"
+            )
+        if k < a.deepstack_layers:
+            return (
+                f"{m.name}.layer={k}: {model_name}'s DeepStack adds vision features to the visual "
+                f"tokens after decoder layers 0-{a.deepstack_layers - 1}, which need every visual "
+                f"token; pick layer >= {a.deepstack_layers}"
             )
         implementation = a.language_model.config._attn_implementation
         if implementation not in ("eager", "sdpa"):

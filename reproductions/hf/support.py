@@ -21,6 +21,7 @@ FAMILIES: dict[str, str] = {
     "LLaVA-OneVision": "llava_onevision",
     "Qwen2-VL": "qwen2_vl",
     "Qwen2.5-VL": "qwen2_5_vl",
+    "Qwen3-VL": "qwen3_vl",
     "Qwen2-Audio": "qwen2_audio",
     "Idefics3 / SmolVLM": "idefics3",
     "InternVL": "internvl",

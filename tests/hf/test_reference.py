@@ -446,3 +446,42 @@ def test_llm_input_items_equal_hand_built_sequence(family, name, params):
         logits = model(**inputs).logits
     valid = new_mask.bool()
     torch.testing.assert_close(logits[valid], expected[valid], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,params", [("divprune", {"keep": 4}), ("pool", {"stride": 2, "mode": "avg"})])
+def test_qwen3_vl_deepstack_features_follow_the_kept_tokens(name, params):
+    """Qwen3-VL adds DeepStack features to the visual tokens after its first decoder layers: the
+    compressed run equals the language model run by hand on the kept tokens, each with its own
+    DeepStack features (a pooled token: the mean of its window's)."""
+    model, inputs = tiny("qwen3_vl")
+    method = get(name, **params)
+    lm = language_model_inputs(model, inputs)
+    embeds, ids, mask = lm["inputs_embeds"], inputs["input_ids"], inputs["attention_mask"]
+    old_mask, stacks = lm["visual_pos_masks"], lm["deepstack_visual_embeds"]
+    flat = old_mask.flatten().long().cumsum(0).view_as(old_mask) - 1
+    replaced, new_stack_rows = [], []
+    for row in range(ids.shape[0]):
+        where = (ids[row] == IMAGE).nonzero().flatten()
+        start, length = int(where[0]), len(where)
+        comp = method(Tokens(features=embeds[row, start : start + length][None], layout=(4, 2)))
+        replaced.append((row, start, length, comp.features[0], comp.positions[0]))
+        for k in range(comp.count):  # the DeepStack rows each kept token stands for, in order
+            members = (comp.source[0] == k).nonzero().flatten() + start
+            new_stack_rows.append(flat[row, members])
+    new_embeds, new_mask, new_pos = reference_sequence(embeds, lm["position_ids"], mask, replaced)
+    visual = torch.zeros_like(new_mask, dtype=torch.bool)
+    for row in range(ids.shape[0]):  # the kept visual tokens: rows of new_embeds equal to a kept feature
+        kept = replaced[row][3]
+        for j in range(new_embeds.shape[1]):
+            visual[row, j] = bool((new_embeds[row, j] == kept).all(-1).any())
+    new_stacks = [torch.stack([layer[rows].mean(0) for rows in new_stack_rows]) for layer in stacks]
+    with torch.no_grad():
+        hidden = model.model.language_model(
+            inputs_embeds=new_embeds, attention_mask=new_mask, position_ids=new_pos, use_cache=False,
+            visual_pos_masks=visual, deepstack_visual_embeds=new_stacks,
+        ).last_hidden_state
+        expected = model.lm_head(hidden)
+        with compress(model, method):
+            logits = model(**inputs).logits
+    valid = new_mask.bool()
+    torch.testing.assert_close(logits[valid], expected[valid], rtol=0, atol=1e-5)

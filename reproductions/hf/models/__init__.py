@@ -17,6 +17,7 @@ BUILDERS: dict[str, Callable[[nn.Module], Adapter]] = {
     "LlavaOnevisionForConditionalGeneration": llava_onevision.build,
     "Qwen2VLForConditionalGeneration": qwen2_vl.build,
     "Qwen2_5_VLForConditionalGeneration": qwen2_vl.build,
+    "Qwen3VLForConditionalGeneration": qwen2_vl.build,
     "Qwen2AudioForConditionalGeneration": qwen2_audio.build,
     "LlavaNextForConditionalGeneration": llava_next.build,
     "Idefics3ForConditionalGeneration": tiles.build_idefics3,

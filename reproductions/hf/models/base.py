@@ -5,7 +5,7 @@ and laid out on grids. Each family subclasses `Adapter` in a module of its own."
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
@@ -37,6 +37,10 @@ class Adapter:
     mrope: bool = False
     #: the modalities whose spans come with a grid (`layout`), which grid methods need
     gridded: tuple[str, ...] = ()
+    #: decoder layers after which DeepStack adds ViT features to the visual tokens (Qwen3-VL)
+    deepstack_layers: int = 0
+    #: modalities the model reads that this integration does not handle yet, with the reason
+    unsupported: dict[str, str] = field(default_factory=dict)
 
     def item_size(self, modality: str) -> int | None:
         """Tokens per item of `modality` where the model fixes them, else None (one item per run

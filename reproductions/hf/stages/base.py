@@ -50,7 +50,7 @@ class Stage:
     def __init__(self, model: nn.Module, method: Method, adapter: Adapter) -> None:
         self.model, self.method, self.adapter = model, method, adapter
         self.report = Report(method=method.name or type(method).__name__, stage=self.name)
-        self.modalities = [m for m in method.modality if m in adapter.tokens]
+        self.modalities = [m for m in method.modality if m in adapter.tokens and m not in adapter.unsupported]
         self.implementation = adapter.language_model.config._attn_implementation
         self.handles: list[Any] = []
         self.input_ids: Tensor | None = None

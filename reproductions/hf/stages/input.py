@@ -11,6 +11,8 @@ and calls that reuse encoded images (use_cache=False) get the same one.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -69,12 +71,43 @@ class InputStage(Stage):
         kwargs["inputs_embeds"] = new
         kwargs["attention_mask"] = valid_columns(index, self.mask2d).long()
         kwargs["position_ids"] = take(self.positions(kwargs, embeds, 0), index, dim=-1, fill=1)
+        if kwargs.get("deepstack_visual_embeds") is not None:
+            kwargs.update(self.deepstack(kwargs, compressions, index))
         if self.renumber:  # the shorter sequence numbered 0, 1, ... as LLaVA's own code does
             valid = kwargs["attention_mask"].bool()
             renumbered = (valid.long().cumsum(-1) - 1).masked_fill(~valid, 1)
             self.shift = kwargs["position_ids"][:, -1] - renumbered[:, -1]
             kwargs["position_ids"] = renumbered
         return args, kwargs
+
+    def deepstack(
+        self, kwargs: dict, compressions: dict[int, tuple[Compression, int]], index: Tensor
+    ) -> dict[str, Any]:
+        """Qwen3-VL's DeepStack inputs for the shortened sequence: the visual positions that
+        remain, and each layer's features of every remaining visual token (a kept token keeps its
+        own; a merged token takes the mean over the tokens merged into it; a token that stands for
+        no input token, a learned query's, takes zeros)."""
+        mask = kwargs["visual_pos_masks"]
+        flat = mask.flatten().long().cumsum(0).view_as(mask) - 1  # each visual token's row in the features
+        owner = {}  # (row, original index) -> the input tokens of its span that it stands for
+        for i, span in enumerate(self.spans):
+            comp, special = compressions[i]
+            source = comp.source[0, special:] - special
+            for k, position in enumerate(comp.positions[0, special:].tolist()):
+                members = (source == k).nonzero().flatten() + span.start
+                owner[(span.row, span.start + position)] = members
+        new_mask = take(mask.long(), index, dim=1, fill=0).bool()
+        rows = []
+        for b, p in new_mask.nonzero().tolist():
+            original = int(index[b, p])
+            members = owner.get((b, original), torch.tensor([original]))
+            rows.append(flat[b, members.to(flat.device)])
+        weights = torch.zeros(len(rows), int(mask.sum()), device=mask.device)
+        for r, members in enumerate(rows):
+            if len(members):  # a token that stands for no input token (a learned query) gets none
+                weights[r, members] = 1.0 / len(members)
+        embeds = [(weights.to(e.dtype) @ e) for e in kwargs["deepstack_visual_embeds"]]
+        return {"visual_pos_masks": new_mask, "deepstack_visual_embeds": embeds}
 
     def decode(self, args: tuple, kwargs: dict, embeds: Tensor) -> tuple[tuple, dict] | None:
         if self.cols is None:

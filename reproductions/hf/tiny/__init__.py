@@ -12,7 +12,7 @@ from collections.abc import Callable
 from .llava import llava, llava_next, llava_siglip
 from .onevision import llava_onevision
 from .parts import AUDIO, END, IMAGE, PAD, START, VIDEO, VOCAB, Built
-from .qwen import qwen2_5_vl, qwen2_audio, qwen2_vl
+from .qwen import qwen2_5_vl, qwen2_audio, qwen2_vl, qwen3_vl
 from .tiles import idefics3, internvl
 
 #: the modality the inputs of each tiny builder carry
@@ -26,6 +26,7 @@ MODALITY: dict[str, str] = {
     "qwen2_vl_video": "video",
     "qwen2_5_vl": "image",
     "qwen2_5_vl_video": "video",
+    "qwen3_vl": "image",
     "qwen2_audio": "audio",
     "idefics3": "image",
     "internvl": "image",
@@ -42,6 +43,7 @@ BUILDERS: dict[str, Callable[..., Built]] = {
     "qwen2_vl_video": lambda **kw: qwen2_vl(video=True, **kw),
     "qwen2_5_vl": qwen2_5_vl,
     "qwen2_5_vl_video": lambda **kw: qwen2_5_vl(video=True, **kw),
+    "qwen3_vl": qwen3_vl,
     "qwen2_audio": qwen2_audio,
     "idefics3": idefics3,
     "internvl": internvl,

@@ -1,4 +1,4 @@
-"""Qwen2-VL, Qwen2.5-VL (3-D M-RoPE) and Qwen2-Audio."""
+"""Qwen2-VL, Qwen2.5-VL, Qwen3-VL (3-D M-RoPE; Qwen3-VL with DeepStack) and Qwen2-Audio."""
 
 from __future__ import annotations
 
@@ -38,7 +38,12 @@ def _qwen_vl(cls: type, config_cls: type, attn: str, seed: int, video: bool) -> 
         vision_end_token_id=END,
         attn_implementation=attn,
     )
-    model = cls(config).eval()
+    return _qwen_inputs(cls(config).eval(), seed, video)
+
+
+def _qwen_inputs(model: torch.nn.Module, seed: int, video: bool) -> Built:
+    """Two left-padded prompts, each one image (1 x 8 x 4 patches) or one video (2 x 4 x 4), with
+    its vision start / end tokens; mm_token_type_ids as the processor makes them."""
     g = torch.Generator().manual_seed(seed)
     t, h, w = (2, 4, 4) if video else (1, 8, 4)
     per_item = t * h * w // 4
@@ -99,3 +104,19 @@ def qwen2_audio(attn: str = "sdpa", seed: int = 0) -> Built:
         "input_features": features,
         "feature_attention_mask": feature_mask,
     }
+
+
+def qwen3_vl(attn: str = "sdpa", seed: int = 0) -> Built:
+    """Qwen3-VL shape: ViT with 2x2 patch merger and DeepStack (features of ViT layers 0 and 1
+    added to the visual tokens after LLM layers 0 and 1), interleaved 3-D M-RoPE decoder; an
+    image prompt (Qwen3-VL's videos carry per-frame timestamp tokens, not built here)."""
+    torch.manual_seed(seed)
+    vision = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=4, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=64, num_position_embeddings=64, deepstack_visual_indexes=[0, 1])
+    text = text_config(head_dim=16, rope_parameters={
+        "rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True})
+    for key in ("bos_token_id", "eos_token_id"):
+        text.pop(key)
+    config = tf.Qwen3VLConfig(vision_config=vision, text_config=text, image_token_id=IMAGE, video_token_id=VIDEO,
+                              vision_start_token_id=START, vision_end_token_id=END, attn_implementation=attn)
+    return _qwen_inputs(tf.Qwen3VLForConditionalGeneration(config).eval(), seed, video=False)
