@@ -107,6 +107,8 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
             f"{m.name} works on {'/'.join(m.modality)} tokens but {model_name} carries "
             f"{'/'.join(a.tokens)} tokens: pick a method for {'/'.join(a.tokens)}"
         )
+    if m.stage in a.unsupported_stages:
+        return f"{m.name} ({m.stage} stage) on {model_name}: {a.unsupported_stages[m.stage]}"
     carried = [x for x in m.modality if x in a.tokens]
     if all(x in a.unsupported for x in carried):
         return f"{m.name} on {model_name}: " + "; ".join(a.unsupported[x] for x in carried)

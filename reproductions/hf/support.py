@@ -25,6 +25,7 @@ FAMILIES: dict[str, str] = {
     "Qwen2-Audio": "qwen2_audio",
     "Idefics3 / SmolVLM": "idefics3",
     "InternVL": "internvl",
+    "Gemma 3": "gemma3",
 }
 SYMBOLS = {"runs": "✓", "inherent": "·", "missing": "✗"}
 

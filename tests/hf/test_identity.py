@@ -9,7 +9,7 @@ import torch
 from hf_helpers import LastRowTopK, hook_count, tiny
 
 from reproductions import get
-from reproductions.hf import compress
+from reproductions.hf import compress, why_unsupported
 from reproductions.hf.tiny import BUILDERS
 
 FAMILIES = sorted(BUILDERS)
@@ -26,9 +26,14 @@ def _run(model, inputs):
     return logits, tokens
 
 
-CASES = [(family, stage) for family in FAMILIES for stage in sorted(KEEP_ALL)]
-CASES += [("llava", "encoder"), ("llava_siglip", "encoder")]  # ToMe: LLaVA's encoders only
 KEEP_ALL["encoder"] = lambda: get("tome", r=0)
+#: every (family, stage) where the stage runs (ToMe: LLaVA's encoders; Gemma 3: no llm stage)
+CASES = [
+    (family, stage)
+    for family in FAMILIES
+    for stage in sorted(KEEP_ALL)
+    if why_unsupported(tiny(family)[0], KEEP_ALL[stage]()) is None
+]
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from . import llava, llava_next, llava_onevision, qwen2_audio, qwen2_vl, tiles
+from . import gemma3, llava, llava_next, llava_onevision, qwen2_audio, qwen2_vl, tiles
 from .base import Adapter
 
 #: model class name -> the builder of its adapter
@@ -23,6 +23,7 @@ BUILDERS: dict[str, Callable[[nn.Module], Adapter]] = {
     "Idefics3ForConditionalGeneration": tiles.build_idefics3,
     "SmolVLMForConditionalGeneration": tiles.build_idefics3,
     "InternVLForConditionalGeneration": tiles.build_internvl,
+    "Gemma3ForConditionalGeneration": gemma3.build,
 }
 SUPPORTED = tuple(BUILDERS)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -41,6 +42,15 @@ class Adapter:
     deepstack_layers: int = 0
     #: modalities the model reads that this integration does not handle yet, with the reason
     unsupported: dict[str, str] = field(default_factory=dict)
+    #: stages that cannot run in this family yet, with the reason
+    unsupported_stages: dict[str, str] = field(default_factory=dict)
+
+    def prefill_mask(self, valid: Tensor, index: Tensor, input_ids: Tensor | None, embeds: Tensor,
+                     positions: Tensor, cache: Any) -> Any:
+        """The attention mask the language model gets for a shortened prompt (`valid`: which rows
+        are real, `index`: the original index of each): a 2-D mask from which it builds its
+        causal masks, unless the family's own semantics need more (Gemma 3)."""
+        return valid.long()
 
     def item_size(self, modality: str) -> int | None:
         """Tokens per item of `modality` where the model fixes them, else None (one item per run

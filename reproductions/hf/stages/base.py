@@ -54,6 +54,7 @@ class Stage:
         self.implementation = adapter.language_model.config._attn_implementation
         self.handles: list[Any] = []
         self.input_ids: Tensor | None = None
+        self.outer_mask: Tensor | None = None
         self.spans: list[Span] = []
         self.cache: Any = None
         self.cols: Tensor | None = None
@@ -132,6 +133,8 @@ class Stage:
         self.report.calls += 1
         ids = argument(args, kwargs, "input_ids")
         self.input_ids = ids if isinstance(ids, Tensor) else None
+        mask = kwargs.get("attention_mask")  # 2-D here, also where the decoder gets 4-D masks (Gemma 3)
+        self.outer_mask = mask if isinstance(mask, Tensor) and mask.dim() == 2 else None
 
     def _decoder(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         embeds = kwargs.get("inputs_embeds")
@@ -148,8 +151,8 @@ class Stage:
                     "cache_implementation='static' or pass a DynamicCache)"
                 )
             self.cache, self.cols, self.seen = cache, None, embeds.shape[1]
-            mask2d = kwargs.get("attention_mask")
-            self.mask2d = mask2d if isinstance(mask2d, Tensor) and mask2d.dim() == 2 else None
+            mask2d = self.mask_2d(kwargs)
+            self.mask2d = mask2d if mask2d is not None and mask2d.shape[-1] == embeds.shape[1] else None
             self.spans = self.find_spans(embeds.shape[1], kwargs.get("position_ids"))
             self.saw_media |= bool(self.spans)
             if hasattr(self.method, "reset"):
@@ -186,6 +189,12 @@ class Stage:
                     item += 1
         return spans
 
+    def mask_2d(self, kwargs: dict) -> Tensor | None:
+        """The call's 2-D attention mask: the decoder's, or the prompt's where the decoder gets
+        4-D masks (Gemma 3)."""
+        mask = kwargs.get("attention_mask")
+        return mask if isinstance(mask, Tensor) and mask.dim() == 2 else self.outer_mask
+
     def positions(self, kwargs: dict, embeds: Tensor, start: int) -> Tensor:
         """The position ids the unpatched decoder would use for these rows."""
         position_ids = kwargs.get("position_ids")
@@ -199,8 +208,7 @@ class Stage:
         """At a decoding step: append the new rows to `cols` and return which columns of the
         shortened cache each row may see (B, L' + q), the step's mask applied."""
         b, q = embeds.shape[:2]
-        mask2d = kwargs.get("attention_mask")
-        mask2d = mask2d if isinstance(mask2d, Tensor) and mask2d.dim() == 2 else None
+        mask2d = self.mask_2d(kwargs)
         new_cols = torch.arange(self.seen, self.seen + q, device=embeds.device).expand(b, q)
         full = mask2d if mask2d is not None else torch.ones(b, self.seen + q, dtype=torch.long, device=embeds.device)
         self.cols = torch.cat([self.cols, new_cols], dim=1)

@@ -26,8 +26,7 @@ class CacheStage(DecoderStage):
         return super().prefill(args, kwargs, embeds)
 
     def decode(self, args: tuple, kwargs: dict, embeds: Tensor) -> None:
-        mask2d = kwargs.get("attention_mask")
-        self.mask2d_step = mask2d if isinstance(mask2d, Tensor) and mask2d.dim() == 2 else None
+        self.mask2d_step = self.mask_2d(kwargs)
         self.seen += embeds.shape[1]
         return None
 

@@ -69,12 +69,14 @@ class InputStage(Stage):
         self.cols = index
         kwargs = dict(kwargs)
         kwargs["inputs_embeds"] = new
-        kwargs["attention_mask"] = valid_columns(index, self.mask2d).long()
         kwargs["position_ids"] = take(self.positions(kwargs, embeds, 0), index, dim=-1, fill=1)
+        kwargs["attention_mask"] = self.adapter.prefill_mask(
+            valid_columns(index, self.mask2d), index, self.input_ids, new, kwargs["position_ids"], self.cache
+        )
         if kwargs.get("deepstack_visual_embeds") is not None:
             kwargs.update(self.deepstack(kwargs, compressions, index))
         if self.renumber:  # the shorter sequence numbered 0, 1, ... as LLaVA's own code does
-            valid = kwargs["attention_mask"].bool()
+            valid = valid_columns(index, self.mask2d)
             renumbered = (valid.long().cumsum(-1) - 1).masked_fill(~valid, 1)
             self.shift = kwargs["position_ids"][:, -1] - renumbered[:, -1]
             kwargs["position_ids"] = renumbered

@@ -13,7 +13,7 @@ from .llava import llava, llava_next, llava_siglip
 from .onevision import llava_onevision
 from .parts import AUDIO, END, IMAGE, PAD, START, VIDEO, VOCAB, Built
 from .qwen import qwen2_5_vl, qwen2_audio, qwen2_vl, qwen3_vl
-from .tiles import idefics3, internvl
+from .tiles import gemma3, idefics3, internvl
 
 #: the modality the inputs of each tiny builder carry
 MODALITY: dict[str, str] = {
@@ -30,6 +30,7 @@ MODALITY: dict[str, str] = {
     "qwen2_audio": "audio",
     "idefics3": "image",
     "internvl": "image",
+    "gemma3": "image",
 }
 
 #: every tiny builder by family name (video variants included)
@@ -47,6 +48,7 @@ BUILDERS: dict[str, Callable[..., Built]] = {
     "qwen2_audio": qwen2_audio,
     "idefics3": idefics3,
     "internvl": internvl,
+    "gemma3": gemma3,
 }
 
 __all__ = ["AUDIO", "BUILDERS", "END", "IMAGE", "MODALITY", "PAD", "START", "VIDEO", "VOCAB", "Built"]

@@ -1,12 +1,13 @@
-"""Families that read an image as square tiles of pixel-shuffled tokens: Idefics3 / SmolVLM and
-InternVL (each tile one run of placeholders, or runs cut into tiles)."""
+"""Families that read an image as square grids of tokens: Idefics3 / SmolVLM and InternVL
+(pixel-shuffled tiles: each tile one run of placeholders, or runs cut into tiles) and Gemma 3
+(one pooled 16 x 16 grid per image)."""
 
 from __future__ import annotations
 
 import torch
 import transformers as tf
 
-from .parts import IMAGE, Built, prompts, text_config
+from .parts import END, IMAGE, START, Built, prompts, text_config
 
 _ENCODER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
 
@@ -48,3 +49,22 @@ def internvl(attn: str = "sdpa", seed: int = 0) -> Built:
     input_ids, mask = prompts([[(IMAGE, 16)], [(IMAGE, 32)]], [7, 5], g)
     pixels = torch.randn(3, 3, 32, 32, generator=g)  # one tile for row 0, two for row 1
     return model, {"input_ids": input_ids, "attention_mask": mask, "pixel_values": pixels}
+
+
+def gemma3(attn: str = "sdpa", seed: int = 0) -> Built:
+    """Gemma 3 shape: SigLIP encoder (8x8 patches of a 32x32 image) average-pooled to 16 tokens
+    (a 4x4 grid) per image between begin / end-of-image tokens, attended bidirectionally; a
+    Gemma 3 decoder with a sliding window of 8 on every other layer."""
+    torch.manual_seed(seed)
+    vision = tf.SiglipVisionConfig(image_size=32, patch_size=4, **_ENCODER)
+    text = tf.Gemma3TextConfig(**text_config(head_dim=16, sliding_window=8, layer_types=None))
+    config = tf.Gemma3Config(
+        vision_config=vision, text_config=text, image_token_id=IMAGE, mm_tokens_per_image=16,
+        boi_token_index=START, eoi_token_index=END, attn_implementation=attn,
+    )
+    model = tf.Gemma3ForConditionalGeneration(config).eval()
+    g = torch.Generator().manual_seed(seed)
+    input_ids, mask = prompts([[(START, 1), (IMAGE, 16), (END, 1)]] * 2, [7, 5], g)
+    pixels = torch.randn(2, 3, 32, 32, generator=g)
+    return model, {"input_ids": input_ids, "attention_mask": mask, "pixel_values": pixels,
+                   "token_type_ids": (input_ids == IMAGE).long()}

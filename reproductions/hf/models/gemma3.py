@@ -1,0 +1,57 @@
+"""Gemma 3 (Gemma3ForConditionalGeneration): each image is mm_tokens_per_image pooled tokens on a
+square grid, between begin / end-of-image tokens, and the image's tokens attend to each other
+bidirectionally (on sliding-window layers, within the window). A shortened prompt keeps those
+semantics: its masks are built by Gemma 3's own `create_masks_for_vision_model` on the kept
+tokens, the kept image tokens forming each image's block. The llm and cache stages, which would
+replace Gemma 3's per-layer-type masks with one causal mask, are refused."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+from transformers.models.gemma3 import modeling_gemma3
+
+from ..sequence import take
+from .base import Adapter, language_parts, square
+
+DECODER_STAGES = (
+    "Gemma 3 gives its full- and sliding-attention layers masks of their own, with image tokens "
+    "attending bidirectionally, which this stage's single causal mask would replace; use a "
+    "projector-stage method"
+)
+
+
+@dataclass
+class Gemma3Adapter(Adapter):
+    tokens_per_image: int = 0
+    text_config: Any = None
+
+    def item_size(self, modality: str) -> int | None:
+        return self.tokens_per_image if modality == "image" else None
+
+    def layout(self, modality, length, positions):
+        return square(length) if modality == "image" else super().layout(modality, length, positions)
+
+    def prefill_mask(self, valid: Tensor, index: Tensor, input_ids: Tensor | None, embeds: Tensor,
+                     positions: Tensor, cache: Any) -> dict[str, Tensor]:
+        image = take((input_ids == self.tokens["image"]).long(), index, dim=1, fill=0) & valid.long()
+        blocks = modeling_gemma3.get_block_sequence_ids_for_mask(image, device=embeds.device)
+        return modeling_gemma3.create_masks_for_vision_model(
+            config=self.text_config, inputs_embeds=embeds, attention_mask=valid.long(), cache=cache,
+            position_ids=positions, block_sequence_ids=blocks,
+        )
+
+
+def build(model: nn.Module) -> Gemma3Adapter:
+    config = model.config
+    return Gemma3Adapter(
+        family="gemma3",
+        **language_parts(model),
+        tokens={"image": config.image_token_id},
+        gridded=("image",),
+        unsupported_stages={"llm": DECODER_STAGES, "cache": DECODER_STAGES},
+        tokens_per_image=config.mm_tokens_per_image,
+        text_config=config.get_text_config(),
+    )
