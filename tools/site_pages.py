@@ -149,11 +149,18 @@ def front_matter(title: str, hide: Iterable[str] = ()) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def fence(code: str, language: str) -> str:
-    """A fenced code block that `code` cannot close early (the fence outgrows any backtick run)."""
+#: the attribute that keeps an element out of the search index (mkdocs-material's search plugin):
+#: lists of other papers, BibTeX and link lists repeat what each paper's own page indexes once
+UNSEARCHED = "data-search-exclude"
+
+
+def fence(code: str, language: str, searched: bool = True) -> str:
+    """A fenced code block that `code` cannot close early (the fence outgrows any backtick run);
+    `searched=False` keeps it out of the search index."""
     longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
     ticks = "`" * max(3, longest + 1)
-    return f"{ticks} {language}\n{code.rstrip()}\n{ticks}\n"
+    header = language if searched else f'{{ .{language} {UNSEARCHED}="" }}'
+    return f"{ticks} {header}\n{code.rstrip()}\n{ticks}\n"
 
 
 def fill(template: str, parts: Mapping[str, str]) -> str:
@@ -400,7 +407,7 @@ def papers_table(papers: Iterable[Paper], data: SiteData, source: str, interacti
     rows = "\n".join(paper_row(paper, data, source) for paper in papers)
     return (
         '<div class="papers-table-wrap">\n'
-        f'<table data-table="papers"{" data-papers-table" if interactive else ""}>\n'
+        f'<table data-table="papers"{" data-papers-table" if interactive else ""} {UNSEARCHED}>\n'
         f"<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>\n</div>\n"
     )
 
@@ -488,7 +495,7 @@ def paper_markdown(paper: Paper, data: SiteData) -> str:
         if (target := url(value))
     ]
     if links:
-        out.append("## Links\n\n<ul class=\"paper-links\">\n" + "\n".join(links) + "\n</ul>\n")
+        out.append(f'## Links\n\n<ul class="paper-links" {UNSEARCHED}>\n' + "\n".join(links) + "\n</ul>\n")
     if paper.get("notes"):
         out.append(f'## Notes\n\n<p class="paper-notes">{text(paper["notes"])}</p>\n')
     checked = paper.get("checked")
@@ -499,8 +506,9 @@ def paper_markdown(paper: Paper, data: SiteData) -> str:
             if (target := url(value))
         )
         out.append(
-            f'## Checked\n\n<p class="paper-checked">These facts were checked against the pages '
-            f'below on {text(str(checked.get("date")))}.</p>\n\n<ul class="paper-sources">\n{sources}\n</ul>\n'
+            f'## Checked\n\n<p class="paper-checked" {UNSEARCHED}>These facts were checked against '
+            f'the pages below on {text(str(checked.get("date")))}.</p>\n\n'
+            f'<ul class="paper-sources" {UNSEARCHED}>\n{sources}\n</ul>\n'
         )
     names = reproductions_of(paper, data)
     if names:
@@ -510,12 +518,12 @@ def paper_markdown(paper: Paper, data: SiteData) -> str:
             for name in names
         )
         out.append(f"## Reproduction\n\n<ul>\n{items}\n</ul>\n")
-    out.append("## BibTeX\n\n" + fence(bibtex(paper, data.taxonomy), "bibtex"))
+    out.append("## BibTeX\n\n" + fence(bibtex(paper, data.taxonomy), "bibtex", searched=False))
     neighbours = related(paper, data.papers)
     if neighbours:
         out.append(
-            "## Related papers\n\n<p>Papers that share a modality and a mechanism with this one, "
-            "most shared pairs first.</p>\n\n" + papers_list(neighbours, source)
+            f"## Related papers\n\n<p {UNSEARCHED}>Papers that share a modality and a mechanism with "
+            "this one, most shared pairs first.</p>\n\n" + papers_list(neighbours, source)
         )
     return "\n".join(out)
 
@@ -607,7 +615,7 @@ def papers_list(papers: Iterable[Paper], source: str) -> str:
             f"<li>{link(href(source, paper_page(p['id'])), text(p['title']))} "
             f'<span class="paper-meta">{shown}</span></li>'
         )
-    return '<ul class="papers-list">\n' + "\n".join(items) + "\n</ul>\n"
+    return f'<ul class="papers-list" {UNSEARCHED}>\n' + "\n".join(items) + "\n</ul>\n"
 
 
 def newest_list(data: SiteData, source: str) -> str:

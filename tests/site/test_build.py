@@ -232,3 +232,21 @@ def test_contributing_page_has_the_guide_schema_and_validator_output(built: Buil
     assert second_heading[3:].strip() in shown
     assert "modalities" in shown and "submechanisms" in shown
     assert 'venu: found unknown key "venu"' in shown
+
+
+def test_the_search_index_holds_each_paper_once(built: Build) -> None:
+    """Lists of other papers, BibTeX, link and source lists stay out of the search index: each
+    paper is found through its own page, and the index every visitor downloads stays small."""
+    docs = json.loads((built.site / "search" / "search_index.json").read_text(encoding="utf-8"))["docs"]
+    texts = {doc["location"]: doc["text"] for doc in docs}
+    papers = load_papers(built.catalog)
+    assert all(f"papers/{paper['id']}/" in texts for paper in papers)
+    for location, body in texts.items():
+        if location.startswith("papers/"):
+            assert "@inproceedings{" not in body and "@article{" not in body, location
+        if location.endswith(("#related-papers", "#checked", "#links")):
+            assert body == "", (location, body[:80])
+    one = next(p for p in papers if p["checked"]["sources"])
+    assert not any(one["checked"]["sources"][0] in body for body in texts.values())
+    print(f"search index: {(built.site / 'search' / 'search_index.json').stat().st_size / 1024:.0f} KB "
+          f"for {len(papers)} papers")
