@@ -26,6 +26,7 @@ FAMILIES: dict[str, str] = {
     "Idefics3 / SmolVLM": "idefics3",
     "InternVL": "internvl",
     "Gemma 3": "gemma3",
+    "Qwen2.5-Omni": "qwen2_5_omni",
 }
 SYMBOLS = {"runs": "✓", "inherent": "·", "missing": "✗"}
 

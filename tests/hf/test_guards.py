@@ -134,3 +134,12 @@ def test_why_unsupported_answers_for_any_model_and_takes_method_names():
     assert why_unsupported(model, "divprune") is None
     assert "audio" in why_unsupported(model, "audio_pool")
     assert "not a registered method" in why_unsupported(model, "no_such_method")
+
+
+def test_qwen2_5_omni_refuses_audio_interleaved_with_its_video():
+    model, inputs = tiny("qwen2_5_omni")
+    hooks = hook_count(model)
+    refused = pytest.raises(ValueError, match="use_audio_in_video=False")
+    with refused, compress(model, "divprune", keep=0.5), torch.no_grad():
+        model(**inputs, use_audio_in_video=True)
+    assert hook_count(model) == hooks

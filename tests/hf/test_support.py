@@ -32,8 +32,8 @@ def inputs_for(family: str, cls) -> tuple[torch.nn.Module, dict]:
     base = FAMILIES[family]
     model, _ = built(base)
     gridded = adapter_for(model).gridded
-    for tiny in (base, f"{base}_video"):
-        modality = MODALITY.get(tiny)
+    for tiny in [name for name in MODALITY if name == base or name.startswith(f"{base}_")]:
+        modality = MODALITY[tiny]
         if modality in cls.modality and (not cls.grid or modality in gridded):
             return model, built(tiny)[1]
     raise AssertionError(f"no tiny prompt of {cls.modality} for {family}")

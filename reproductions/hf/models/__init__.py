@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from . import gemma3, llava, llava_next, llava_onevision, qwen2_audio, qwen2_vl, tiles
+from . import gemma3, llava, llava_next, llava_onevision, qwen2_5_omni, qwen2_audio, qwen2_vl, tiles
 from .base import Adapter
 
 #: model class name -> the builder of its adapter
@@ -24,6 +24,7 @@ BUILDERS: dict[str, Callable[[nn.Module], Adapter]] = {
     "SmolVLMForConditionalGeneration": tiles.build_idefics3,
     "InternVLForConditionalGeneration": tiles.build_internvl,
     "Gemma3ForConditionalGeneration": gemma3.build,
+    "Qwen2_5OmniThinkerForConditionalGeneration": qwen2_5_omni.build,
 }
 SUPPORTED = tuple(BUILDERS)
 

@@ -45,6 +45,10 @@ class Adapter:
     #: stages that cannot run in this family yet, with the reason
     unsupported_stages: dict[str, str] = field(default_factory=dict)
 
+    def refuse_call(self, kwargs: dict) -> str | None:
+        """Why a call with these arguments cannot be compressed in this family, or None."""
+        return None
+
     def prefill_mask(self, valid: Tensor, index: Tensor, input_ids: Tensor | None, embeds: Tensor,
                      positions: Tensor, cache: Any) -> Any:
         """The attention mask the language model gets for a shortened prompt (`valid`: which rows
@@ -61,13 +65,12 @@ class Adapter:
         """The grid a span of `length` placeholders fills: (H, W), (T, H, W) or (T,); None where
         the model packs the tokens irregularly. `positions` (3, length) are the span's M-RoPE ids
         where the model has them (they spell out the grid)."""
+        if modality == "audio":
+            return (length,)
         if positions is not None and positions.dim() == 2 and positions.shape[0] == 3:
             t, h, w = (int(row.unique().numel()) for row in positions)
             if t * h * w == length:
                 return (h, w) if modality == "image" and t == 1 else (t, h, w)
-            return None
-        if modality == "audio":
-            return (length,)
         return None
 
 

@@ -105,8 +105,12 @@ class Stage:
 
     # ------------------------------------------------------------------ labels= (log-likelihood)
     def _take_labels(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
-        """Hold `labels` back from the model: its logits may come out shorter than the prompt,
-        so `_loss` computes the loss on the kept positions instead."""
+        """Refuse a call the family cannot compress; hold `labels` back from the model: its
+        logits may come out shorter than the prompt, so `_loss` computes the loss on the kept
+        positions instead."""
+        refusal = self.adapter.refuse_call(kwargs)
+        if refusal is not None:
+            raise ValueError(f"{type(self.model).__name__} with {self.method.name}: {refusal}")
         self.labels = kwargs.get("labels")
         if self.labels is None:
             return None

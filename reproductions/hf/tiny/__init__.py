@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from .llava import llava, llava_next, llava_siglip
 from .onevision import llava_onevision
-from .parts import AUDIO, END, IMAGE, PAD, START, VIDEO, VOCAB, Built
-from .qwen import qwen2_5_vl, qwen2_audio, qwen2_vl, qwen3_vl
+from .parts import AUDIO, END, IMAGE, PAD, SPECIAL, START, VIDEO, VOCAB, Built
+from .qwen import qwen2_5_omni, qwen2_5_vl, qwen2_audio, qwen2_vl, qwen3_vl
 from .tiles import gemma3, idefics3, internvl
 
 #: the modality the inputs of each tiny builder carry
@@ -31,6 +31,9 @@ MODALITY: dict[str, str] = {
     "idefics3": "image",
     "internvl": "image",
     "gemma3": "image",
+    "qwen2_5_omni": "video",
+    "qwen2_5_omni_audio": "audio",
+    "qwen2_5_omni_image": "image",
 }
 
 #: every tiny builder by family name (video variants included)
@@ -49,6 +52,9 @@ BUILDERS: dict[str, Callable[..., Built]] = {
     "idefics3": idefics3,
     "internvl": internvl,
     "gemma3": gemma3,
+    "qwen2_5_omni": qwen2_5_omni,
+    "qwen2_5_omni_audio": qwen2_5_omni,  # the same prompt: an audio clip and a video
+    "qwen2_5_omni_image": lambda **kw: qwen2_5_omni(image=True, **kw),
 }
 
-__all__ = ["AUDIO", "BUILDERS", "END", "IMAGE", "MODALITY", "PAD", "START", "VIDEO", "VOCAB", "Built"]
+__all__ = ["AUDIO", "BUILDERS", "END", "IMAGE", "MODALITY", "PAD", "SPECIAL", "START", "VIDEO", "VOCAB", "Built"]

@@ -9,6 +9,8 @@ import torch
 #: token ids shared by the tiny models (all below the vocabulary size)
 VOCAB = 160
 PAD, IMAGE, VIDEO, AUDIO, START, END = 0, 150, 151, 152, 153, 154
+#: every placeholder and marker id: tests keep a random model from generating them
+SPECIAL = [IMAGE, VIDEO, AUDIO, START, END, 155, 156]
 
 Built = tuple[torch.nn.Module, dict[str, Any]]
 
@@ -32,16 +34,18 @@ def text_config(**override: Any) -> dict[str, Any]:
 
 
 def prompts(
-    spans: list[list[tuple[int, int]]], lengths: list[int], generator: torch.Generator
+    spans: list[list[tuple[int | list[int], int]]], lengths: list[int], generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded input ids: row b is `lengths[b]` random text tokens with, after token 3, the
-    spans `(token_id, count)` of `spans[b]` separated by one text token."""
+    spans `(token_id, count)` of `spans[b]` separated by one text token (a span given as a list
+    of ids is placed as it is: a block of tokens that must stay adjacent)."""
     rows = []
     for row_spans, length in zip(spans, lengths, strict=True):
         text = torch.randint(3, 100, (length,), generator=generator).tolist()
         ids = text[:3]
         for token, count in row_spans:
-            ids += [token] * count + [text[len(ids) % length]]
+            block = token if isinstance(token, list) else [token] * count
+            ids += block + [text[len(ids) % length]]
         ids += text[3:]
         rows.append(ids)
     width = max(len(r) for r in rows)

@@ -120,3 +120,43 @@ def qwen3_vl(attn: str = "sdpa", seed: int = 0) -> Built:
     config = tf.Qwen3VLConfig(vision_config=vision, text_config=text, image_token_id=IMAGE, video_token_id=VIDEO,
                               vision_start_token_id=START, vision_end_token_id=END, attn_implementation=attn)
     return _qwen_inputs(tf.Qwen3VLForConditionalGeneration(config).eval(), seed, video=False)
+
+
+def qwen2_5_omni(attn: str = "sdpa", seed: int = 0, image: bool = False) -> Built:
+    """Qwen2.5-Omni thinker shape: Whisper-style audio encoder (64 mel frames -> 16 tokens), a
+    Qwen2.5-VL-style vision encoder, a Qwen2.5 decoder with 3-D M-RoPE. Each prompt holds one
+    audio clip and one video (2 x 4 x 4 patches -> 8 tokens), apart (not interleaved), or with
+    `image`, one image (1 x 8 x 4 patches -> 8 tokens)."""
+    torch.manual_seed(seed)
+    audio = dict(num_mel_bins=16, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64, d_model=32,
+                 output_dim=64, n_window=8, max_source_positions=64)
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=4, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=64, fullatt_block_indexes=[1], window_size=16)
+    text = text_config(rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]})
+    config = tf.Qwen2_5OmniThinkerConfig(
+        audio_config=audio, vision_config=vision, text_config=text, audio_token_id=AUDIO, image_token_id=IMAGE,
+        video_token_id=VIDEO, vision_start_token_id=START, vision_end_token_id=END, audio_start_token_id=155,
+        audio_end_token_id=156, attn_implementation=attn,
+    )
+    model = tf.Qwen2_5OmniThinkerForConditionalGeneration(config).eval()
+    g = torch.Generator().manual_seed(seed)
+    if image:  # each placeholder run right after its start token, as the rope index needs
+        input_ids, mask = prompts([[([START] + [IMAGE] * 8 + [END], 1)]] * 2, [7, 5], g)
+        return model, {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "pixel_values": torch.randn(2 * 8 * 4, 3 * 2 * 4 * 4, generator=g),
+            "image_grid_thw": torch.tensor([[1, 8, 4]] * 2),
+        }
+    audio_block = [155] + [AUDIO] * 16 + [156]
+    video_block = [START] + [VIDEO] * 8 + [END]
+    input_ids, mask = prompts([[(audio_block, 1), (video_block, 1)]] * 2, [7, 5], g)
+    return model, {
+        "input_ids": input_ids,
+        "attention_mask": mask,
+        "input_features": torch.randn(2, 16, 64, generator=g),
+        "feature_attention_mask": torch.ones(2, 64, dtype=torch.long),
+        "pixel_values_videos": torch.randn(2 * 2 * 4 * 4, 3 * 2 * 4 * 4, generator=g),
+        "video_grid_thw": torch.tensor([[2, 4, 4]] * 2),
+        "video_second_per_grid": torch.tensor([1.0, 1.0]),
+    }

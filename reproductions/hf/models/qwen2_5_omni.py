@@ -1,0 +1,37 @@
+"""Qwen2.5-Omni's thinker (Qwen2_5OmniThinkerForConditionalGeneration): a Whisper-style audio
+encoder, a Qwen2.5-VL vision encoder and a Qwen2.5 decoder with 3-D M-RoPE (audio tokens take
+time positions on all three axes). Images, videos and audio clips that come separately are
+compressed like Qwen2.5-VL's and Qwen2-Audio's. A video whose audio is interleaved with it
+(`use_audio_in_video`, 2-second chunks of video then audio tokens) is refused: OmniZip's joint
+audio-video compression needs the chunks read as one clip, which this integration does not do yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from .base import Adapter, language_parts
+
+INTERLEAVED = (
+    "Qwen2.5-Omni interleaves a video's audio with its frames in 2-second chunks "
+    "(use_audio_in_video), which reproductions.hf does not read as one clip yet"
+)
+
+
+@dataclass
+class OmniAdapter(Adapter):
+    def refuse_call(self, kwargs: dict) -> str | None:
+        return INTERLEAVED + ": pass use_audio_in_video=False" if kwargs.get("use_audio_in_video") else None
+
+
+def build(model: nn.Module) -> OmniAdapter:
+    config = model.config
+    return OmniAdapter(
+        family="qwen2_5_omni",
+        **language_parts(model),
+        tokens={"image": config.image_token_id, "video": config.video_token_id, "audio": config.audio_token_id},
+        mrope=True,
+        gridded=("image", "video", "audio"),
+    )
