@@ -111,6 +111,9 @@ class Method:
     needs: ClassVar[tuple[str, ...]] = ()
     #: True where the method needs the tokens' grid (`layout`): pooling, frame methods
     grid: ClassVar[bool] = False
+    #: at the llm stage, which states of the query rows `text` holds: "layer" (their hidden
+    #: states entering layer K) or "embeddings" (their input embeddings: SparseVLM's raters)
+    text_from: ClassVar[str] = "layer"
     #: False where the official statistic spans the batch (PruMerge's adaptive ratio)
     batch_independent: ClassVar[bool] = True
     #: True where every output token of size 1 is an input token, unchanged (pure selection)

@@ -188,18 +188,20 @@ def density_peaks(
     k: int,
     scale: float | None = None,
     generator: torch.Generator | None = None,
+    dist: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """DPC-kNN density and delta of each row of `x` (B, N, D).
 
-    Distances are Euclidean divided by `scale` (default sqrt(D)); density =
+    Distances are Euclidean divided by `scale` (default sqrt(D)), or `dist` (B, N, N) where the
+    caller has them already (it reuses them afterwards: SparseVLM's cluster assignment); density =
     exp(-mean of the squared distances to the k nearest rows, the row itself included); delta =
     the distance to the nearest row of higher density (the largest distance for the densest row).
     A `generator` adds the official codes' 1e-6 uniform tie-breaking noise to the density.
     Returns (density, delta), both (B, N) in `work_dtype`.
     """
-    x = x.to(work_dtype(x))
-    scale = x.shape[-1] ** 0.5 if scale is None else scale
-    dist = pairwise_distance(x) / scale
+    if dist is None:
+        x = x.to(work_dtype(x))
+        dist = pairwise_distance(x) / (x.shape[-1] ** 0.5 if scale is None else scale)
     nearest = dist.topk(min(k, x.shape[1]), dim=-1, largest=False).values
     density = (-(nearest**2).mean(dim=-1)).exp()
     if generator is not None:

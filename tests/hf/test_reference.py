@@ -130,6 +130,7 @@ def test_llm_stage_equals_layers_run_by_hand(name, build):
     lm = eager.model.language_model
     with torch.no_grad():
         h = language_model_inputs(eager, one)["inputs_embeds"]
+        embeds = h  # SparseVLM reads its raters from the query rows' input embeddings
         n = h.shape[1]
         pos = torch.arange(n)[None]
         pe = lm.rotary_emb(h, pos)
@@ -150,7 +151,8 @@ def test_llm_stage_equals_layers_run_by_hand(name, build):
         media = (one["input_ids"][0] == IMAGE).nonzero()[:, 0]
         rows = torch.arange(int(media.max()) + 1, n)
         attention = weights[:, :, rows][:, :, :, media]
-        comp = method(Tokens(features=h[:, media], attention=attention, text=h[:, rows]))
+        text_states = embeds if method.text_from == "embeddings" else h
+        comp = method(Tokens(features=h[:, media], attention=attention, text=text_states[:, rows]))
         text = torch.tensor([j for j in range(n) if j not in set(media.tolist())])
         where = torch.cat([text, media[comp.positions[0]]])
         feats = torch.cat([h[0, text], comp.features[0]])

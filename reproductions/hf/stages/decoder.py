@@ -33,6 +33,7 @@ class DecoderStage(Stage):
         self.layer = decoder_layer(method, layer)
         #: kwargs that layers >= K run with (None: as they are)
         self.group: dict[str, Any] | None = None
+        self.embeds: Tensor | None = None
         #: layer K - 1's attention module, its input hidden states and position embeddings
         self.attention_input: tuple[nn.Module, Tensor, tuple[Tensor, Tensor]] | None = None
 
@@ -45,6 +46,7 @@ class DecoderStage(Stage):
 
     def prefill(self, args: tuple, kwargs: dict, embeds: Tensor) -> None:
         self.group = None
+        self.embeds = embeds  # the decoder's input, for methods whose `text` comes from it
         return None
 
     def _capture(self, module: nn.Module, args: tuple, kwargs: dict) -> None:

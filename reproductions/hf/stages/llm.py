@@ -100,13 +100,14 @@ class LlmStage(DecoderStage):
         """The method on each row's media tokens (one call for the batch where every row has
         as many media tokens and query rows; else one per row). None: a row without media."""
         b = hidden.shape[0]
+        states = self.embeds if self.method.text_from == "embeddings" else hidden
 
         def tokens(picked: list[int], layout: tuple[int, ...] | None) -> Tokens:
             return Tokens(
                 features=torch.stack([hidden[i, columns[i]] for i in picked]),
                 layout=layout,
                 attention=torch.stack([attention[i] for i in picked]).to(hidden.dtype),
-                text=torch.stack([hidden[i, rows[i]] for i in picked]),
+                text=torch.stack([states[i, rows[i]].to(hidden.dtype) for i in picked]),
             )
 
         if len({(len(c), len(m)) for c, m in zip(columns, rows, strict=True)}) == 1:
