@@ -108,6 +108,11 @@ class FastVID(Method):
     - The released code keeps the quirk that an anchor frame whose share equals C (e.g. C = 1,
       L = 3, p = 2) is treated as a one-frame segment, so its segment's other frames lose their
       non-salient tokens; kept here, as released.
+    - When the context tokens per frame come out as 0 (`salient_ratio=0`, or a retained count so
+      small that int(retained * salient_ratio) is 0), the released code crashes; here the frames
+      keep their salient tokens only, and every non-salient token is dropped.
+    - The density peaks use the released k = 4 nearest neighbours, which assumes a frame has 4
+      non-salient tokens; here a frame with fewer uses all it has.
     """
 
     retention: float = 0.10
