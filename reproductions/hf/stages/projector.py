@@ -80,7 +80,8 @@ class ProjectorStage(InputStage):
     # ------------------------------------------------------------------ every span
     def compress_spans(self, embeds: Tensor) -> dict[int, tuple[Compression, int]]:
         """LLaVA images from the projector hook; the rest of the LLM input rows, batched over
-        spans of one shape (one call per span where prompts differ, for `text`)."""
+        spans of one shape. One call per span where prompts differ (`text`) or where the
+        method's output count depends on the data (rows of one batch could differ)."""
         out: dict[int, tuple[Compression, int]] = {}
         groups: dict[tuple, list[int]] = {}
         for i, span in enumerate(self.spans):
@@ -88,16 +89,25 @@ class ProjectorStage(InputStage):
                 out[i] = self.encoded_image(embeds, span)
             else:
                 groups.setdefault((span.length, span.layout, span.modality), []).append(i)
-        batches = [[i] for m in groups.values() for i in m] if "text" in self.method.needs else groups.values()
-        for members in batches:
-            first = self.spans[members[0]]
-            rows = torch.stack(
-                [embeds[self.spans[i].row, self.spans[i].start : self.spans[i].start + first.length] for i in members]
-            )
-            comp = self.method(Tokens(features=rows, layout=first.layout, **self.sequence_signals(embeds, first, rows)))
-            for j, i in enumerate(members):
-                out[i] = (row_of(comp, j), 0)
+        for members in groups.values():
+            tokens = self.span_tokens(embeds, members)
+            if len(members) > 1 and ("text" in self.method.needs or self.method.output_count(tokens) is None):
+                batches = [(self.span_tokens(embeds, [i]), [i]) for i in members]
+            else:
+                batches = [(tokens, members)]
+            for batch, which in batches:
+                comp = self.method(batch)
+                for j, i in enumerate(which):
+                    out[i] = (row_of(comp, j), 0)
         return out
+
+    def span_tokens(self, embeds: Tensor, members: list[int]) -> Tokens:
+        """The LLM input rows of spans of one shape, as one batch, with their signals."""
+        first = self.spans[members[0]]
+        rows = torch.stack(
+            [embeds[self.spans[i].row, self.spans[i].start : self.spans[i].start + first.length] for i in members]
+        )
+        return Tokens(features=rows, layout=first.layout, **self.sequence_signals(embeds, first, rows))
 
     def sequence_signals(self, embeds: Tensor, span: Span, rows: Tensor) -> dict[str, Tensor]:
         """`text` (the row's real non-media tokens) and `frames` (each frame's mean token of a
