@@ -129,6 +129,9 @@ class Method:
     #: True for trainable `nn.Module` methods (learned queries), which the pure-function
     #: promises do not cover
     trainable: ClassVar[bool] = False
+    #: the hyperparameter that sets the output count of a method without `keep` (a stride, a
+    #: merge count, a ratio); None where the count is set by the data (similarity thresholds)
+    budget_knob: ClassVar[str | None] = None
 
     def __call__(self, tokens: Tokens) -> Compression:
         validate_tokens(tokens, self)
@@ -141,6 +144,18 @@ class Method:
         """The number of output tokens for these inputs; None where it depends on the data."""
         keep = getattr(self, "keep", None)
         return None if keep is None else resolve_keep(keep, tokens.count, tokens.special)
+
+    @classmethod
+    def at_budget(cls, budget: Budget, tokens: Tokens, **params: Any) -> Method:
+        """This method set to output `budget` tokens of `tokens` (an int count or a fraction of
+        N, special tokens included), by one rule for every method: `keep` where it has one
+        (exact); else the value of `budget_knob` whose output count is nearest the budget, ties
+        to more tokens (exact where the knob allows it: a pooling stride gives only some
+        counts, and then the nearest one). `params` fix the other hyperparameters. Raises
+        `ValueError` for a method whose count the data decides (no knob)."""
+        from .budget import fit
+
+        return fit(cls, budget, tokens, params)
 
     @classmethod
     def parameters(cls) -> list[tuple[str, Any]]:

@@ -48,6 +48,7 @@ class AdjacentTokenMerging(Method):
     paper = "li2023accelerating"
     stage = "encoder"
     modality = ("audio",)
+    budget_knob = "r"
     mechanisms = ("similarity",)
     needs = ("keys",)
     identity = {"r": 0}

@@ -52,6 +52,7 @@ class AudioAttentionPrune(Method):
     paper = "lee2025token"
     stage = "encoder"
     modality = ("audio",)
+    budget_knob = "keep_ratio"
     mechanisms = ("attention",)
     needs = ("attention",)
     identity = {"keep_ratio": 1.0}

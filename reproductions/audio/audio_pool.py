@@ -37,6 +37,7 @@ class AudioPool(Method):
     paper = "chu2024qwen2"
     stage = "projector"
     modality = ("audio",)
+    budget_knob = "stride"
     mechanisms = ("transformation",)
     copies = False
     identity = {"stride": 1}

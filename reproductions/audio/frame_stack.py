@@ -39,6 +39,7 @@ class FrameStack(Method):
     paper = "fang2024llama"
     stage = "projector"
     modality = ("audio",)
+    budget_knob = "k"
     mechanisms = ("transformation",)
     copies = False
     special_tokens = (0,)

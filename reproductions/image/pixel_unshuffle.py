@@ -38,6 +38,7 @@ class PixelUnshuffle(Method):
     paper = "chen2024how"
     mechanisms = ("transformation",)
     modality = ("image", "video")
+    budget_knob = "factor"
     grid = True
     special_tokens = (0,)
     copies = False  # the output width is factor^2 times the input width

@@ -82,6 +82,7 @@ class Pool(Method):
 
     mechanisms = ("transformation",)
     modality = ("image", "video")
+    budget_knob = "stride"
     grid = True
     copies = False  # a partial window's bilinear sample is not its token
     identity = {"stride": 1}

@@ -134,12 +134,18 @@ class PruMerge(Method):
     stage = "projector"
     mechanisms = ("attention", "similarity")
     needs = ("cls_attention", "keys")
+    budget_knob = "ratio"
     batch_independent = False  # the adaptive outlier ratio spans the batch, as officially
     copies = False
     example = {}
 
     def __post_init__(self) -> None:
         _validate(self.ratio, self.neighbors, self.adaptive)
+
+    @classmethod
+    def at_budget(cls, budget, tokens, **params):
+        """The budget sets `ratio` with the adaptive (outlier) ratio off: a budget fixes the count."""
+        return super().at_budget(budget, tokens, **{"adaptive": False, **params})
 
     def kept_ratio(self, scores: Tensor) -> float:
         """The keep ratio: the batch's outlier fraction when adaptive, else `ratio`."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, resolve_keep
 from ..ops import input_sizes
 from ..registry import register
 
@@ -132,6 +132,11 @@ class PerceiverResampler(Method):
 
     def output_count(self, tokens: Tokens) -> int:
         return self.num_queries
+
+    @classmethod
+    def at_budget(cls, budget, tokens, **params):
+        """`budget` learned queries (the count is exactly the number of queries)."""
+        return cls(**{**params, "num_queries": resolve_keep(budget, tokens.count, tokens.special)})
 
     def compress(self, tokens: Tokens) -> Compression:
         x = tokens.features

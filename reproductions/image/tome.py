@@ -115,6 +115,7 @@ class ToMe(Method):
     mechanisms = ("similarity",)
     stage = "encoder"
     modality = ("image",)
+    budget_knob = "r"
     identity = {"r": 0}
     example = {"r": 16}
     benchmark = {"r": 32}

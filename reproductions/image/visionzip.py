@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, resolve_keep
 from ..ops import gather, input_sizes, top_k, work_dtype
 from ..registry import register
 
@@ -53,6 +53,14 @@ class VisionZip(Method):
     special_tokens = (1,)
     example = {"dominant": 10, "contextual": 4}
     benchmark = {"dominant": 54, "contextual": 10}
+
+    @classmethod
+    def at_budget(cls, budget, tokens, **params):
+        """`budget` tokens split as the official settings split them: contextual = round(budget
+        * 10 / 64), dominant the rest (64 -> 54 + 10, 128 -> 108 + 20, 192 -> 162 + 30)."""
+        count = resolve_keep(budget, tokens.count, tokens.special)
+        contextual = round(count * 10 / 64)
+        return cls(**{**params, "dominant": count - contextual, "contextual": contextual})
 
     def __post_init__(self) -> None:
         for name, lowest in (("dominant", 1), ("contextual", 0)):

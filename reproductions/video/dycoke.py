@@ -62,6 +62,7 @@ class DyCoke(Method):
 
     stage = "projector"
     modality = ("video",)
+    budget_knob = "prune_ratio"
     grid = True
     mechanisms = ("similarity",)
     paper = "tao2024dycoke"

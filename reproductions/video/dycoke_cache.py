@@ -58,6 +58,7 @@ class DyCokeCache(Method):
 
     stage = "cache"
     modality = ("video",)
+    budget_knob = "prune_ratio"
     mechanisms = ("attention",)
     needs = ("attention",)
     paper = "tao2024dycoke"

@@ -124,6 +124,7 @@ class FastVID(Method):
 
     stage = "projector"
     modality = ("video",)
+    budget_knob = "retention"
     grid = True
     mechanisms = ("similarity", "attention")
     needs = ("cls_attention", "frames")

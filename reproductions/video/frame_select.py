@@ -40,6 +40,7 @@ class FrameSelect(Method):
 
     stage = "projector"
     modality = ("video",)
+    budget_knob = "frames"
     grid = True
     mechanisms = ("query",)
     needs = ("text", "frames")

@@ -90,6 +90,7 @@ class FrameFusion(Method):
 
     stage = "llm"
     modality = ("video",)
+    budget_knob = "cost"
     grid = True
     mechanisms = ("similarity", "attention")
     needs = ("attention",)

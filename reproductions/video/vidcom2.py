@@ -97,6 +97,7 @@ class VidCom2(Method):
 
     stage = "projector"
     modality = ("video",)
+    budget_knob = "retention"
     grid = True
     mechanisms = ("similarity",)
     paper = "liu2025videob"
