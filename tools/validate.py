@@ -82,6 +82,11 @@ class Loaded:
     paper: Paper
     lines: dict[tuple, int]
 
+    def text_at(self, line: int) -> str:
+        """The text of line `line` of the file."""
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        return lines[line - 1] if 0 < line <= len(lines) else ""
+
     def line(self, *keys: Any) -> int:
         """The line of the deepest known key on this path (1 where none is known)."""
         while keys:
@@ -135,12 +140,24 @@ def load_file(path: Path, report: Report) -> Loaded | None:
         report.error(shown, line, "file", f"byte 0x{raw[error.start]:02x} that is not UTF-8",
                      "a UTF-8 text file (save it as UTF-8)")
         return None
+    if text.startswith("\ufeff"):
+        report.error(shown, 1, "file", "a byte-order mark (U+FEFF) at the start",
+                     "UTF-8 without a BOM (save it without the byte-order mark)")
+        return None
+    if "\r\n" in text:
+        report.warn(shown, text[: text.index("\r\n")].count("\n") + 1, "file", "Windows line endings (CRLF)",
+                    "LF line endings, as every generated file has (git config core.autocrlf input)")
     try:
         node = yaml.compose(text, Loader=Loader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
         line = mark.line + 1 if mark else 1
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        lines = text.splitlines()
+        if 0 < line <= len(lines) and "\t" in lines[line - 1]:
+            report.error(shown, line, "file", "a tab character", "spaces: YAML does not allow tabs for "
+                         "indentation (replace the tab with spaces)")
+            return None
         report.error(shown, line, "file", f"malformed YAML ({problem})",
                      "valid YAML, like the other files under catalog/papers/")
         return None
@@ -185,6 +202,8 @@ def _schema_line(loaded: Loaded, error: ValidationError, report: Report) -> None
             report.error(loaded.shown, loaded.line(*path, key), ".".join([*map(str, path), key]) if path else key,
                          f"unknown key {_found(key)}", f"one of: {allowed}")
     elif kind == "required":
+        if not path:  # the top mapping: its first key's line, not the comment line above it
+            line = min((number for keys, number in loaded.lines.items() if len(keys) == 1), default=line)
         for key in schema:
             if key not in value:
                 report.error(loaded.shown, line, ".".join([*map(str, path), key]) if path else key,
@@ -197,6 +216,13 @@ def _schema_line(loaded: Loaded, error: ValidationError, report: Report) -> None
         report.error(loaded.shown, line, name, f"{len(value)} characters",
                      f"at most {schema}: every visitor downloads them with the search index; "
                      "link to a page for more")
+    elif kind == "type" and name in ("arxiv", "doi") and isinstance(value, float | int):
+        raw = loaded.text_at(line).split(":", 1)[-1].strip()
+        report.error(loaded.shown, line, name, f"{raw} (YAML reads it as the number {value})",
+                     f'the id in quotes: {name}: "{raw}"')
+    elif kind in ("minimum", "maximum"):
+        low, high = error.schema.get("minimum"), error.schema.get("maximum")
+        report.error(loaded.shown, line, name, _found(value), f"a value from {low} to {high}")
     elif kind == "type":
         kinds = schema if isinstance(schema, list) else [schema]
         report.error(loaded.shown, line, name, f"{_found(value)} ({type(value).__name__})",
@@ -261,6 +287,21 @@ def _cross_file(papers: list[Loaded], taxonomy: dict[str, Any], report: Report) 
             expected = rule_id(paper)
             report.warn(loaded.shown, loaded.line("id"), "id", _found(paper.get("id")),
                         f"{_found(expected)} by the id rule (or it with a letter suffix)")
+
+
+def _near_duplicates(papers: list[Loaded], report: Report) -> None:
+    """A warning for a paper without an arXiv id whose title is a long prefix of another's (a
+    list that cut a title short, a proceedings version): the same paper in two files?"""
+    titles = [(loaded, _normalised(loaded.paper.get("title")) or "") for loaded in papers]
+    for loaded, title in titles:
+        if loaded.paper.get("arxiv") or len(title) < 40:
+            continue
+        for other, other_title in titles:
+            if other is not loaded and other_title != title and other_title.startswith(title):
+                report.warn(loaded.shown, loaded.line("title"), "title", _found(loaded.paper.get("title")),
+                            f"a paper of its own: {other.shown} has a title that begins the same way "
+                            "(merge the two files if it is the same paper)")
+                break
 
 
 def _normalised(title: Any) -> str | None:
@@ -362,6 +403,7 @@ def validate(
         if len(report.errors) == before or isinstance(loaded.paper, dict):
             papers.append(loaded)
     _cross_file(papers, taxonomy, report)
+    _near_duplicates(papers, report)
     from . import side_files  # it reads files with this module's helpers
 
     side_files.check(root, papers, report)
