@@ -91,7 +91,7 @@ class TemporalPool(Method):
     mechanisms = ("transformation",)
     paper = "xu2024pllava"
     copies = False  # a window mean is not one of its tokens
-    identity = {"size": (4, 4, 4)}
+    identity = {"size": None, "stride": (1, 1, 1)}  # one window per token, on any grid
     example = {"size": (2, 2, 2)}
     benchmark = {"size": (16, 12, 12)}
 

@@ -1,8 +1,10 @@
 """Shared pieces of the transformers-integration tests: a tiny llm-stage method, hook counting,
-captures of what reaches the language model, and a hand-built reference sequence."""
+captures of what reaches the language model, a hand-built reference sequence, and the model,
+prompt and parameters for one cell of the support matrix."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +14,8 @@ from torch import Tensor, nn
 
 from reproductions import Compression, Method, Tokens
 from reproductions.hf.models import adapter_for
-from reproductions.hf.tiny import BUILDERS
+from reproductions.hf.support import FAMILIES
+from reproductions.hf.tiny import BUILDERS, MODALITY
 from reproductions.ops import select, top_k
 
 
@@ -131,3 +134,33 @@ def tiny(family: str, attn: str = "sdpa") -> tuple[nn.Module, dict[str, Any]]:
     with torch.no_grad():
         model.generate(**inputs, max_new_tokens=1, do_sample=False)
     return model, inputs
+
+
+def cell_inputs(family: str, cls: type[Method]) -> tuple[nn.Module, dict[str, Any]]:
+    """The support-matrix family's tiny model with a prompt of a modality the method takes (one
+    with a grid for grid methods: OneVision's video, as its anyres images fill no grid)."""
+    base = FAMILIES[family]
+    model, _ = tiny(base)
+    gridded = adapter_for(model).gridded
+    for name in [name for name in MODALITY if name == base or name.startswith(f"{base}_")]:
+        if MODALITY[name] in cls.modality and (not cls.grid or MODALITY[name] in gridded):
+            return model, tiny(name)[1]
+    raise AssertionError(f"no tiny prompt of {cls.modality} for {family}")
+
+
+def cell_method(cls: type[Method], model: nn.Module, **overrides: Any) -> Method:
+    """The example parameters with budgets for 8-16-token spans (an int `keep` becomes a half),
+    a layer inside the 4-layer decoder, and (trainable methods) the width of the features the
+    stage hands them; `overrides` last."""
+    params = dict(cls.example)
+    names = {f.name for f in dataclasses.fields(cls)}
+    if "dim" in names:
+        config = model.config
+        params["dim"] = (config.vision_config if adapter_for(model).projector is not None else config.get_text_config()).hidden_size
+        if "out_dim" in names:
+            params["out_dim"] = params["dim"]
+    if "keep" in names and isinstance(params.get("keep", getattr(cls, "keep", None)), int):
+        params["keep"] = 0.5
+    if "layer" in names:
+        params["layer"] = 2
+    return cls(**{**params, **overrides})
