@@ -136,16 +136,20 @@ def tiny(family: str, attn: str = "sdpa") -> tuple[nn.Module, dict[str, Any]]:
     return model, inputs
 
 
-def cell_inputs(family: str, cls: type[Method]) -> tuple[nn.Module, dict[str, Any]]:
-    """The support-matrix family's tiny model with a prompt of a modality the method takes (one
-    with a grid for grid methods: OneVision's video, as its anyres images fill no grid)."""
+def cell_prompts(family: str, cls: type[Method]) -> list[str]:
+    """The tiny prompts of the support-matrix family in a modality the method takes (for grid
+    methods, only those with a grid: OneVision's anyres images fill none)."""
     base = FAMILIES[family]
-    model, _ = tiny(base)
-    gridded = adapter_for(model).gridded
-    for name in [name for name in MODALITY if name == base or name.startswith(f"{base}_")]:
-        if MODALITY[name] in cls.modality and (not cls.grid or MODALITY[name] in gridded):
-            return model, tiny(name)[1]
-    raise AssertionError(f"no tiny prompt of {cls.modality} for {family}")
+    gridded = adapter_for(tiny(base)[0]).gridded
+    prompts = [
+        name
+        for name in MODALITY
+        if name in (base, f"{base}_image", f"{base}_video", f"{base}_audio")
+        and MODALITY[name] in cls.modality
+        and (not cls.grid or MODALITY[name] in gridded)
+    ]
+    assert prompts, f"no tiny prompt of {cls.modality} for {family}"
+    return prompts
 
 
 def cell_method(cls: type[Method], model: nn.Module, **overrides: Any) -> Method:

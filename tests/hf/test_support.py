@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hf_helpers import cell_inputs, cell_method, hook_count, tiny
+from hf_helpers import cell_method, cell_prompts, hook_count, tiny
 
 import reproductions
 from reproductions.hf import compress
@@ -30,10 +30,18 @@ RUNS = [(name, family) for name, row in CELLS.items() for family, (kind, _) in r
 REFUSED = [(name, family) for name, row in CELLS.items() for family, (kind, _) in row.items() if kind != "runs"]
 
 
-@pytest.mark.parametrize("name,family", RUNS, ids=[f"{n}-{f}" for n, f in RUNS])
-def test_a_cell_that_runs_compresses_through_generate(name, family):
+#: every "runs" cell with each of its family's prompts in a modality the method takes
+PROMPTS = [
+    (name, family, prompt)
+    for name, family in RUNS
+    for prompt in cell_prompts(family, reproductions.methods()[name])
+]
+
+
+@pytest.mark.parametrize("name,family,prompt", PROMPTS, ids=["-".join(case) for case in PROMPTS])
+def test_a_cell_that_runs_compresses_through_generate(name, family, prompt):
     cls = reproductions.methods()[name]
-    model, inputs = cell_inputs(family, cls)
+    model, inputs = tiny(FAMILIES[family])[0], tiny(prompt)[1]
     method = cell_method(cls, model)
     hooks = hook_count(model)
     with compress(model, method) as report, torch.no_grad():
@@ -57,13 +65,13 @@ def keeps_everything(cls) -> dict | None:
     return {"keep": 1.0} if "keep" in cls.__dataclass_fields__ else None
 
 
-KEEP_ALL = [(name, family) for name, family in RUNS if keeps_everything(reproductions.methods()[name]) is not None]
+KEEP_ALL = [case for case in PROMPTS if keeps_everything(reproductions.methods()[case[0]]) is not None]
 
 
-@pytest.mark.parametrize("name,family", KEEP_ALL, ids=[f"{n}-{f}" for n, f in KEEP_ALL])
-def test_a_budget_that_keeps_everything_changes_nothing(name, family):
+@pytest.mark.parametrize("name,family,prompt", KEEP_ALL, ids=["-".join(case) for case in KEEP_ALL])
+def test_a_budget_that_keeps_everything_changes_nothing(name, family, prompt):
     cls = reproductions.methods()[name]
-    model, inputs = cell_inputs(family, cls)
+    model, inputs = tiny(FAMILIES[family])[0], tiny(prompt)[1]
     method = cell_method(cls, model, **keeps_everything(cls))
     with torch.no_grad():
         logits = model(**inputs).logits
