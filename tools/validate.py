@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -420,6 +421,30 @@ def _position(line: str) -> tuple[int, str, int]:
     return (0 if where.endswith(".yaml") else 1, where, int(number) if number.isdigit() else 0)
 
 
+def changed_since_main(root: Path) -> tuple[str, set[Path]] | None:
+    """(the merge base with main, the files changed since it: committed, staged, unstaged or
+    untracked), so a contributor sees the warnings of their own files first; None outside a git
+    checkout or without a main branch to compare with."""
+
+    def git(*args: str) -> str | None:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+        return done.stdout if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    base = next(filter(None, (git("merge-base", "HEAD", ref) for ref in ("origin/main", "main"))), None)
+    if top is None or base is None:
+        return None
+    names = (git("diff", "--name-only", base.strip()) or "") + (git("ls-files", "--others", "--exclude-standard", "--full-name", ":/") or "")
+    top_path = Path(top.strip())
+    return base.strip()[:9], {(top_path / name).resolve() for name in names.splitlines() if name}
+
+
+def _warning_file(line: str) -> Path:
+    """The file a warning line is about (its `file:line:` prefix, relative to the repository)."""
+    name = Path(line.split(":", 1)[0])
+    return (name if name.is_absolute() else ROOT / name).resolve()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Validate the catalog; print errors, then warnings (`--quiet` hides warnings)."""
     parser = argparse.ArgumentParser(prog="python -m tools validate", description=__doc__,
@@ -433,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--import-registry", action="store_true",
                         help="import the registry (torch: seconds) instead of reading it from source")
     parser.add_argument("--quiet", action="store_true", help="print errors only")
+    parser.add_argument("--all-warnings", action="store_true",
+                        help="print every warning (default: those of the files changed since the "
+                        "merge base with main, and a count of the others)")
     parser.add_argument("--link-registry", action="store_true",
                         help="first write each registered method's name into its paper's "
                         "reproductions: (the one option that changes files)")
@@ -447,8 +475,13 @@ def main(argv: list[str] | None = None) -> int:
     for line in report.errors:
         print(line)
     if not args.quiet:
-        for line in report.warnings:
+        changed = None if args.all_warnings else changed_since_main(args.root)
+        shown = [w for w in report.warnings if changed is None or _warning_file(w) in changed[1]]
+        for line in shown:
             print(f"warning: {line}")
+        if changed is not None and len(shown) < len(report.warnings):
+            print(f"({len(report.warnings) - len(shown)} more warnings in files unchanged since {changed[0]}, "
+                  "the merge base with main: --all-warnings prints them)")
     count = len(list((args.root / "papers").glob("*.yaml")))
     print(
         f"{count} papers: {len(report.errors)} errors, {len(report.warnings)} warnings "

@@ -243,6 +243,37 @@ def test_several_errors_in_one_file_each_get_a_line(catalog: Path, capsys) -> No
     assert sorted(LINE.match(line)["field"] for line in lines) == ["cost", "kind", "month"]
 
 
+def test_warnings_are_printed_for_the_files_changed_since_main(catalog: Path, capsys) -> None:
+    """A newcomer sees their own file's warnings, and a count for the rest of the catalog."""
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(catalog), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       check=True, capture_output=True)
+
+    write(catalog, "old2023paper.yaml", dump_paper(paper(id="old2023paper", title="An Old Paper Without A Cost",
+                                                         arxiv=None, cost=None, year=2023, venue=None,
+                                                         links={**VALID["links"], "paper": "https://example.org/old",
+                                                                "code": None})))
+    git("init", "-q", "-b", "main")
+    git("add", "-A")
+    git("commit", "-qm", "base")
+    git("switch", "-qc", "new-paper")
+    write(catalog, "new2024paper.yaml", dump_paper(paper(id="new2024paper", title="A New Paper Without A Cost",
+                                                         arxiv=None, cost=None, venue=None,
+                                                         links={**VALID["links"], "paper": "https://example.org/new",
+                                                                "code": None})))
+    assert main(["--root", str(catalog), "--no-registry", "--all-warnings"]) == 0
+    every = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    theirs = [line for line in every if "new2024paper.yaml" in line]
+    assert theirs and len(theirs) < len(every)
+    assert main(["--root", str(catalog), "--no-registry"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.startswith("warning:")] == theirs
+    assert out[-1].startswith(f"({len(every) - len(theirs)} more warnings in files unchanged since ")
+    assert out[-1].endswith("--all-warnings prints them)")
+
+
 def test_only_method_papers_must_be_classified(catalog: Path, capsys) -> None:
     """A survey or a benchmark has no mechanism, stage or cost of its own: no error, no warning."""
     write(catalog, "chen2024image.yaml", dump_paper(paper(kind="survey", mechanisms=[], submechanisms=[], stage=[], cost=None)))
