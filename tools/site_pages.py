@@ -438,7 +438,12 @@ def papers_index(data: SiteData) -> str:
         + "\n".join(selects)
         + '\n<button type="button" class="md-button" data-filter-reset>Reset</button>\n</div>\n'
     )
-    count = f'<p class="papers-count" data-papers-count aria-live="polite">{len(data.papers)} papers</p>\n'
+    count = (
+        f'<p class="papers-count" data-papers-count aria-live="polite">{len(data.papers)} papers</p>\n'
+        '<p class="papers-notice" data-papers-notice role="status" hidden></p>\n'
+        '<p class="papers-empty" data-papers-empty hidden>No papers match these filters. '
+        '<button type="button" class="md-button" data-filter-reset>Show all papers</button></p>\n'
+    )
     return (
         front_matter("Papers", hide=["navigation", "toc"])
         + "# Papers\n\n"

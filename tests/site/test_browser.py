@@ -177,6 +177,32 @@ def test_shared_url_restores_the_filter(tab: Tab, built: Any) -> None:
     tab.shot("papers-shared-url")
 
 
+def test_an_unknown_value_in_the_address_is_named_not_ignored(tab: Tab, built: Any) -> None:
+    tab.open_papers("?venue=Foo&modality=video")
+    notice = tab.page.locator("[data-papers-notice]")
+    assert notice.is_visible() and "venue \u201cFoo\u201d" in notice.text_content()
+    assert "modality" not in notice.text_content()
+    expected = expected_ids(load_papers(built.catalog), modality="video")
+    assert set(tab.visible_ids()) == expected  # the known facet still filters
+    tab.page.select_option("select[data-facet=mechanism]", "similarity")
+    assert not notice.is_visible()
+    assert tab.errors == []
+
+
+def test_an_empty_result_says_so_and_offers_a_reset(tab: Tab, built: Any) -> None:
+    tab.open_papers()
+    empty = tab.page.locator("[data-papers-empty]")
+    assert not empty.is_visible()
+    tab.page.fill("[data-filter-text]", "no paper has this zqxj")
+    assert tab.visible_ids() == [] and empty.is_visible()
+    assert "No papers match" in empty.text_content()
+    tab.shot("papers-empty-result")
+    empty.get_by_role("button").click()
+    assert len(tab.visible_ids()) == len(load_papers(built.catalog))
+    assert not empty.is_visible() and "q=" not in tab.page.url
+    assert tab.page.input_value("[data-filter-text]") == ""
+
+
 def test_matrix_link_works_after_instant_navigation(tab: Tab, built: Any) -> None:
     """Clicking a matrix cell swaps the page in place (no reload); the table still sets up."""
     tab.open("")
