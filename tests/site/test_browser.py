@@ -203,6 +203,26 @@ def test_an_empty_result_says_so_and_offers_a_reset(tab: Tab, built: Any) -> Non
     assert tab.page.input_value("[data-filter-text]") == ""
 
 
+SCROLLERS = """() => Array.from(document.querySelectorAll("article *")).filter(e => {
+    const style = getComputedStyle(e);
+    return ["auto", "scroll"].includes(style.overflowX) && e.scrollWidth > e.clientWidth + 1
+        && e.querySelector("table") !== null;
+}).map(e => ({name: e.className || e.tagName, tabindex: e.getAttribute("tabindex"),
+              label: e.getAttribute("aria-label")}))"""
+
+
+@pytest.mark.parametrize("path", ["papers/", "", "reproductions/support/"], ids=["papers", "home", "support"])
+def test_every_scrolling_table_is_reachable_by_keyboard(tab: Tab, path: str) -> None:
+    """A table wider than a phone scrolls inside its box: the box takes focus (arrow keys
+    scroll it) and is named for screen readers."""
+    tab.page.set_viewport_size({"width": 390, "height": 844})
+    tab.open(path)
+    tab.page.wait_for_load_state("load")
+    scrollers = tab.page.evaluate(SCROLLERS)
+    assert scrollers, "nothing scrolls sideways at 390 px: the test would check nothing"
+    assert [s for s in scrollers if s["tabindex"] != "0" or not s["label"]] == []
+
+
 def test_matrix_link_works_after_instant_navigation(tab: Tab, built: Any) -> None:
     """Clicking a matrix cell swaps the page in place (no reload); the table still sets up."""
     tab.open("")
