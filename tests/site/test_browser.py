@@ -223,6 +223,36 @@ def test_every_scrolling_table_is_reachable_by_keyboard(tab: Tab, path: str) -> 
     assert [s for s in scrollers if s["tabindex"] != "0" or not s["label"]] == []
 
 
+CONTRAST = """(selector) => {
+    const rgb = (text) => text.match(/[\\d.]+/g).map(Number);
+    const background = (e) => {
+        for (; e; e = e.parentElement) {
+            const c = rgb(getComputedStyle(e).backgroundColor);
+            if (c.length < 4 || c[3] > 0) return c;
+        }
+        return [255, 255, 255];
+    };
+    const luminance = (c) => {
+        const [r, g, b] = c.slice(0, 3).map(v => v / 255).map(v => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const e = document.querySelector(selector);
+    const [a, b] = [luminance(rgb(getComputedStyle(e).color)), luminance(background(e))];
+    return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}"""
+
+
+@pytest.mark.parametrize("scheme", ["default", "slate"], ids=["light", "dark"])
+@pytest.mark.parametrize("selector", ["article p a[href]", "[data-filter-reset]"], ids=["link-in-text", "button"])
+def test_links_and_buttons_meet_wcag_aa_contrast(tab: Tab, scheme: str, selector: str) -> None:
+    tab.open_papers()
+    tab.page.evaluate(f"document.body.setAttribute('data-md-color-scheme', '{scheme}')")
+    tab.page.wait_for_timeout(500)  # the theme eases colour changes over 125-250 ms
+    ratio = tab.page.evaluate(CONTRAST, selector)
+    print(f"{scheme} {selector}: {ratio:.2f}:1")
+    assert ratio >= 4.5
+
+
 def test_matrix_link_works_after_instant_navigation(tab: Tab, built: Any) -> None:
     """Clicking a matrix cell swaps the page in place (no reload); the table still sets up."""
     tab.open("")
