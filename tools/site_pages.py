@@ -488,9 +488,11 @@ def paper_markdown(paper: Paper, data: SiteData) -> str:
             url(f"{data.repo_url.rstrip('/')}/blob/main/catalog/papers/{paper['id']}.yaml") if data.repo_url else None,
             f"<code>catalog/papers/{paper['id']}.yaml</code>", external=True)),
     ]
-    rows = "\n".join(f"<tr><th>{name}</th><td>{value}</td></tr>" for name, value in facts if value)
-    out = [
-        front_matter(paper["title"]),
+    # the spaces keep label and value apart in the search index ("Authors Saeed", not "AuthorsSaeed")
+    rows = "\n".join(f"<tr><th>{name}</th> <td>{value}</td> </tr>" for name, value in facts if value)
+    method, title = paper.get("method"), paper["title"]
+    out = [  # the method name first in the page title: search ranks title words, researchers search "FastV"
+        front_matter(f"{method}: {title}" if method and not title.lower().startswith(method.lower()) else title),
         f'<h1 class="paper-title">{text(paper["title"])}</h1>\n',
         f'<table data-table="paper-facts">\n{rows}\n</table>\n',
     ]

@@ -304,3 +304,23 @@ def test_search_results_show_hostile_text_as_text(tab: Tab) -> None:
     assert "alert('title')" in tab.page.text_content(".md-search-result")
     assert tab.page.locator(".md-search-result img[src=x], .md-search-result script").count() == 0
     assert tab.dialogs == []
+
+
+@pytest.mark.parametrize(
+    ("query", "paper"),
+    [("Saeed", "alvar2025divprune"), ("FastV", "chen2024image"), ("alvar2025divprune", "alvar2025divprune")],
+    ids=["first-author", "method-name", "id"],
+)
+def test_the_search_box_finds_a_paper_by_author_method_and_id(tab: Tab, query: str, paper: str) -> None:
+    """The facts table is indexed as separate words ("Authors Saeed", not "AuthorsSaeed"), the
+    method name leads the page title, and a path splits into words (catalog/papers/<id>.yaml)."""
+    tab.open("")
+    box = tab.page.locator("input[data-md-component=search-query]")
+    box.click()
+    box.fill(query)
+    first = f".md-search-result__item a[href*='h={query.lower()}']"  # results of the whole query
+    tab.page.locator(first).first.wait_for()
+    pages = tab.page.eval_on_selector_all(
+        ".md-search-result__item > .md-search-result__link", "links => links.map(a => a.pathname)"
+    )
+    assert f"/papers/{paper}/" in pages[:10], pages
