@@ -14,6 +14,7 @@ import argparse
 import datetime
 import re
 import sys
+import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
@@ -84,11 +85,16 @@ def parse_atom(text: str, wanted: str) -> Paper:
 
 def fetch_atom(arxiv: str) -> str:
     """The arXiv API's Atom answer for one id (network; only `add` calls it)."""
-    request = urllib.request.Request(
-        ARXIV_API.format(arxiv), headers={"User-Agent": "multimodal-token-compression catalog"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return response.read().decode("utf-8")
+    address = ARXIV_API.format(arxiv)
+    request = urllib.request.Request(address, headers={"User-Agent": "multimodal-token-compression catalog"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read().decode("utf-8")
+    except urllib.error.URLError as error:
+        raise AddError(
+            f"could not reach the arXiv API ({getattr(error, 'reason', error)}); offline? pass --bibtex FILE "
+            f"(the paper's BibTeX entry) or --atom FILE (a saved answer of {address})"
+        ) from error
 
 
 def _unbrace(text: str) -> str:
@@ -202,21 +208,32 @@ def scaffold(
     }
 
 
-def add(paper: Paper, root: Path, options: argparse.Namespace) -> Path:
-    """Give `paper` its id, check it is new, and write its file; returns the path."""
-    folder = root / "papers"
-    existing = [yaml.safe_load(path.read_text(encoding="utf-8")) or {} for path in sorted(folder.glob("*.yaml"))]
+def refuse_duplicate(paper: Paper, existing: list[Paper], folder: Path) -> None:
+    """Raise when a catalog file already has this paper: same arXiv id, DOI or title (the fields
+    `paper` has; `add` checks an arXiv id before asking the network)."""
     for other in existing:
         for key, same in (
-            ("arxiv", paper["arxiv"] and other.get("arxiv") == paper["arxiv"]),
-            ("doi", paper["doi"] and str(other.get("doi") or "").lower() == paper["doi"].lower()),
-            ("title", normalised_title(str(other.get("title", ""))) == normalised_title(paper["title"])),
+            ("arxiv", paper.get("arxiv") and other.get("arxiv") == paper["arxiv"]),
+            ("doi", paper.get("doi") and str(other.get("doi") or "").lower() == paper["doi"].lower()),
+            ("title", paper.get("title")
+             and normalised_title(str(other.get("title", ""))) == normalised_title(paper["title"])),
         ):
             if same:
                 raise AddError(
                     f"duplicate: {folder / (str(other.get('id')) + '.yaml')} already has this paper "
                     f"(same {key}: {paper[key]}); edit that file instead"
                 )
+
+
+def existing_papers(folder: Path) -> list[Paper]:
+    return [yaml.safe_load(path.read_text(encoding="utf-8")) or {} for path in sorted(folder.glob("*.yaml"))]
+
+
+def add(paper: Paper, root: Path, options: argparse.Namespace) -> Path:
+    """Give `paper` its id, check it is new, and write its file; returns the path."""
+    folder = root / "papers"
+    existing = existing_papers(folder)
+    refuse_duplicate(paper, existing, folder)
     paper["modalities"] = options.modality or ["image"]
     paper["mechanisms"] = options.mechanism or []
     paper["links"]["code"] = options.code
@@ -256,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             if not match:
                 raise AddError(f"{args.arxiv!r} is not an arXiv id; pass one like 2403.06764")
             wanted = match.group(1)
+            refuse_duplicate({"arxiv": wanted}, existing_papers(args.root / "papers"), args.root / "papers")
             text = args.atom.read_text(encoding="utf-8") if args.atom else fetch_atom(wanted)
             paper = parse_atom(text, wanted)
         else:
