@@ -214,10 +214,39 @@ def contributing(data: SiteData, docs_dir: Path) -> str:
     return site_pages.fill((docs_dir / "contributing.md").read_text(encoding="utf-8"), parts)
 
 
+#: the generated pages of the nav: where a reader may be when the catalog breaks under `serve`
+NAV_PAGES = ("index.md", "papers/index.md", "taxonomy/index.md", "reproductions/index.md", "benchmarks.md")
+
+
+def error_page(errors: list[str]) -> str:
+    """The page `mkdocs serve` shows while the catalog has errors, instead of a stuck server."""
+    items = "\n".join(f"<li><code>{site_pages.text(line)}</code></li>" for line in errors)
+    return (
+        site_pages.front_matter("The catalog has errors")
+        + "# The catalog has errors\n\nFix these lines (the same as `python -m tools validate` prints); "
+        f"the site rebuilds when you save.\n\n<ul>\n{items}\n</ul>\n"
+    )
+
+
 def main() -> None:
-    """Write every generated file into the mkdocs build."""
+    """Write every generated file into the mkdocs build. With catalog errors, log each as a
+    warning (a strict build stops, naming file:line) and show them on every nav page, so that
+    `mkdocs serve` answers with them instead of hanging on a traceback."""
+    import logging
+
     import mkdocs_gen_files
 
+    from tools.validate import validate
+
+    errors = validate(catalog_root(), registry=False).errors
+    if errors:
+        log = logging.getLogger("mkdocs.plugins.catalog")
+        for line in errors:
+            log.warning(line)
+        for path in NAV_PAGES:
+            with mkdocs_gen_files.open(path, "w") as stream:
+                stream.write(error_page(errors))
+        return
     config = mkdocs_gen_files.config
     data = load(config.extra.get("repository"))
     for path, content in generate(data, Path(config.docs_dir)).items():

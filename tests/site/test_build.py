@@ -250,3 +250,40 @@ def test_the_search_index_holds_each_paper_once(built: Build) -> None:
     assert not any(one["checked"]["sources"][0] in body for body in texts.values())
     print(f"search index: {(built.site / 'search' / 'search_index.json').stat().st_size / 1024:.0f} KB "
           f"for {len(papers)} papers")
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["make-site", "make-serve"])
+def test_a_catalog_typo_is_reported_with_its_line_not_a_traceback(tmp_path: Path, strict: bool) -> None:
+    """`modalities: [imag]` once crashed the generator with a bare KeyError, and `mkdocs serve`
+    then hung every request. A strict build stops with the validator's file:line message; the
+    non-strict build `make serve` runs shows that message on the page instead."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import QUIET, ROOT
+
+    catalog = tmp_path / "catalog"
+    shutil.copytree(ROOT / "catalog", catalog)
+    broken = catalog / "papers" / "chen2024image.yaml"
+    text = broken.read_text(encoding="utf-8")
+    assert "modalities: [image, video]" in text
+    broken.write_text(text.replace("modalities: [image, video]", "modalities: [imag, video]"), encoding="utf-8")
+    line = text[: text.index("modalities: [image, video]")].count("\n") + 1
+    site = tmp_path / "public"
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict" if strict else "--no-strict", "--site-dir", str(site)],
+        cwd=ROOT, env={**os.environ, **QUIET, "SITE_CATALOG": str(catalog)}, capture_output=True, text=True,
+        timeout=600,
+    )
+    log = result.stdout + result.stderr
+    message = f'papers/chen2024image.yaml:{line}: modalities: found "imag"'
+    assert message in log and "Traceback" not in log and "KeyError" not in log, log[-3000:]
+    if strict:
+        assert result.returncode != 0
+    else:
+        assert result.returncode == 0, log[-3000:]
+        for page in ("index.html", "papers/index.html"):
+            html = (site / page).read_text(encoding="utf-8")
+            assert "The catalog has errors" in html and message.replace('"', "&quot;") in html
