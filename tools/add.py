@@ -226,6 +226,7 @@ def refuse_duplicate(paper: Paper, existing: list[Paper], folder: Path) -> None:
 
 
 def existing_papers(folder: Path) -> list[Paper]:
+    """Every paper file under `folder`, as loaded YAML (for the duplicate and id checks)."""
     return [yaml.safe_load(path.read_text(encoding="utf-8")) or {} for path in sorted(folder.glob("*.yaml"))]
 
 
