@@ -211,7 +211,8 @@ SCROLLERS = """() => Array.from(document.querySelectorAll("article *")).filter(e
               label: e.getAttribute("aria-label")}))"""
 
 
-@pytest.mark.parametrize("path", ["papers/", "", "reproductions/support/"], ids=["papers", "home", "support"])
+# the papers table fits a phone (test_the_papers_table_fits_the_screen); these still scroll
+@pytest.mark.parametrize("path", ["", "reproductions/support/"], ids=["home", "support"])
 def test_every_scrolling_table_is_reachable_by_keyboard(tab: Tab, path: str) -> None:
     """A table wider than a phone scrolls inside its box: the box takes focus (arrow keys
     scroll it) and is named for screen readers."""
@@ -324,3 +325,31 @@ def test_the_search_box_finds_a_paper_by_author_method_and_id(tab: Tab, query: s
         ".md-search-result__item > .md-search-result__link", "links => links.map(a => a.pathname)"
     )
     assert f"/papers/{paper}/" in pages[:10], pages
+
+
+FIT = """() => {
+    const table = document.querySelector("[data-papers-table]");
+    const boxes = [];
+    for (let e = table.parentElement; e && e.tagName !== "ARTICLE"; e = e.parentElement) boxes.push(e);
+    return {
+        overflow: boxes.filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.className),
+        page: document.documentElement.scrollWidth > document.documentElement.clientWidth + 1,
+        columns: Array.from(table.tHead.rows[0].cells)
+            .filter(th => getComputedStyle(th).display !== "none").map(th => th.textContent.trim()),
+    };
+}"""
+
+
+@pytest.mark.parametrize("width", [1920, 1280, 390])
+def test_the_papers_table_fits_the_screen(tab: Tab, width: int) -> None:
+    """No sideways scrolling at desktop widths; phones get title, year, modality and mechanism."""
+    tab.page.set_viewport_size({"width": width, "height": 900})
+    tab.open_papers()
+    tab.shot(f"papers-{width}px")
+    fit = tab.page.evaluate(FIT)
+    print(width, fit)
+    assert fit["overflow"] == [] and not fit["page"]
+    if width < 600:
+        assert fit["columns"] == ["Title", "Year", "Modalities", "Mechanisms"]
+    else:
+        assert len(fit["columns"]) == 9
