@@ -20,7 +20,8 @@
 
   function setup() {
     document.querySelectorAll(BOXES).forEach(function (box) {
-      if (!box.querySelector("table")) return;
+      // one tab stop per table: the innermost box (the theme wraps our own boxes' tables again)
+      if (!box.querySelector("table") || box.querySelector(BOXES)) return;
       box.setAttribute("tabindex", "0");
       box.setAttribute("role", "region");
       box.setAttribute("aria-label", "Table: " + (sectionOf(box) || document.title));
