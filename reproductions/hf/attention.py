@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 
+import torch
 from torch import Tensor, nn
 
 
@@ -43,3 +44,35 @@ def probabilities(q: Tensor, k: Tensor, scale: float, allowed: Tensor | None = N
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
     return scores.softmax(-1)
+
+
+def encoder_queries_keys(attn: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """(B, heads, L, head_dim) queries and keys of a vision-encoder attention module, as its own
+    forward makes them: batched (CLIP, SigLIP, InternViT with its q/k norms) or over a flat
+    (L, D) sequence with 2-D rotary embeddings (the Qwen ViTs: fused `qkv` or `q`/`k`; B = 1)."""
+    if hidden.dim() == 2:
+        n = hidden.shape[0]
+        if hasattr(attn, "qkv"):
+            q, k, _ = attn.qkv(hidden).reshape(n, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        else:
+            q, k = (proj(hidden).reshape(n, attn.num_heads, -1) for proj in (attn.q, attn.k))
+        cos, sin = position_embeddings
+        q, k = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision(q, k, cos, sin)
+        return q.transpose(0, 1)[None], k.transpose(0, 1)[None]
+    b, n, _ = hidden.shape
+    q, k = attn.q_proj(hidden), attn.k_proj(hidden)
+    if hasattr(attn, "q_norm"):
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k = (x.view(b, n, attn.num_heads, -1).transpose(1, 2) for x in (q, k))
+    return q, k
+
+
+def received(q: Tensor, k: Tensor, scale: float, allowed: Tensor | None = None, block: int = 1024) -> Tensor:
+    """(B, heads, L) the attention each key receives, averaged over the query rows: the
+    importance an encoder without a [CLS] gives its tokens. Query rows go in blocks, so the
+    L x L map is never held whole."""
+    total = torch.zeros(q.shape[:2] + (k.shape[2],), dtype=torch.float32, device=q.device)
+    for start in range(0, q.shape[2], block):
+        mask = None if allowed is None else allowed[..., start : start + block, :]
+        total += probabilities(q[:, :, start : start + block], k, scale, mask).sum(-2)
+    return total / q.shape[2]

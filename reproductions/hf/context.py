@@ -129,7 +129,7 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
     if m.stage == "projector":
         # at the LLM input (no projector hook): the prompt's text embeddings and, for videos,
         # each frame's mean token (see ProjectorStage.sequence_signals)
-        available |= set(a.signals) if a.projector is not None else {"text", "frames"}
+        available |= set(a.signals) | (set() if a.projector is not None else {"text", "frames"})
         width = _output_width(m)
         if width is not None:
             return width

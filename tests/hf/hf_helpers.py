@@ -153,7 +153,8 @@ def cell_prompts(family: str, cls: type[Method]) -> list[str]:
 
 
 def cell_method(cls: type[Method], model: nn.Module, **overrides: Any) -> Method:
-    """The example parameters with budgets for 8-16-token spans (an int `keep` becomes a half),
+    """The example parameters with budgets for 8-16-token spans (an int `keep` becomes a half,
+    VisionZip keeps 3 + 1),
     a layer inside the 4-layer decoder, and (trainable methods) the width of the features the
     stage hands them; `overrides` last."""
     params = dict(cls.example)
@@ -167,4 +168,6 @@ def cell_method(cls: type[Method], model: nn.Module, **overrides: Any) -> Method
         params["keep"] = 0.5
     if "layer" in names:
         params["layer"] = 2
+    if "dominant" in names:  # VisionZip's counts, split as officially, for an 8-token span
+        params |= {"dominant": 3, "contextual": 1}
     return cls(**{**params, **overrides})

@@ -32,7 +32,7 @@ def test_unsupported_model_lists_the_supported_ones():
 @pytest.mark.parametrize(
     "family,method,match",
     [
-        ("qwen2_vl", lambda: get("visionzip", dominant=4, contextual=2), "cls_attention"),
+        ("llava", lambda: get("cdpruner", keep=4), "needs text"),
         (
             "qwen2_audio",
             lambda: get("pool", stride=2),

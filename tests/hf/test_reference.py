@@ -73,7 +73,7 @@ def test_qwen2_vl_kept_tokens_keep_their_3d_position_ids():
         )
         lm = language_model_inputs(model, inputs)
     media = lm["inputs_embeds"][ids == IMAGE].view(2, 8, -1)
-    comp = method(Tokens(features=media, layout=(4, 2)))
+    comp = method(Tokens(features=media, layout=(2, 4)))
     with compress(model, method):
         capture = Capture(model.model.language_model)
         try:
@@ -465,7 +465,7 @@ def test_qwen3_vl_deepstack_features_follow_the_kept_tokens(name, params):
     for row in range(ids.shape[0]):
         where = (ids[row] == IMAGE).nonzero().flatten()
         start, length = int(where[0]), len(where)
-        comp = method(Tokens(features=embeds[row, start : start + length][None], layout=(4, 2)))
+        comp = method(Tokens(features=embeds[row, start : start + length][None], layout=(2, 4)))
         replaced.append((row, start, length, comp.features[0], comp.positions[0]))
         for k in range(comp.count):  # the DeepStack rows each kept token stands for, in order
             members = (comp.source[0] == k).nonzero().flatten() + start

@@ -5,10 +5,33 @@ and laid out on grids. Each family subclasses `Adapter` in a module of its own."
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
+
+#: (the output module's args, kwargs, output) -> per media item: (the features placed into the
+#: LLM input (n, D), the encoder tokens each of them is pooled from (n, k))
+Items = Callable[[tuple, dict, Any], list[tuple[Tensor, Tensor]]]
+
+
+@dataclass
+class EncoderTap:
+    """Where a family whose projector stage compresses LLM-input rows reads its encoder signals:
+    the attention of the encoder layer whose output the merger or projector pools, carried onto
+    each LLM token as the mean over the encoder tokens it is pooled from."""
+
+    #: the attention module of that encoder layer
+    attention: nn.Module
+    #: the module whose output is placed into the LLM input (merger or projector)
+    output: nn.Module
+    #: leading tokens of each encoder sequence that the model drops: a [CLS], whose attention row
+    #: is then `cls_attention` (without one, each token's attention received, as the ports do)
+    special: int
+    #: which encoder tokens (indices over the call's batch, [CLS] left out) each placed token pools
+    items: Items
 
 
 @dataclass
@@ -30,6 +53,8 @@ class Adapter:
     feature_layer: int | None = None
     #: signals the projector stage can give from the encoder (LLaVA: [CLS] attention, keys)
     signals: tuple[str, ...] = ()
+    #: where the projector stage reads those signals when it compresses LLM-input rows
+    tap: EncoderTap | None = None
     #: leading encoder tokens ([CLS]) that the model drops before its projector
     encoder_special: int = 0
     #: trailing tokens of each video span that are not frame tokens (OneVision's newline)
@@ -86,3 +111,20 @@ def square(length: int) -> tuple[int, int] | None:
     """(side, side) where `length` tokens fill a square grid."""
     side = math.isqrt(length)
     return (side, side) if side * side == length else None
+
+
+def pooled_groups(index: Tensor) -> Tensor:
+    """(n, k) long from a pooling function's output on encoder-token indices given as features:
+    the k encoder tokens each of the n pooled tokens is made from."""
+    return index.reshape(-1, index.shape[-1]).round().long()
+
+
+def flat_items(output: Tensor, groups: Tensor, per_item: int) -> list[tuple[Tensor, Tensor]]:
+    """One item per batch row of `output` (B, n, D), each pooled from `groups` of its own
+    `per_item` encoder tokens."""
+    return [(output[i], groups + i * per_item) for i in range(output.shape[0])]
+
+
+def arange_features(count: int, device: torch.device) -> Tensor:
+    """Encoder-token indices 0..count-1 as one-wide float features (exact below 2**24)."""
+    return torch.arange(count, dtype=torch.float32, device=device)

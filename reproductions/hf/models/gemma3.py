@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.models.gemma3 import modeling_gemma3
 
 from ..sequence import take
-from .base import Adapter, language_parts, square
+from .base import Adapter, EncoderTap, arange_features, flat_items, language_parts, square
 
 DECODER_STAGES = (
     "Gemma 3 gives its full- and sliding-attention layers masks of their own, with image tokens "
@@ -44,6 +45,22 @@ class Gemma3Adapter(Adapter):
         )
 
 
+def vision_tap(inner: nn.Module) -> EncoderTap:
+    """The last SigLIP layer (no [CLS]); each image token is the projector's average pool of a
+    kernel_size² block of patches."""
+    projector = inner.multi_modal_projector
+    side, kernel = projector.patches_per_image, projector.kernel_size
+
+    def items(args: tuple, kwargs: dict, output: Tensor) -> list[tuple[Tensor, Tensor]]:
+        index = arange_features(side * side, output.device).view(1, 1, side, side)
+        groups = F.unfold(index, kernel, stride=kernel)[0].T.round().long()  # (tokens, kernel²), row-major
+        return flat_items(output, groups, side * side)
+
+    tower = inner.vision_tower
+    layers = getattr(tower, "vision_model", tower).encoder.layers
+    return EncoderTap(attention=layers[-1].self_attn, output=projector, special=0, items=items)
+
+
 def build(model: nn.Module) -> Gemma3Adapter:
     config = model.config
     return Gemma3Adapter(
@@ -53,5 +70,7 @@ def build(model: nn.Module) -> Gemma3Adapter:
         gridded=("image",),
         unsupported_stages={"llm": DECODER_STAGES, "cache": DECODER_STAGES},
         tokens_per_image=config.mm_tokens_per_image,
+        signals=("cls_attention", "keys"),
+        tap=vision_tap(model.model),
         text_config=config.get_text_config(),
     )

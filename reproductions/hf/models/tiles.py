@@ -8,9 +8,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from torch import nn
+from torch import Tensor, nn
 
-from .base import Adapter, language_parts, square
+from .base import (
+    Adapter,
+    EncoderTap,
+    arange_features,
+    flat_items,
+    language_parts,
+    pooled_groups,
+    square,
+)
 
 
 @dataclass
@@ -29,6 +37,36 @@ def _side(size) -> int:
     return size[0] if isinstance(size, list | tuple) else size
 
 
+def idefics3_tap(inner: nn.Module, patches: int) -> EncoderTap:
+    """The last SigLIP layer (no [CLS]); each tile token pools scale_factor² patches, which the
+    connector's own pixel shuffle, run on the patch indices, names."""
+    connector = inner.connector
+
+    def items(args: tuple, kwargs: dict, output: Tensor) -> list[tuple[Tensor, Tensor]]:
+        index = arange_features(patches, output.device).view(1, patches, 1)
+        return flat_items(output, pooled_groups(connector.pixel_shuffle(index, connector.scale_factor)), patches)
+
+    layers = inner.vision_model.encoder.layers
+    return EncoderTap(attention=layers[-1].self_attn, output=connector, special=0, items=items)
+
+
+def internvl_tap(model: nn.Module, side: int) -> EncoderTap:
+    """InternViT's feature layer, with its [CLS] (which the model drops before the pixel shuffle);
+    each tile token pools the 2x2 patches that the model's own pixel shuffle, run on the patch
+    indices, names."""
+    inner, config = model.model, model.config
+
+    def items(args: tuple, kwargs: dict, output: Tensor) -> list[tuple[Tensor, Tensor]]:
+        index = arange_features(side * side, output.device).view(1, side, side, 1)
+        shuffled = inner.pixel_shuffle(index, scale_factor=config.downsample_ratio)
+        return flat_items(output, pooled_groups(shuffled), side * side)
+
+    layers = inner.vision_tower.encoder.layer
+    feature = config.vision_feature_layer % (len(layers) + 1) - 1  # hidden_states[k]: layer k - 1's output
+    special = 1 if config.vision_feature_select_strategy == "default" else 0
+    return EncoderTap(attention=layers[feature].attention, output=inner.multi_modal_projector, special=special, items=items)
+
+
 def build_idefics3(model: nn.Module) -> TileAdapter:
     config = model.config
     vc = config.vision_config
@@ -39,6 +77,8 @@ def build_idefics3(model: nn.Module) -> TileAdapter:
         tokens={"image": config.image_token_id},
         tile_tokens=patches // config.scale_factor**2,
         gridded=("image",),
+        signals=("cls_attention", "keys"),
+        tap=idefics3_tap(model.model, patches),
     )
 
 
@@ -52,4 +92,6 @@ def build_internvl(model: nn.Module) -> TileAdapter:
         tokens={"image": config.image_token_id},
         tile_tokens=int(math.floor(side * config.downsample_ratio)) ** 2,
         gridded=("image",),
+        signals=("cls_attention", "keys"),
+        tap=internvl_tap(model, side),
     )

@@ -4,7 +4,12 @@ On LLaVA the method sees the encoder features the projector reads (with the [CLS
 the method takes one), and [CLS] attention and keys recomputed eagerly for that encoder layer
 only; the compressed features are projected. On the other families it sees the rows of the LLM
 input, with the prompt's text embeddings (`text`) and each video frame's mean token (`frames`)
-in that same embedding space, as frame-selection methods need.
+in that same embedding space, as frame-selection methods need; where the family names an
+encoder tap, also the encoder's attention and keys, pooled onto each row as its merger pools
+the encoder's tokens. An encoder without a [CLS] (SigLIP, the Qwen ViTs) gives, as
+`cls_attention`, the attention each token receives averaged over the query rows: what the
+released SigLIP port of VisPruner and LightCompress' Qwen2.5-VL ports of VisionZip and VisPruner
+rank tokens by.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ...interface import Compression, Tokens
-from ..attention import probabilities
+from ..attention import encoder_queries_keys, probabilities, received
 from ..sequence import Span, row_of
 from .base import argument
 from .input import InputStage
@@ -28,9 +33,16 @@ class ProjectorStage(InputStage):
         super().__init__(*args, **kwargs)
         self.captured: dict[str, Tensor] = {}
         self.inside_projector = False
+        #: encoder-tap families: the last encoder call's (attention, keys) per encoder token, and
+        #: each media item placed in this context with its signals per placed token
+        self.patch: tuple[Tensor, Tensor] | None = None
+        self.tapped: list[tuple[Tensor, dict[str, Tensor]]] = []
 
     def install_hooks(self) -> None:
         a = self.adapter
+        if a.tap is not None and {"cls_attention", "keys"} & set(self.method.needs):
+            self.hook(a.tap.attention.register_forward_pre_hook(self._tap_attention, with_kwargs=True))
+            self.hook(a.tap.output.register_forward_hook(self._tap_output, with_kwargs=True))
         if a.projector is None:
             return
         self.hook(a.projector.register_forward_hook(self._projector))
@@ -43,13 +55,9 @@ class ProjectorStage(InputStage):
     def _encoder_attention(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if self.inside_projector or not {"cls_attention", "keys"} & set(self.method.needs):
             return
-        hidden = argument(args, kwargs, "hidden_states")
-        b, n, _ = hidden.shape
-        k = module.k_proj(hidden).view(b, n, module.num_heads, -1).transpose(1, 2)
-        self.captured["keys"] = k.mean(1)  # ToMe / VisionZip read keys averaged over heads
-        if self.adapter.has_cls:
-            q = module.q_proj(hidden).view(b, n, module.num_heads, -1).transpose(1, 2)
-            self.captured["cls_attention"] = probabilities(q[:, :, :1], k, module.scale)[:, :, 0].to(hidden.dtype)
+        attention, keys = encoder_signals(module, args, kwargs, cls=self.adapter.has_cls)
+        self.captured["keys"] = keys
+        self.captured["cls_attention"] = attention
 
     def _encoder_output(self, module: nn.Module, args: tuple, output: Any) -> None:
         if not self.inside_projector:
@@ -76,6 +84,36 @@ class ProjectorStage(InputStage):
             self.inside_projector = False
         projected_comp = Compression(projected, comp.source, comp.positions, comp.sizes)
         self.encoded = [(output[i], row_of(projected_comp, i), special) for i in range(features.shape[0])]
+
+    # ------------------------------------------------------------------ encoder-tap families
+    def _tap_attention(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        attention, keys = encoder_signals(module, args, kwargs, cls=self.adapter.tap.special > 0)
+        s = self.adapter.tap.special
+        heads = attention.shape[1]
+        self.patch = (attention[..., s:].transpose(0, 1).reshape(heads, -1), keys[:, s:].reshape(-1, keys.shape[-1]))
+
+    def _tap_output(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        if self.patch is None:
+            return
+        attention, keys = self.patch
+        self.patch = None
+        for placed, groups in self.adapter.tap.items(args, kwargs, output):
+            groups = groups.to(attention.device)
+            signals = {"cls_attention": attention[:, groups].mean(-1), "keys": keys[groups].mean(1)}
+            self.tapped.append((placed, signals))
+
+    def tapped_signals(self, embeds: Tensor, span: Span) -> dict[str, Tensor]:
+        """The encoder signals of the item placed in this span, found by the span's content."""
+        piece = embeds[span.row, span.start : span.start + span.length]
+        for placed, signals in self.tapped:
+            if placed.shape == piece.shape and torch.equal(placed.to(piece.dtype), piece):
+                return signals
+        raise RuntimeError(
+            f"{self.method.name}: the {span.modality} at row {span.row}, tokens {span.start}-"
+            f"{span.start + span.length - 1} was not encoded by {type(self.model).__name__}'s vision "
+            "encoder inside this compress context (features passed in precomputed carry no encoder "
+            "attention): pass pixel values inside the context"
+        )
 
     # ------------------------------------------------------------------ every span
     def compress_spans(self, embeds: Tensor) -> dict[int, tuple[Compression, int]]:
@@ -107,7 +145,12 @@ class ProjectorStage(InputStage):
         rows = torch.stack(
             [embeds[self.spans[i].row, self.spans[i].start : self.spans[i].start + first.length] for i in members]
         )
-        return Tokens(features=rows, layout=first.layout, **self.sequence_signals(embeds, first, rows))
+        signals = self.sequence_signals(embeds, first, rows)
+        wanted = [name for name in ("cls_attention", "keys") if name in self.method.needs]
+        if wanted and self.adapter.tap is not None:
+            found = [self.tapped_signals(embeds, self.spans[i]) for i in members]
+            signals |= {name: torch.stack([f[name] for f in found]).to(rows.dtype) for name in wanted}
+        return Tokens(features=rows, layout=first.layout, **signals)
 
     def sequence_signals(self, embeds: Tensor, span: Span, rows: Tensor) -> dict[str, Tensor]:
         """`text` (the row's real non-media tokens) and `frames` (each frame's mean token of a
@@ -124,3 +167,26 @@ class ProjectorStage(InputStage):
                     text[other.start : other.start + other.length] = False
             signals["text"] = embeds[span.row, text][None]
         return signals
+
+
+def encoder_signals(module: nn.Module, args: tuple, kwargs: dict, cls: bool) -> tuple[Tensor, Tensor]:
+    """(B, heads, L) attention and (B, L, d) keys averaged over heads, of one call of an encoder
+    attention module: the [CLS] row's attention where the encoder has a [CLS], else the attention
+    each token receives averaged over its query rows (within each image or frame of a flat Qwen
+    sequence, as the module's `cu_seqlens` bound it)."""
+    hidden = argument(args, kwargs, "hidden_states")
+    q, k = encoder_queries_keys(module, hidden, kwargs.get("position_embeddings"))
+    scale = module.scale if hasattr(module, "scale") else module.scaling
+    keys = k.mean(1)  # ToMe / VisionZip read keys averaged over heads
+    if cls:
+        attention = probabilities(q[:, :, :1], k, scale)[:, :, 0]
+    elif kwargs.get("cu_seqlens") is not None:
+        bounds = kwargs["cu_seqlens"].tolist()
+        attention = torch.cat(
+            [received(q[:, :, a:b], k[:, :, a:b], scale) for a, b in zip(bounds, bounds[1:], strict=False)], dim=-1
+        )
+    else:
+        mask = kwargs.get("attention_mask")
+        allowed = None if mask is None else (mask if mask.dtype == torch.bool else mask == 0)
+        attention = received(q, k, scale, allowed)
+    return attention.to(hidden.dtype), keys

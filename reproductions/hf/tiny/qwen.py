@@ -42,10 +42,11 @@ def _qwen_vl(cls: type, config_cls: type, attn: str, seed: int, video: bool) -> 
 
 
 def _qwen_inputs(model: torch.nn.Module, seed: int, video: bool) -> Built:
-    """Two left-padded prompts, each one image (1 x 8 x 4 patches) or one video (2 x 4 x 4), with
+    """Two left-padded prompts, each one image (1 x 4 x 8 patches: Qwen2.5-VL's 2 x 2-unit windows
+    reorder its 2 x 4 merged tokens) or one video (2 x 4 x 4), with
     its vision start / end tokens; mm_token_type_ids as the processor makes them."""
     g = torch.Generator().manual_seed(seed)
-    t, h, w = (2, 4, 4) if video else (1, 8, 4)
+    t, h, w = (2, 4, 4) if video else (1, 4, 8)
     per_item = t * h * w // 4
     token = VIDEO if video else IMAGE
     spans = [[(START, 1), (token, per_item), (END, 1)], [(START, 1), (token, per_item), (END, 1)]]
@@ -146,7 +147,7 @@ def qwen2_5_omni(attn: str = "sdpa", seed: int = 0, image: bool = False) -> Buil
             "input_ids": input_ids,
             "attention_mask": mask,
             "pixel_values": torch.randn(2 * 8 * 4, 3 * 2 * 4 * 4, generator=g),
-            "image_grid_thw": torch.tensor([[1, 8, 4]] * 2),
+            "image_grid_thw": torch.tensor([[1, 4, 8]] * 2),
         }
     audio_block = [155] + [AUDIO] * 16 + [156]
     video_block = [START] + [VIDEO] * 8 + [END]

@@ -1,0 +1,143 @@
+"""The encoder signals the projector stage supplies where it compresses LLM-input rows (and on
+LLaVA with SigLIP): checked against the eager attention maps the model itself computes, read
+through a registered transformers attention function, and against the family's own pooling."""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+
+import pytest
+import torch
+from transformers import AttentionInterface
+
+from reproductions import Compression, Method, Tokens
+from reproductions.hf import compress
+from reproductions.hf.models import adapter_for
+from reproductions.hf.tiny import BUILDERS
+from reproductions.ops import select
+
+#: tiny builders whose family reads encoder signals through a tap, and the image-only LLaVA
+#: (SigLIP) whose projector stage reads them at its feature layer
+TAPPED = [name for name in BUILDERS if adapter_for(BUILDERS[name]()[0]).tap is not None]
+WEIGHTS: list[tuple[torch.nn.Module, torch.Tensor, torch.Tensor]] = []
+
+
+def eager_spy(module, query, key, value, attention_mask, **kwargs):
+    """The module file's own eager attention, recording (module, weights, keys) of each call."""
+    out, weights = sys.modules[type(module).__module__].eager_attention_forward(
+        module, query, key, value, attention_mask, **kwargs
+    )
+    WEIGHTS.append((module, weights, key))
+    return out, weights
+
+
+AttentionInterface.register("eager_spy", eager_spy)
+
+
+@dataclass
+class Recorder(Method):
+    """Test-only projector method: keeps every token and records what it was handed."""
+
+    stage = "projector"
+    modality = ("image", "video")
+    needs = ("cls_attention", "keys")
+
+    def __post_init__(self) -> None:
+        self.seen: list[Tokens] = []
+
+    def compress(self, tokens: Tokens) -> Compression:
+        self.seen.append(tokens)
+        return select(tokens, torch.arange(tokens.count).expand(tokens.batch, -1))
+
+
+def run(name: str):
+    """The model run under a Recorder with the eager spy on its vision encoder: the tokens each
+    span was handed, and per vision call the spy's (weights, keys) of the tapped layer (one map,
+    or one per image / frame of a flat Qwen sequence) with the call's placed items and groups."""
+    model, inputs = BUILDERS[name]()
+    tap = adapter_for(model).tap
+    tap.attention.config._attn_implementation = "eager_spy"
+    calls = []
+
+    def output(module, args, kwargs, out) -> None:
+        maps = [(w, k) for m, w, k in WEIGHTS if m is tap.attention]
+        calls.append((maps, tap.items(args, kwargs, out)))
+        WEIGHTS.clear()
+
+    hook = tap.output.register_forward_hook(output, with_kwargs=True)
+    WEIGHTS.clear()
+    method = Recorder()
+    try:
+        with compress(model, method), torch.no_grad():
+            method.seen.clear()  # compress() probes the method on example tokens
+            model(**inputs)
+    finally:
+        hook.remove()
+    return model, tap, method.seen, calls
+
+
+def item_of(calls, features: torch.Tensor) -> tuple[int, torch.Tensor]:
+    """(the vision call, the groups) of the placed item whose features these are."""
+    for c, (_, items) in enumerate(calls):
+        for placed, groups in items:
+            if placed.shape == features.shape and torch.equal(placed.to(features.dtype), features):
+                return c, groups
+    raise AssertionError("a span's features match no placed item")
+
+
+@pytest.mark.parametrize("name", TAPPED)
+def test_signals_are_the_models_own_attention_pooled_as_its_merger_pools(name):
+    """Each placed token's `cls_attention` is the mean, over the encoder tokens it is pooled
+    from, of the [CLS] row (InternViT) or of the attention each token receives averaged over the
+    query rows (SigLIP, Qwen ViTs: VisPruner's `attentions[-1].mean(dim=-2)`), per image or frame;
+    its `keys` the same mean of the keys averaged over heads."""
+    model, tap, seen, calls = run(name)
+    s = tap.special
+    per_call = []
+    for maps, _ in calls:
+        attention = torch.cat(
+            [(w[:, :, 0] if s else w.mean(-2))[..., s:].transpose(0, 1).reshape(w.shape[1], -1) for w, _ in maps], -1
+        )
+        keys = torch.cat([k.mean(1)[:, s:].reshape(-1, k.shape[-1]) for _, k in maps], dim=0)
+        per_call.append((attention, keys))
+    assert seen and calls
+    for tokens in seen:
+        for row in range(tokens.batch):
+            c, groups = item_of(calls, tokens.features[row])
+            attention, keys = per_call[c]
+            torch.testing.assert_close(tokens.cls_attention[row].float(), attention[:, groups].mean(-1).float())
+            torch.testing.assert_close(tokens.keys[row].float(), keys[groups].mean(1).float())
+
+
+@pytest.mark.parametrize("name", TAPPED)
+def test_each_placed_token_pools_the_encoder_tokens_the_tap_names(name):
+    """The groups agree with the model's own pooling: the Qwen merger applied to the named
+    patches' hidden states gives the placed tokens; the pixel-shuffle and average-pool families
+    pool square blocks of each tile's patch grid, in row-major order."""
+    model, tap, seen, calls = run(name)
+    if hasattr(tap.output, "merger"):  # a Qwen ViT: re-run the merger on the named patches
+        hidden = []
+        hook = tap.output.blocks[-1].register_forward_hook(lambda m, a, o: hidden.append(o))
+        try:
+            with torch.no_grad():
+                model(**BUILDERS[name]()[1])
+        finally:
+            hook.remove()
+        assert len(hidden) == len(calls)
+        for h, (_, items) in zip(hidden, calls, strict=True):
+            with torch.no_grad():
+                merged = tap.output.merger(h[torch.cat([g for _, g in items]).flatten()])
+            torch.testing.assert_close(merged, torch.cat([p for p, _ in items]))
+        return
+    for _, items in calls:
+        for i, (placed, groups) in enumerate(items):
+            side, grid = math.isqrt(placed.shape[0]), math.isqrt(groups.numel())
+            k = grid // side
+            blocks = [
+                sorted(i * grid * grid + (r * k + a) * grid + c * k + b for a in range(k) for b in range(k))
+                for r in range(side)
+                for c in range(side)
+            ]
+            assert groups.sort(1).values.tolist() == blocks
