@@ -59,6 +59,7 @@ from ..registry import get, methods
 from .models import adapter_for
 from .report import Report
 from .stages import STAGES, decoder_layer
+from .stages.projector import at_projector_input, projector_signals
 
 
 def _output_width(method: Method) -> str | None:
@@ -127,9 +128,7 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
         )
     available = set(STAGES[m.stage].signals)
     if m.stage == "projector":
-        # at the LLM input (no projector hook): the prompt's text embeddings and, for videos,
-        # each frame's mean token (see ProjectorStage.sequence_signals)
-        available |= set(a.signals) | (set() if a.projector is not None else {"text", "frames"})
+        available |= projector_signals(a, m)
         width = _output_width(m)
         if width is not None:
             return width
@@ -139,7 +138,7 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
             f"{m.name} needs {', '.join(missing)}, which {model_name} cannot supply at the "
             f"{m.stage} stage (it supplies: {', '.join(sorted(available)) or 'no signals'})"
         )
-    cls_token = m.stage == "projector" and a.projector is not None and a.encoder_special > 0
+    cls_token = m.stage == "projector" and at_projector_input(a, m) and a.encoder_special > 0
     if m.special_tokens is not None and 0 not in m.special_tokens and not cls_token:
         return (
             f"{m.name} takes {m.special_tokens} leading [CLS] tokens, which {model_name} does not "

@@ -116,9 +116,9 @@ class CDPruner(Method):
       LLaVA reads passed through CLIP's post-layernorm and visual projection, with the CLIP
       text tower's pooled embedding of the prompt (one row per 77-token segment). Here it
       compares the `features` with the `text` rows as supplied; `reproductions.hf` supplies
-      the LLM-space prompt embeddings next to the projected tokens (LLaVA-OneVision, Qwen-VL),
-      a pairing the released code (LLaVA only) never runs, and it keeps the official negated
-      cosine. LLaVA's projector stage has no text signal, so the method is refused there.
+      the LLM-space prompt embeddings next to the projected tokens (in every family; on LLaVA
+      the method therefore runs on the projected image rows of the LLM input, which are the
+      tokens the official code keeps), and it keeps the official negated cosine.
     - The min-max normalisation is per image; the official takes min and max over the whole
       batch (LLaVA-NeXT's crops of one image share them). A constant relevance gives 1s (the
       official divides by zero); this does not change which tokens are picked.

@@ -32,7 +32,7 @@ def test_unsupported_model_lists_the_supported_ones():
 @pytest.mark.parametrize(
     "family,method,match",
     [
-        ("llava", lambda: get("cdpruner", keep=4), "needs text"),
+        ("qwen2_vl", lambda: get("omnizip"), "needs audio, attention"),
         (
             "qwen2_audio",
             lambda: get("pool", stride=2),

@@ -19,11 +19,27 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ...interface import Compression, Tokens
+from ...interface import Compression, Method, Tokens
 from ..attention import encoder_queries_keys, probabilities, received
+from ..models import Adapter
 from ..sequence import Span, row_of
 from .base import argument
 from .input import InputStage
+
+
+def at_projector_input(adapter: Adapter, method: Method) -> bool:
+    """Whether the method sees LLaVA's encoder features where its projector reads them (True),
+    or the LLM-input rows: every other family, and on LLaVA a method that needs the prompt's
+    `text`, which exists only at the LLM input (as CDPruner's official LLaVA code prunes the
+    projected features)."""
+    return adapter.projector is not None and "text" not in method.needs
+
+
+def projector_signals(adapter: Adapter, method: Method) -> set[str]:
+    """The signals this stage supplies to `method` in this family."""
+    if at_projector_input(adapter, method):
+        return set(adapter.signals)
+    return {"text", "frames"} | (set(adapter.signals) if adapter.tap is not None else set())
 
 
 class ProjectorStage(InputStage):
@@ -43,7 +59,7 @@ class ProjectorStage(InputStage):
         if a.tap is not None and {"cls_attention", "keys"} & set(self.method.needs):
             self.hook(a.tap.attention.register_forward_pre_hook(self._tap_attention, with_kwargs=True))
             self.hook(a.tap.output.register_forward_hook(self._tap_output, with_kwargs=True))
-        if a.projector is None:
+        if not at_projector_input(a, self.method):
             return
         self.hook(a.projector.register_forward_hook(self._projector))
         if a.feature_layer is not None:
@@ -123,7 +139,7 @@ class ProjectorStage(InputStage):
         out: dict[int, tuple[Compression, int]] = {}
         groups: dict[tuple, list[int]] = {}
         for i, span in enumerate(self.spans):
-            if span.modality == "image" and self.adapter.projector is not None:
+            if span.modality == "image" and at_projector_input(self.adapter, self.method):
                 out[i] = self.encoded_image(embeds, span)
             else:
                 groups.setdefault((span.length, span.layout, span.modality), []).append(i)
