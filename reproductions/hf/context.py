@@ -80,6 +80,16 @@ def _output_width(method: Method) -> str | None:
     return None
 
 
+def _modality_fits(method: Method, tokens: dict[str, int]) -> bool:
+    """Whether the model carries tokens of a modality the method works on; a method that reads
+    one modality as the signal of another (OmniZip: a video guided by its audio) needs them all,
+    so a model without audio, or without video, can never run it."""
+    media = [signal for signal in method.needs if signal in ("image", "video", "audio")]
+    if media:
+        return all(x in tokens for x in (*method.modality, *media))
+    return any(x in tokens for x in method.modality)
+
+
 def _unwrapped(model: nn.Module) -> nn.Module:
     """The module a `torch.compile` wrapper holds (hooks go on it; the wrapper recompiles)."""
     if isinstance(model, torch._dynamo.eval_frame.OptimizedModule):
@@ -103,9 +113,10 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
     except ValueError as error:
         return str(error)
     m, model_name = method, type(model).__name__
-    if not any(x in a.tokens for x in m.modality):
+    if not _modality_fits(m, a.tokens):
+        together = any(x in m.needs for x in ("image", "video", "audio"))
         return (
-            f"{m.name} works on {'/'.join(m.modality)} tokens but {model_name} carries "
+            f"{m.name} works on {('+' if together else '/').join(m.modality)} tokens but {model_name} carries "
             f"{'/'.join(a.tokens)} tokens: pick a method for {'/'.join(a.tokens)}"
         )
     if m.stage in a.unsupported_stages:
@@ -181,7 +192,7 @@ def support(model: nn.Module, method: Method | str, layer: int | None = None) ->
     except ValueError:
         return "missing", reason
     inherent = method is not None and (
-        not any(modality in tokens for modality in method.modality)
+        not _modality_fits(method, tokens)
         or (method.stage == "projector" and _output_width(method) is not None)
     )
     return ("inherent" if inherent else "missing"), reason

@@ -86,6 +86,14 @@ class Adapter:
         of placeholders)."""
         return None
 
+    def item_runs(
+        self, modality: str, found: list[list[tuple[int, int]]], kwargs: dict[str, Any]
+    ) -> list[list[tuple[list[tuple[int, int]], tuple[int, ...] | None]]]:
+        """Per row, each item's runs of placeholders (start, length) and its grid (None: `layout`
+        finds it): one run per item, unless the family writes an item as several runs
+        (Qwen3-VL's video frames). `kwargs`: the model call's arguments (its grids)."""
+        return [[([run], None) for run in row] for row in found]
+
     def layout(self, modality: str, length: int, positions: Tensor | None) -> tuple[int, ...] | None:
         """The grid a span of `length` placeholders fills: (H, W), (T, H, W) or (T,); None where
         the model packs the tokens irregularly. `positions` (3, length) are the span's M-RoPE ids

@@ -120,13 +120,13 @@ class ProjectorStage(InputStage):
 
     def tapped_signals(self, embeds: Tensor, span: Span) -> dict[str, Tensor]:
         """The encoder signals of the item placed in this span, found by the span's content."""
-        piece = embeds[span.row, span.start : span.start + span.length]
+        piece = embeds[span.row, span.columns.to(embeds.device)]
         for placed, signals in self.tapped:
             if placed.shape == piece.shape and torch.equal(placed.to(piece.dtype), piece):
                 return signals
         raise RuntimeError(
             f"{self.method.name}: the {span.modality} at row {span.row}, tokens {span.start}-"
-            f"{span.start + span.length - 1} was not encoded by {type(self.model).__name__}'s vision "
+            f"{int(span.columns[-1])} was not encoded by {type(self.model).__name__}'s vision "
             "encoder inside this compress context (features passed in precomputed carry no encoder "
             "attention): pass pixel values inside the context"
         )
@@ -159,7 +159,7 @@ class ProjectorStage(InputStage):
         """The LLM input rows of spans of one shape, as one batch, with their signals."""
         first = self.spans[members[0]]
         rows = torch.stack(
-            [embeds[self.spans[i].row, self.spans[i].start : self.spans[i].start + first.length] for i in members]
+            [embeds[self.spans[i].row, self.spans[i].columns.to(embeds.device)] for i in members]
         )
         signals = self.sequence_signals(embeds, first, rows)
         wanted = [name for name in ("cls_attention", "keys") if name in self.method.needs]
@@ -180,7 +180,7 @@ class ProjectorStage(InputStage):
                 text &= self.mask2d[span.row].bool().to(embeds.device)
             for other in self.spans:
                 if other.row == span.row:
-                    text[other.start : other.start + other.length] = False
+                    text[other.columns.to(embeds.device)] = False
             signals["text"] = embeds[span.row, text][None]
         return signals
 
