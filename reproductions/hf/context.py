@@ -147,10 +147,12 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
         )
     if m.stage in ("llm", "cache"):
         k = decoder_layer(m, layer)
-        if not isinstance(k, int) or not 1 <= k < len(a.layers):
+        first = 0 if m.stage == "llm" else 1
+        if not isinstance(k, int) or not first <= k < len(a.layers):
             return (
                 f"{m.name}.layer={k!r}: the {m.stage} stage needs a decoder layer K in "
-                f"[1, {len(a.layers) - 1}] (its attention comes from layer K - 1)"
+                f"[{first}, {len(a.layers) - 1}] (its attention comes from layer K - 1"
+                + (", or layer 0's own at K = 0)" if first == 0 else ")")
             )
         if k < a.deepstack_layers:
             return (

@@ -2,7 +2,8 @@
 layers >= K. The method reads the attention that the rows after the last media token pay to the
 media tokens at layer K - 1 (recomputed from that layer's queries and keys, in float32) and those
 rows' hidden states as `text`; all media tokens of a row form one candidate set. Layers < K cache
-every token, layers >= K the kept ones.
+every token, layers >= K the kept ones. K = 0 acts on the decoder's input (FrameFusion's first
+merge): no layer has run, so the attention is layer 0's own over the full input.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class LlmStage(DecoderStage):
     def _layer_k(self, module: nn.Module, args: tuple, kwargs: dict):
         if not self.in_prefill:
             return self.apply_group(args, kwargs)
+        if self.layer == 0 and self.spans:
+            self.own_input(module, args, kwargs)
         if not self.spans or self.attention_input is None:
             return None
         hidden = args[0] if args else kwargs["hidden_states"]
@@ -79,7 +82,7 @@ class LlmStage(DecoderStage):
         q = queries(module, hidden[:, start:])
         q, _ = rope(module, q, q, (cos[:, start:], sin[:, start:]))
         layers = getattr(cache, "layers", [])
-        cached = layers[self.layer - 1] if len(layers) >= self.layer else None
+        cached = layers[self.layer - 1] if 1 <= self.layer <= len(layers) else None
         if cached is not None and getattr(cached, "keys", None) is not None and cached.keys.shape[2] == n:
             k = repeat_heads(cached.keys, q.shape[1])
         else:
