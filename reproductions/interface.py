@@ -200,8 +200,11 @@ def validate_keep(keep: Budget) -> None:
         raise ValueError(f"keep={keep!r}: pass a positive number of tokens to keep")
 
 
-def validate_tokens(tokens: Tokens, method: Method) -> None:
-    """Check shapes, the layout and the signals `method` needs; raise `ValueError` otherwise."""
+def validate_tokens(tokens: Tokens, method: Method, values: bool = True) -> None:
+    """Check shapes, the layout and the signals `method` needs; raise `ValueError` otherwise.
+
+    `values=False` skips the scans for NaN and inf (a pass over every value): for a method
+    called again and again on inputs already checked once (a cache method's decoding steps)."""
     x = tokens.features
     if not isinstance(x, Tensor) or x.dim() != 3:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
@@ -211,7 +214,7 @@ def validate_tokens(tokens: Tokens, method: Method) -> None:
         raise ValueError(f"features {tuple(x.shape)} is empty: pass at least one token")
     if not x.is_floating_point():
         raise ValueError(f"features must be floating point, got {x.dtype}")
-    if not all_finite(x):
+    if values and not all_finite(x):
         raise ValueError("features contain NaN or inf: pass finite features")
     if tokens.special < 0 or tokens.special > n:
         raise ValueError(f"special={tokens.special} must lie in [0, N={n}]")
@@ -242,10 +245,10 @@ def validate_tokens(tokens: Tokens, method: Method) -> None:
         value = getattr(tokens, signal)
         if value is None:
             raise ValueError(f"{method.name} needs the signal {signal!r}: {SIGNALS[signal]}")
-        _check_signal(signal, value, tokens)
+        _check_signal(signal, value, tokens, values)
 
 
-def _check_signal(signal: str, value: Tensor, tokens: Tokens) -> None:
+def _check_signal(signal: str, value: Tensor, tokens: Tokens, values: bool = True) -> None:
     b, n = tokens.batch, tokens.count
     shape = tuple(value.shape)
     expected: dict[str, tuple[int, tuple[int | None, ...]]] = {
@@ -261,7 +264,7 @@ def _check_signal(signal: str, value: Tensor, tokens: Tokens) -> None:
     if not ok:
         want = ", ".join("*" if d is None else str(d) for d in dims)
         raise ValueError(f"{signal} has shape {shape}; expected ({want}): {SIGNALS[signal]}")
-    if not all_finite(value):
+    if values and not all_finite(value):
         raise ValueError(f"{signal} contains NaN or inf: pass finite values")
 
 
