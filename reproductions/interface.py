@@ -114,6 +114,10 @@ class Method:
     #: at the llm stage, which states of the query rows `text` holds: "layer" (their hidden
     #: states entering layer K) or "embeddings" (their input embeddings: SparseVLM's raters)
     text_from: ClassVar[str] = "layer"
+    #: at the llm stage, whose attention `attention` holds: "previous" (layer K - 1's, FastV's
+    #: `last_layer_attention`) or "own" (layer K's own over its input, before it runs: the
+    #: rank layers of PyramidDrop)
+    attention_from: ClassVar[str] = "previous"
     #: False where the official statistic spans the batch (PruMerge's adaptive ratio)
     batch_independent: ClassVar[bool] = True
     #: True where every output token of size 1 is an input token, unchanged (pure selection)
@@ -139,6 +143,16 @@ class Method:
 
     def compress(self, tokens: Tokens) -> Compression:
         raise NotImplementedError
+
+    def decoder_layers(self) -> tuple[int, ...]:
+        """For an llm method that acts at several decoder layers: those layers, increasing; each
+        step sees the tokens the earlier ones kept. () (the default): one layer, K."""
+        return ()
+
+    def step(self, index: int, count: int) -> Method:
+        """The single-layer method run at `decoder_layers()[index]` on a span that held `count`
+        media tokens before the first step."""
+        return self
 
     def output_count(self, tokens: Tokens) -> int | None:
         """The number of output tokens for these inputs; None where it depends on the data."""
