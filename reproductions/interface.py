@@ -114,6 +114,10 @@ class Method:
     #: at the llm stage, which states of the query rows `text` holds: "layer" (their hidden
     #: states entering layer K) or "embeddings" (their input embeddings: SparseVLM's raters)
     text_from: ClassVar[str] = "layer"
+    #: at the llm stage, whose attention `attention` holds: "previous" (layer K - 1's, FastV's
+    #: `last_layer_attention`) or "own" (layer K's own over its input, before it runs: the
+    #: rank layers of PyramidDrop)
+    attention_from: ClassVar[str] = "previous"
     #: False where the official statistic spans the batch (PruMerge's adaptive ratio)
     batch_independent: ClassVar[bool] = True
     #: True where every output token of size 1 is an input token, unchanged (pure selection)
@@ -139,6 +143,16 @@ class Method:
 
     def compress(self, tokens: Tokens) -> Compression:
         raise NotImplementedError
+
+    def decoder_layers(self) -> tuple[int, ...]:
+        """For an llm method that acts at several decoder layers: those layers, increasing; each
+        step sees the tokens the earlier ones kept. () (the default): one layer, K."""
+        return ()
+
+    def step(self, index: int, count: int) -> Method:
+        """The single-layer method run at `decoder_layers()[index]` on a span that held `count`
+        media tokens before the first step."""
+        return self
 
     def output_count(self, tokens: Tokens) -> int | None:
         """The number of output tokens for these inputs; None where it depends on the data."""
@@ -200,8 +214,11 @@ def validate_keep(keep: Budget) -> None:
         raise ValueError(f"keep={keep!r}: pass a positive number of tokens to keep")
 
 
-def validate_tokens(tokens: Tokens, method: Method) -> None:
-    """Check shapes, the layout and the signals `method` needs; raise `ValueError` otherwise."""
+def validate_tokens(tokens: Tokens, method: Method, values: bool = True) -> None:
+    """Check shapes, the layout and the signals `method` needs; raise `ValueError` otherwise.
+
+    `values=False` skips the scans for NaN and inf (a pass over every value): for a method
+    called again and again on inputs already checked once (a cache method's decoding steps)."""
     x = tokens.features
     if not isinstance(x, Tensor) or x.dim() != 3:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
@@ -211,7 +228,7 @@ def validate_tokens(tokens: Tokens, method: Method) -> None:
         raise ValueError(f"features {tuple(x.shape)} is empty: pass at least one token")
     if not x.is_floating_point():
         raise ValueError(f"features must be floating point, got {x.dtype}")
-    if not all_finite(x):
+    if values and not all_finite(x):
         raise ValueError("features contain NaN or inf: pass finite features")
     if tokens.special < 0 or tokens.special > n:
         raise ValueError(f"special={tokens.special} must lie in [0, N={n}]")
@@ -242,10 +259,10 @@ def validate_tokens(tokens: Tokens, method: Method) -> None:
         value = getattr(tokens, signal)
         if value is None:
             raise ValueError(f"{method.name} needs the signal {signal!r}: {SIGNALS[signal]}")
-        _check_signal(signal, value, tokens)
+        _check_signal(signal, value, tokens, values)
 
 
-def _check_signal(signal: str, value: Tensor, tokens: Tokens) -> None:
+def _check_signal(signal: str, value: Tensor, tokens: Tokens, values: bool = True) -> None:
     b, n = tokens.batch, tokens.count
     shape = tuple(value.shape)
     expected: dict[str, tuple[int, tuple[int | None, ...]]] = {
@@ -261,7 +278,7 @@ def _check_signal(signal: str, value: Tensor, tokens: Tokens) -> None:
     if not ok:
         want = ", ".join("*" if d is None else str(d) for d in dims)
         raise ValueError(f"{signal} has shape {shape}; expected ({want}): {SIGNALS[signal]}")
-    if not all_finite(value):
+    if values and not all_finite(value):
         raise ValueError(f"{signal} contains NaN or inf: pass finite values")
 
 

@@ -88,12 +88,13 @@ def select(tokens: Tokens, idx: Tensor) -> Compression:
     )
 
 
-def identity(tokens: Tokens) -> Compression:
-    """The Compression that keeps every token as it is."""
+def identity(tokens: Tokens, copy: bool = True) -> Compression:
+    """The Compression that keeps every token as it is (`copy=False`: its features are the
+    input tensor itself, for callers that only read them)."""
     b, n = tokens.features.shape[:2]
     idx = torch.arange(n, device=tokens.features.device).expand(b, n)
     return Compression(
-        features=tokens.features.clone(),
+        features=tokens.features.clone() if copy else tokens.features,
         source=idx.clone(),
         positions=idx.clone(),
         sizes=input_sizes(tokens).clone(),

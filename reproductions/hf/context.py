@@ -156,12 +156,18 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
             f"have at the {m.stage} stage (only LLaVA's CLIP encoder has one, at the projector stage)"
         )
     if m.stage in ("llm", "cache"):
-        k = decoder_layer(m, layer)
-        if not isinstance(k, int) or not 1 <= k < len(a.layers):
-            return (
-                f"{m.name}.layer={k!r}: the {m.stage} stage needs a decoder layer K in "
-                f"[1, {len(a.layers) - 1}] (its attention comes from layer K - 1)"
-            )
+        several = m.decoder_layers() if m.stage == "llm" else ()
+        if several and layer is not None:
+            return f"{m.name} acts at its layers {several}: set them on the method, not with layer="
+        first = 0 if m.stage == "llm" else 1
+        for k in several or (decoder_layer(m, layer),):
+            if not isinstance(k, int) or not first <= k < len(a.layers):
+                return (
+                    f"{m.name}.layer={k!r}: the {m.stage} stage needs a decoder layer K in "
+                    f"[{first}, {len(a.layers) - 1}] (its attention comes from layer K - 1"
+                    + (", or layer 0's own at K = 0)" if first == 0 else ")")
+                )
+        k = min(several or (decoder_layer(m, layer),))
         if k < a.deepstack_layers:
             return (
                 f"{m.name}.layer={k}: {model_name}'s DeepStack adds vision features to the visual "

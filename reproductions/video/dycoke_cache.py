@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, all_finite, validate_tokens
 from ..ops import identity, select, top_k, work_dtype
 from ..registry import register
 
@@ -48,6 +48,10 @@ class DyCokeCache(Method):
     - The released code handles batch size 1 (row 0 decides for everyone). Here each row keeps
       its own scores and top-k; since one Compression has one token count, the batch prunes at
       a step when any row's similarity is below the threshold (see `batch_independent`).
+    - A step that prunes nothing returns the input keys themselves as its features (no copy);
+      treat them as read-only.
+    - Inputs are checked for NaN and inf on the first step after `reset()`; later steps check
+      the attention row they read (the released code checks nothing).
     - Kept entries come back in positional order (the released code gathers them in
       `topk(sorted=False)` order; attention does not depend on the order of the keys).
     """
@@ -102,8 +106,18 @@ class DyCokeCache(Method):
         attention = tokens.attention
         return attention[:, :, -1, :].to(work_dtype(attention)).mean(dim=1)
 
-    def compress(self, tokens: Tokens) -> Compression:
+    def __call__(self, tokens: Tokens) -> Compression:
+        """Validate in full on the first step after `reset()`; later steps check the shapes and
+        the scores they read, not every key and attention value again (that scan cost more
+        than the step's decision)."""
+        first = self._previous is None
+        validate_tokens(tokens, self, values=first)
+        return self.compress(tokens, checked=first)
+
+    def compress(self, tokens: Tokens, checked: bool = True) -> Compression:
         scores = self.scores(tokens)
+        if not checked and not all_finite(scores):
+            raise ValueError("attention contains NaN or inf in its last row: pass finite values")
         previous = self._previous
         if previous is not None and previous.shape != scores.shape:
             raise ValueError(
@@ -119,5 +133,5 @@ class DyCokeCache(Method):
         self._previous = scores.detach().clone()
         keep = self.kept(tokens.count)
         if not prune or keep == tokens.count:
-            return identity(tokens)
+            return identity(tokens, copy=False)  # the stage reads `source` only: no key copy
         return select(tokens, top_k(scores, keep))

@@ -38,7 +38,7 @@ def test_unsupported_model_lists_the_supported_ones():
             lambda: get("pool", stride=2),
             "image/video tokens",
         ),
-        ("llava", lambda: LastRowTopK(keep=3, layer=9), r"layer K in \[1, 3\]"),
+        ("llava", lambda: LastRowTopK(keep=3, layer=9), r"layer K in \[0, 3\]"),
         (
             "qwen2_vl",
             lambda: get("tome", r=2),
