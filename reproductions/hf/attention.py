@@ -17,17 +17,25 @@ def rope(attn: nn.Module, q: Tensor, k: Tensor, position_embeddings: tuple[Tenso
     return module.apply_rotary_pos_emb(q, k, cos, sin)
 
 
+def _heads(attn: nn.Module, proj: nn.Module, norm: str, hidden: Tensor) -> Tensor:
+    """(B, heads, L, head_dim) of one projection, with the per-head RMSNorm the module applies
+    before RoPE where it has one (Qwen3, Gemma 3: `q_norm` / `k_norm`)."""
+    b, n, _ = hidden.shape
+    x = proj(hidden).view(b, n, -1, attn.head_dim)
+    if hasattr(attn, norm):
+        x = getattr(attn, norm)(x)
+    return x.transpose(1, 2)
+
+
 def queries(attn: nn.Module, hidden: Tensor) -> Tensor:
     """(B, heads, L, head_dim) queries of a decoder attention module, before RoPE."""
-    b, n, _ = hidden.shape
-    return attn.q_proj(hidden).view(b, n, -1, attn.head_dim).transpose(1, 2)
+    return _heads(attn, attn.q_proj, "q_norm", hidden)
 
 
 def queries_keys(attn: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     """(B, heads, L, head_dim) queries and keys (kv heads repeated) of a decoder attention module."""
-    b, n, _ = hidden.shape
     q = queries(attn, hidden)
-    k = attn.k_proj(hidden).view(b, n, -1, attn.head_dim).transpose(1, 2)
+    k = _heads(attn, attn.k_proj, "k_norm", hidden)
     q, k = rope(attn, q, k, position_embeddings)
     return q, repeat_heads(k, q.shape[1])
 
