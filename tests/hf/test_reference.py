@@ -522,3 +522,41 @@ def test_gemma3_kept_image_tokens_still_attend_to_each_other_both_ways():
     valid = new_mask.bool()
     torch.testing.assert_close(logits[valid], expected[valid], rtol=0, atol=1e-5)
     assert (causal[valid] - expected[valid]).abs().max() > 1e-3  # the semantics the test guards
+
+
+def test_qwen3_vl_video_frames_are_one_clip_and_kept_tokens_stay_in_their_frames():
+    """Qwen3-VL writes a video frame by frame (timestamp, vision start, tokens, vision end): the
+    method sees the clip's frames as one (T, H, W) grid, and each kept token stays inside its
+    own frame's run, between that frame's timestamp and vision end, with its own position ids."""
+    from reproductions.hf.tiny import VIDEO
+
+    model, inputs = tiny("qwen3_vl_video")
+    method = get("divprune", keep=3)
+    lm = language_model_inputs(model, inputs)
+    embeds, ids, pos = lm["inputs_embeds"], inputs["input_ids"], lm["position_ids"]
+    with compress(model, method), torch.no_grad():
+        capture = Capture(model.model.language_model)  # after compress's hook: sees its output
+        try:
+            model(**inputs)
+        finally:
+            capture.close()
+    got = capture.calls[0]
+    for row in range(ids.shape[0]):
+        columns = (ids[row] == VIDEO).nonzero().flatten()
+        assert len(columns) == 8 and not bool((columns.diff() == 1).all())  # two runs of 4
+        comp = method(Tokens(features=embeds[row, columns][None], layout=(2, 2, 2)))
+        kept = columns[comp.positions[0]]
+        where = []
+        for j in range(ids.shape[1]):
+            if not inputs["attention_mask"][row, j]:
+                continue
+            if ids[row, j] != VIDEO:
+                where.append(j)
+            elif j == 0 or ids[row, j - 1] != VIDEO:  # a frame's run starts: its kept tokens
+                run = columns[(columns >= j) & (columns < j + 4)]
+                where += [int(k) for k in kept if k in run]
+        where = torch.tensor(where)
+        real = got["attention_mask"][row].bool()
+        assert int(real.sum()) == int(inputs["attention_mask"][row].sum()) - 5
+        torch.testing.assert_close(got["inputs_embeds"][row, real], embeds[row, where])
+        assert torch.equal(got["position_ids"][..., row, :][..., real], pos[..., row, where])

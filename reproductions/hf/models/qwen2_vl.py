@@ -6,17 +6,15 @@ compresses them with the tokens (`stages/input.py`), and the llm / cache stages 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from itertools import accumulate
+
 import torch
 from torch import Tensor, nn
 from transformers.vision_utils import get_vision_window_index
 
 from .base import Adapter, EncoderTap, language_parts
 
-#: Qwen3-VL splits a video into frames, each with a timestamp and its own vision start / end
-VIDEO_TIMESTAMPS = {
-    "video": "Qwen3-VL's videos come frame by frame with timestamp tokens between the frames, which "
-    "reproductions.hf does not lay out as one (T, H, W) clip yet"
-}
 FAMILIES = {
     "Qwen2VLForConditionalGeneration": "qwen2_vl",
     "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
@@ -46,9 +44,63 @@ def vision_tap(visual: nn.Module) -> EncoderTap:
     return EncoderTap(attention=visual.blocks[-1].attn, output=visual, special=0, items=items)
 
 
+@dataclass
+class Qwen3VLAdapter(Adapter):
+    """Qwen3-VL writes a video frame by frame, a timestamp and vision start / end tokens around
+    each frame: a clip is as many consecutive runs of placeholders as its features have tokens,
+    laid out (T, H, W) by the M-RoPE ids of its frames."""
+
+    spatial_merge_size: int = 2
+
+    def item_runs(self, modality, found, kwargs):
+        if modality != "video" or not any(found):
+            return super().item_runs(modality, found, kwargs)
+        lengths = iter(clip_lengths(kwargs, self.spatial_merge_size))
+        out = []
+        for row in found:
+            items, pending = [], list(row)
+            while pending:
+                want, totals = next(lengths, None), list(accumulate(run for _, run in pending))
+                if want not in totals:
+                    raise ValueError(
+                        "Qwen3-VL's video placeholders do not add up to its clips' features (one "
+                        "run of tokens per frame): pass input_ids as the processor makes them"
+                    )
+                count = totals.index(want) + 1
+                items.append((pending[:count], None))
+                pending = pending[count:]
+            out.append(items)
+        return out
+
+    def layout(self, modality, length, positions):
+        """A clip's frames each take one M-RoPE time id; the first frame's height and width ids
+        give its grid."""
+        if modality != "video" or positions is None:
+            return super().layout(modality, length, positions)
+        first = positions[:, positions[0] == positions[0].min()]
+        t, h, w = positions[0].unique().numel(), first[1].unique().numel(), first[2].unique().numel()
+        return (t, h, w) if t * h * w == length else None
+
+
+def clip_lengths(kwargs: dict, merge: int) -> list[int]:
+    """Tokens of each video clip of a Qwen3-VL call: from video_grid_thw, or (generate() encodes
+    the clips once and passes them on) from the encoded features."""
+    grids = kwargs.get("video_grid_thw")
+    if grids is not None:
+        return [t * h * w // merge**2 for t, h, w in grids.tolist()]
+    encoded = (kwargs.get("mm_encoder_outputs") or {}).get("video")
+    if encoded is not None:
+        return [len(clip) for clip in encoded.pooler_output]
+    raise ValueError(
+        "Qwen3-VL's video frames come as separate runs of placeholders, grouped into clips by "
+        "video_grid_thw: pass pixel_values_videos and video_grid_thw with input_ids"
+    )
+
+
 def build(model: nn.Module) -> Adapter:
     config = model.config
-    return Adapter(
+    qwen3 = type(model).__name__.startswith("Qwen3")
+    return (Qwen3VLAdapter if qwen3 else Adapter)(
         family=FAMILIES[type(model).__name__],
         **language_parts(model),
         tokens={"image": config.image_token_id, "video": config.video_token_id},
@@ -57,5 +109,5 @@ def build(model: nn.Module) -> Adapter:
         signals=("cls_attention", "keys"),
         tap=vision_tap(model.model.visual),
         deepstack_layers=len(getattr(config.vision_config, "deepstack_visual_indexes", ())),
-        unsupported=VIDEO_TIMESTAMPS if type(model).__name__.startswith("Qwen3") else {},
+        **({"spatial_merge_size": config.vision_config.spatial_merge_size} if qwen3 else {}),
     )
