@@ -111,6 +111,10 @@ class FastVID(Method):
     - When the context tokens per frame come out as 0 (`salient_ratio=0`, or a retained count so
       small that int(retained * salient_ratio) is 0), the released code crashes; here the frames
       keep their salient tokens only, and every non-salient token is dropped.
+    - Inside `reproductions.hf` (LLaVA-OneVision, the Qwen-VL families) `cls_attention` is the
+      attention each token receives at the encoder layer the projector reads, pooled onto the
+      LLM tokens as the model pools them (bilinearly on OneVision, as released); the released
+      code reads the SigLIP pooling head's attention instead, which those models do not run.
     - The density peaks use the released k = 4 nearest neighbours, which assumes a frame has 4
       non-salient tokens; here a frame with fewer uses all it has.
     """

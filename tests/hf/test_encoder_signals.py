@@ -15,12 +15,15 @@ from transformers import AttentionInterface
 from reproductions import Compression, Method, Tokens
 from reproductions.hf import compress
 from reproductions.hf.models import adapter_for
-from reproductions.hf.tiny import BUILDERS
+from reproductions.hf.tiny import BUILDERS, MODALITY
 from reproductions.ops import select
 
 #: tiny builders whose family reads encoder signals through a tap, and the image-only LLaVA
 #: (SigLIP) whose projector stage reads them at its feature layer
-TAPPED = [name for name in BUILDERS if adapter_for(BUILDERS[name]()[0]).tap is not None]
+TAPPED = [
+    name for name in BUILDERS
+    if (tap := adapter_for(BUILDERS[name]()[0]).tap) is not None and MODALITY[name] in tap.modalities
+]
 WEIGHTS: list[tuple[torch.nn.Module, torch.Tensor, torch.Tensor]] = []
 
 
@@ -68,7 +71,7 @@ def run(name: str):
 
     hook = tap.output.register_forward_hook(output, with_kwargs=True)
     WEIGHTS.clear()
-    method = Recorder()
+    method = type("Recorder", (Recorder,), {"modality": (MODALITY[name],)})()
     try:
         with compress(model, method), torch.no_grad():
             method.seen.clear()  # compress() probes the method on example tokens
@@ -78,13 +81,26 @@ def run(name: str):
     return model, tap, method.seen, calls
 
 
-def item_of(calls, features: torch.Tensor) -> tuple[int, torch.Tensor]:
-    """(the vision call, the groups) of the placed item whose features these are."""
-    for c, (_, items) in enumerate(calls):
-        for placed, groups in items:
-            if placed.shape == features.shape and torch.equal(placed.to(features.dtype), features):
-                return c, groups
-    raise AssertionError("a span's features match no placed item")
+def items_of(calls, features: torch.Tensor) -> list[tuple[int, object]]:
+    """(the vision call, the pool) of each placed item that the span's features are made of
+    (one, or a video's frames one after another)."""
+    found, at = [], 0
+    while at < len(features):
+        hit = [
+            (c, placed, pool) for c, (_, items) in enumerate(calls) for placed, pool in items
+            if at + len(placed) <= len(features)
+            and torch.equal(placed.to(features.dtype), features[at : at + len(placed)])
+        ]
+        assert hit, "a span's features match no placed item"
+        c, placed, pool = hit[0]
+        found.append((c, pool))
+        at += len(placed)
+    return found
+
+
+def pooling_matrix(pool, tokens: int) -> torch.Tensor:
+    """(tokens, n): the weight of each encoder token of the call in each placed token."""
+    return pool(torch.eye(tokens))
 
 
 @pytest.mark.parametrize("name", TAPPED)
@@ -105,39 +121,62 @@ def test_signals_are_the_models_own_attention_pooled_as_its_merger_pools(name):
     assert seen and calls
     for tokens in seen:
         for row in range(tokens.batch):
-            c, groups = item_of(calls, tokens.features[row])
-            attention, keys = per_call[c]
-            torch.testing.assert_close(tokens.cls_attention[row].float(), attention[:, groups].mean(-1).float())
-            torch.testing.assert_close(tokens.keys[row].float(), keys[groups].mean(1).float())
+            parts = items_of(calls, tokens.features[row])
+            want_attention = torch.cat([pool(per_call[c][0]) for c, pool in parts], dim=-1)
+            want_keys = torch.cat([pool(per_call[c][1].T).T for c, pool in parts])
+            torch.testing.assert_close(tokens.cls_attention[row].float(), want_attention.float())
+            torch.testing.assert_close(tokens.keys[row].float(), want_keys.float())
 
 
-@pytest.mark.parametrize("name", TAPPED)
+GROUPED = [name for name in TAPPED if "onevision" not in name]  # OneVision resizes bilinearly
+
+
+@pytest.mark.parametrize("name", GROUPED)
 def test_each_placed_token_pools_the_encoder_tokens_the_tap_names(name):
     """The groups agree with the model's own pooling: the Qwen merger applied to the named
     patches' hidden states gives the placed tokens; the pixel-shuffle and average-pool families
-    pool square blocks of each tile's patch grid, in row-major order."""
+    pool square blocks of each tile's patch grid, in row-major order; each group's tokens
+    weigh equally."""
     model, tap, seen, calls = run(name)
-    if hasattr(tap.output, "merger"):  # a Qwen ViT: re-run the merger on the named patches
-        hidden = []
+    hidden: list[torch.Tensor] = []
+    if hasattr(tap.output, "merger"):  # a Qwen ViT: its last block's output, to re-run the merger on
         hook = tap.output.blocks[-1].register_forward_hook(lambda m, a, o: hidden.append(o))
         try:
             with torch.no_grad():
-                model(**BUILDERS[name]()[1])
+                tap.output(*_vision_call(name))
         finally:
             hook.remove()
-        assert len(hidden) == len(calls)
-        for h, (_, items) in zip(hidden, calls, strict=True):
+    for maps, items in calls:
+        tokens = sum(w.shape[0] * (w.shape[-1] - tap.special) for w, _ in maps)
+        groups = []
+        for _, pool in items:
+            matrix = pooling_matrix(pool, tokens)
+            for column in matrix.T:
+                members = column.nonzero().flatten()
+                torch.testing.assert_close(column[members], torch.full((len(members),), 1 / len(members)))
+                groups.append(members)
+        calls_groups = torch.stack(groups)
+        if hidden:
             with torch.no_grad():
-                merged = tap.output.merger(h[torch.cat([g for _, g in items]).flatten()])
+                merged = tap.output.merger(hidden[0][calls_groups.flatten()])
             torch.testing.assert_close(merged, torch.cat([p for p, _ in items]))
-        return
-    for _, items in calls:
-        for i, (placed, groups) in enumerate(items):
-            side, grid = math.isqrt(placed.shape[0]), math.isqrt(groups.numel())
+            continue
+        per_item = tokens // len(items)
+        for i, (placed, _) in enumerate(items):
+            side, grid = math.isqrt(placed.shape[0]), math.isqrt(per_item)
             k = grid // side
             blocks = [
-                sorted(i * grid * grid + (r * k + a) * grid + c * k + b for a in range(k) for b in range(k))
+                sorted(i * per_item + (r * k + a) * grid + c * k + b for a in range(k) for b in range(k))
                 for r in range(side)
                 for c in range(side)
             ]
-            assert groups.sort(1).values.tolist() == blocks
+            mine = calls_groups[i * side * side : (i + 1) * side * side]
+            assert mine.tolist() == blocks
+
+
+def _vision_call(name: str) -> tuple:
+    """The Qwen vision encoder's arguments for the tiny prompt's media (images or videos)."""
+    inputs = BUILDERS[name]()[1]
+    if "pixel_values" in inputs:
+        return inputs["pixel_values"], inputs["image_grid_thw"]
+    return inputs["pixel_values_videos"], inputs["video_grid_thw"]

@@ -12,9 +12,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-#: (the output module's args, kwargs, output) -> per media item: (the features placed into the
-#: LLM input (n, D), the encoder tokens each of them is pooled from (n, k))
-Items = Callable[[tuple, dict, Any], list[tuple[Tensor, Tensor]]]
+#: pools a signal given per encoder token of one encoder call (C, tokens) onto the n tokens of
+#: one placed item (C, n), as the family's merger or projector pools the encoder's tokens
+Pool = Callable[[Tensor], Tensor]
+#: (the output module's args, kwargs, output) -> per media item placed into the LLM input: its
+#: features (n, D) and the Pool onto them
+Items = Callable[[tuple, dict, Any], list[tuple[Tensor, Pool]]]
 
 
 @dataclass
@@ -30,8 +33,11 @@ class EncoderTap:
     #: leading tokens of each encoder sequence that the model drops: a [CLS], whose attention row
     #: is then `cls_attention` (without one, each token's attention received, as the ports do)
     special: int
-    #: which encoder tokens (indices over the call's batch, [CLS] left out) each placed token pools
+    #: each placed item and how it pools the call's encoder tokens (over the call's batch, [CLS]
+    #: left out)
     items: Items
+    #: the modalities whose items these are
+    modalities: tuple[str, ...] = ("image", "video")
 
 
 @dataclass
@@ -127,10 +133,16 @@ def pooled_groups(index: Tensor) -> Tensor:
     return index.reshape(-1, index.shape[-1]).round().long()
 
 
-def flat_items(output: Tensor, groups: Tensor, per_item: int) -> list[tuple[Tensor, Tensor]]:
+def group_mean(groups: Tensor) -> Pool:
+    """The Pool of a merger that makes each placed token from a group of encoder tokens (n, k):
+    the mean over the group (LightCompress' Qwen2.5-VL ports average the 2x2 merged patches)."""
+    return lambda x: x[:, groups.to(x.device)].mean(-1)
+
+
+def flat_items(output: Tensor, groups: Tensor, per_item: int) -> list[tuple[Tensor, Pool]]:
     """One item per batch row of `output` (B, n, D), each pooled from `groups` of its own
     `per_item` encoder tokens."""
-    return [(output[i], groups + i * per_item) for i in range(output.shape[0])]
+    return [(output[i], group_mean(groups + i * per_item)) for i in range(output.shape[0])]
 
 
 def arange_features(count: int, device: torch.device) -> Tensor:

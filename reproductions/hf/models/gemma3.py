@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from transformers.models.gemma3 import modeling_gemma3
 
 from ..sequence import take
-from .base import Adapter, EncoderTap, arange_features, flat_items, language_parts, square
+from .base import Adapter, EncoderTap, Pool, arange_features, flat_items, language_parts, square
 
 DECODER_STAGES = (
     "Gemma 3 gives its full- and sliding-attention layers masks of their own, with image tokens "
@@ -51,7 +51,7 @@ def vision_tap(inner: nn.Module) -> EncoderTap:
     projector = inner.multi_modal_projector
     side, kernel = projector.patches_per_image, projector.kernel_size
 
-    def items(args: tuple, kwargs: dict, output: Tensor) -> list[tuple[Tensor, Tensor]]:
+    def items(args: tuple, kwargs: dict, output: Tensor) -> list[tuple[Tensor, Pool]]:
         index = arange_features(side * side, output.device).view(1, 1, side, side)
         groups = F.unfold(index, kernel, stride=kernel)[0].T.round().long()  # (tokens, kernel²), row-major
         return flat_items(output, groups, side * side)

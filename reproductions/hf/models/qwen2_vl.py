@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from transformers.vision_utils import get_vision_window_index
 
-from .base import Adapter, EncoderTap, language_parts
+from .base import Adapter, EncoderTap, Pool, group_mean, language_parts
 
 FAMILIES = {
     "Qwen2VLForConditionalGeneration": "qwen2_vl",
@@ -28,7 +28,7 @@ def vision_tap(visual: nn.Module) -> EncoderTap:
     (as LightCompress' Qwen2.5-VL VisionZip does); Qwen2.5-VL's blocks see the patches in window
     order, which the merged tokens leave."""
 
-    def items(args: tuple, kwargs: dict, output) -> list[tuple[Tensor, Tensor]]:
+    def items(args: tuple, kwargs: dict, output) -> list[tuple[Tensor, Pool]]:
         grid, merged = kwargs.get("grid_thw", args[1] if len(args) > 1 else None), output.pooler_output
         unit = visual.spatial_merge_size**2
         groups = torch.arange(merged.shape[0] * unit, device=merged.device).view(-1, unit)
@@ -39,7 +39,7 @@ def vision_tap(visual: nn.Module) -> EncoderTap:
             )
             groups = groups[torch.argsort(window.to(merged.device))]
         sizes = (grid.prod(-1) // unit).tolist()
-        return list(zip(merged.split(sizes), groups.split(sizes), strict=True))
+        return [(placed, group_mean(g)) for placed, g in zip(merged.split(sizes), groups.split(sizes), strict=True)]
 
     return EncoderTap(attention=visual.blocks[-1].attn, output=visual, special=0, items=items)
 

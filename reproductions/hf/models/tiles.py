@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from .base import (
     Adapter,
     EncoderTap,
+    Pool,
     arange_features,
     flat_items,
     language_parts,
@@ -42,7 +43,7 @@ def idefics3_tap(inner: nn.Module, patches: int) -> EncoderTap:
     connector's own pixel shuffle, run on the patch indices, names."""
     connector = inner.connector
 
-    def items(args: tuple, kwargs: dict, output: Tensor) -> list[tuple[Tensor, Tensor]]:
+    def items(args: tuple, kwargs: dict, output: Tensor) -> list[tuple[Tensor, Pool]]:
         index = arange_features(patches, output.device).view(1, patches, 1)
         return flat_items(output, pooled_groups(connector.pixel_shuffle(index, connector.scale_factor)), patches)
 
@@ -56,7 +57,7 @@ def internvl_tap(model: nn.Module, side: int) -> EncoderTap:
     indices, names."""
     inner, config = model.model, model.config
 
-    def items(args: tuple, kwargs: dict, output: Tensor) -> list[tuple[Tensor, Tensor]]:
+    def items(args: tuple, kwargs: dict, output: Tensor) -> list[tuple[Tensor, Pool]]:
         index = arange_features(side * side, output.device).view(1, side, side, 1)
         shuffled = inner.pixel_shuffle(index, scale_factor=config.downsample_ratio)
         return flat_items(output, pooled_groups(shuffled), side * side)
@@ -92,6 +93,6 @@ def build_internvl(model: nn.Module) -> TileAdapter:
         tokens={"image": config.image_token_id},
         tile_tokens=int(math.floor(side * config.downsample_ratio)) ** 2,
         gridded=("image",),
-        signals=("cls_attention", "keys"),
-        tap=internvl_tap(model, side),
+        **({"signals": ("cls_attention", "keys"), "tap": internvl_tap(model, side)}
+           if isinstance(config.vision_feature_layer, int) else {}),
     )

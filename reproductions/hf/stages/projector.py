@@ -39,7 +39,10 @@ def projector_signals(adapter: Adapter, method: Method) -> set[str]:
     """The signals this stage supplies to `method` in this family."""
     if at_projector_input(adapter, method):
         return set(adapter.signals)
-    return {"text", "frames"} | (set(adapter.signals) if adapter.tap is not None else set())
+    tapped = adapter.tap is not None and all(
+        m in adapter.tap.modalities for m in method.modality if m in adapter.tokens
+    )
+    return {"text", "frames"} | (set(adapter.signals) if tapped else set())
 
 
 class ProjectorStage(InputStage):
@@ -113,23 +116,35 @@ class ProjectorStage(InputStage):
             return
         attention, keys = self.patch
         self.patch = None
-        for placed, groups in self.adapter.tap.items(args, kwargs, output):
-            groups = groups.to(attention.device)
-            signals = {"cls_attention": attention[:, groups].mean(-1), "keys": keys[groups].mean(1)}
-            self.tapped.append((placed, signals))
+        for placed, pool in self.adapter.tap.items(args, kwargs, output):
+            self.tapped.append((placed, {"cls_attention": pool(attention), "keys": pool(keys.T).T}))
 
     def tapped_signals(self, embeds: Tensor, span: Span) -> dict[str, Tensor]:
-        """The encoder signals of the item placed in this span, found by the span's content."""
+        """The encoder signals of the items placed in this span (one, or a video's frames one
+        after another), found by the span's content."""
         piece = embeds[span.row, span.columns.to(embeds.device)]
-        for placed, signals in self.tapped:
-            if placed.shape == piece.shape and torch.equal(placed.to(piece.dtype), piece):
-                return signals
-        raise RuntimeError(
-            f"{self.method.name}: the {span.modality} at row {span.row}, tokens {span.start}-"
-            f"{int(span.columns[-1])} was not encoded by {type(self.model).__name__}'s vision "
-            "encoder inside this compress context (features passed in precomputed carry no encoder "
-            "attention): pass pixel values inside the context"
-        )
+        found: list[dict[str, Tensor]] = []
+        at = 0
+        while at < len(piece):
+            match = next(
+                (signals for placed, signals in self.tapped
+                 if at + len(placed) <= len(piece)
+                 and torch.equal(placed.to(piece.dtype), piece[at : at + len(placed)])),
+                None,
+            )
+            if match is None:
+                raise RuntimeError(
+                    f"{self.method.name}: the {span.modality} at row {span.row}, tokens {span.start}-"
+                    f"{int(span.columns[-1])} was not encoded by {type(self.model).__name__}'s vision "
+                    "encoder inside this compress context (features passed in precomputed carry no "
+                    "encoder attention): pass pixel values inside the context"
+                )
+            found.append(match)
+            at += match["keys"].shape[0]
+        return {
+            "cls_attention": torch.cat([f["cls_attention"] for f in found], dim=-1),
+            "keys": torch.cat([f["keys"] for f in found]),
+        }
 
     # ------------------------------------------------------------------ every span
     def compress_spans(self, embeds: Tensor) -> dict[int, tuple[Compression, int]]:
