@@ -38,6 +38,10 @@ class EncoderTap:
     items: Items
     #: the modalities whose items these are
     modalities: tuple[str, ...] = ("image", "video")
+    #: anyres packing (LLaVA-NeXT): a placed token is one of the items' rows, unchanged, or this
+    #: learned separator (the newline token, which no encoder token stands for), in any order;
+    #: None: each span is its items one after another
+    separator: Callable[[], Tensor] | None = None
 
 
 @dataclass

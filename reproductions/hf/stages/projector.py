@@ -123,6 +123,8 @@ class ProjectorStage(InputStage):
         """The encoder signals of the items placed in this span (one, or a video's frames one
         after another), found by the span's content."""
         piece = embeds[span.row, span.columns.to(embeds.device)]
+        if self.adapter.tap.separator is not None:
+            return self.packed_signals(piece, span)
         found: list[dict[str, Tensor]] = []
         at = 0
         while at < len(piece):
@@ -145,6 +147,29 @@ class ProjectorStage(InputStage):
             "cls_attention": torch.cat([f["cls_attention"] for f in found], dim=-1),
             "keys": torch.cat([f["keys"] for f in found]),
         }
+
+    def packed_signals(self, piece: Tensor, span: Span) -> dict[str, Tensor]:
+        """Anyres packing: each placed token is found among the encoded rows by its exact
+        content; the separator (newline) gets zero attention and zero keys."""
+        table: dict[bytes, tuple[dict[str, Tensor], int]] = {}
+        for placed, signals in self.tapped:
+            for j, key in enumerate(row_bytes(placed.to(piece.dtype))):
+                table.setdefault(key, (signals, j))
+        newline = self.adapter.tap.separator().to(piece.device, piece.dtype)
+        heads, width = self.tapped[0][1]["cls_attention"].shape[0], self.tapped[0][1]["keys"].shape[1]
+        attention = piece.new_zeros(heads, len(piece), dtype=torch.float32)
+        keys = piece.new_zeros(len(piece), width, dtype=torch.float32)
+        for i, key in enumerate(row_bytes(piece)):
+            if key in table:
+                signals, j = table[key]
+                attention[:, i], keys[i] = signals["cls_attention"][:, j], signals["keys"][j]
+            elif not torch.equal(piece[i], newline):
+                raise RuntimeError(
+                    f"{self.method.name}: token {int(span.columns[i])} of the image at row {span.row} "
+                    f"is neither a patch {type(self.model).__name__}'s projector produced inside this "
+                    "compress context nor its newline: pass pixel values inside the context"
+                )
+        return {"cls_attention": attention, "keys": keys}
 
     # ------------------------------------------------------------------ every span
     def compress_spans(self, embeds: Tensor) -> dict[int, tuple[Compression, int]]:
@@ -221,3 +246,11 @@ def encoder_signals(module: nn.Module, args: tuple, kwargs: dict, cls: bool) -> 
         allowed = None if mask is None else (mask if mask.dtype == torch.bool else mask == 0)
         attention = received(q, k, scale, allowed)
     return attention.to(hidden.dtype), keys
+
+
+def row_bytes(x: Tensor) -> list[bytes]:
+    """Each row of `x` (n, D) as its exact bytes: the key that finds a row again unchanged."""
+    flat = x.detach().cpu().contiguous()
+    if flat.dtype == torch.bfloat16:
+        flat = flat.view(torch.int16)
+    return [row.tobytes() for row in flat.numpy()]
