@@ -63,13 +63,17 @@ def run(name: str):
     tap = adapter_for(model).tap
     tap.attention.config._attn_implementation = "eager_spy"
     calls = []
+    # anyres images: every projected patch is an item row of its own, to find packed tokens by
+    module, items = tap.output, tap.items
+    if packed(name, tap):
+        module, items = model.model.multi_modal_projector, lambda a, k, o: [(o.flatten(0, 1), lambda x: x)]
 
     def output(module, args, kwargs, out) -> None:
         maps = [(w, k) for m, w, k in WEIGHTS if m is tap.attention]
-        calls.append((maps, tap.items(args, kwargs, out)))
+        calls.append((maps, items(args, kwargs, out)))
         WEIGHTS.clear()
 
-    hook = tap.output.register_forward_hook(output, with_kwargs=True)
+    hook = module.register_forward_hook(output, with_kwargs=True)
     WEIGHTS.clear()
     method = type("Recorder", (Recorder,), {"modality": (MODALITY[name],)})()
     try:
@@ -79,6 +83,11 @@ def run(name: str):
     finally:
         hook.remove()
     return model, tap, method.seen, calls
+
+
+def packed(name: str, tap) -> bool:
+    """Anyres images, whose tokens the family's own packing places (LLaVA-NeXT, OneVision)."""
+    return tap.packer is not None and MODALITY[name] == "image"
 
 
 def items_of(calls, features: torch.Tensor) -> list[tuple[int, object]]:
@@ -139,8 +148,8 @@ def test_signals_are_the_models_own_attention_pooled_as_its_merger_pools(name):
     assert seen and calls
     for tokens in seen:
         for row in range(tokens.batch):
-            if tap.separator is not None:  # anyres packing: each token is a patch, or the newline
-                check_packed(tokens, row, calls, per_call, tap.separator())
+            if packed(name, tap):  # anyres packing: each token is a patch, or the newline
+                check_packed(tokens, row, calls, per_call, model.model.image_newline)
                 continue
             parts = items_of(calls, tokens.features[row])
             want_attention = torch.cat([pool(per_call[c][0]) for c, pool in parts], dim=-1)
@@ -149,7 +158,7 @@ def test_signals_are_the_models_own_attention_pooled_as_its_merger_pools(name):
             torch.testing.assert_close(tokens.keys[row].float(), want_keys.float())
 
 
-GROUPED = [name for name in TAPPED if "onevision" not in name and "next" not in name]  # resized / packed
+GROUPED = [name for name in TAPPED if "onevision" not in name and "next" not in name]  # resized, packed
 
 
 @pytest.mark.parametrize("name", GROUPED)

@@ -32,7 +32,7 @@ def test_unsupported_model_lists_the_supported_ones():
 @pytest.mark.parametrize(
     "family,method,match",
     [
-        ("llava_onevision", lambda: get("fastervlm", keep=4), "needs cls_attention"),
+        ("qwen2_5_omni", lambda: get("omnizip"), "needs audio, attention"),
         (
             "qwen2_audio",
             lambda: get("pool", stride=2),

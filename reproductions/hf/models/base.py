@@ -28,20 +28,21 @@ class EncoderTap:
 
     #: the attention module of that encoder layer
     attention: nn.Module
-    #: the module whose output is placed into the LLM input (merger or projector)
-    output: nn.Module
+    #: the module whose output is placed into the LLM input (merger or projector); None where
+    #: only the packer places items
+    output: nn.Module | None
     #: leading tokens of each encoder sequence that the model drops: a [CLS], whose attention row
     #: is then `cls_attention` (without one, each token's attention received, as the ports do)
     special: int
     #: each placed item and how it pools the call's encoder tokens (over the call's batch, [CLS]
     #: left out)
-    items: Items
+    items: Items | None
     #: the modalities whose items these are
     modalities: tuple[str, ...] = ("image", "video")
-    #: anyres packing (LLaVA-NeXT): a placed token is one of the items' rows, unchanged, or this
-    #: learned separator (the newline token, which no encoder token stands for), in any order;
-    #: None: each span is its items one after another
-    separator: Callable[[], Tensor] | None = None
+    #: anyres families: the module and the name of its method that packs each image's crops
+    #: (LLaVA-NeXT / OneVision `pack_image_features`: unpadding, resizing, newlines), which the
+    #: stage runs again on the signals, so each packed token gets its own patch's (a newline: 0)
+    packer: tuple[nn.Module, str] | None = None
 
 
 @dataclass

@@ -2,7 +2,8 @@
 tokens (no regular grid), and videos pooled 2x2 (ceil) after the projector, each clip ending in
 one newline token. The projector stage compresses the rows entering the LLM; a video's frames
 carry the SigLIP feature layer's attention and keys, resized bilinearly onto the pooled grid by
-the model's own pooling (as FastVID's released OneVision code resizes its attention)."""
+the model's own pooling (as FastVID's released OneVision code resizes its attention), and an
+image's packed tokens carry them packed by the model's own `pack_image_features`."""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def video_tap(model: nn.Module) -> EncoderTap | None:
     if special and getattr(getattr(tower, "embeddings", None), "class_embedding", None) is None:
         return None
     return EncoderTap(attention=layers[feature].self_attn, output=inner.multi_modal_projector,
-                      special=special, items=items, modalities=("video",))
+                      special=special, items=items, modalities=("image", "video"),
+                      packer=(inner, "pack_image_features"))
 
 
 def build(model: nn.Module) -> OneVisionAdapter:

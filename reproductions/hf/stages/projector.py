@@ -14,6 +14,7 @@ rank tokens by.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -61,7 +62,10 @@ class ProjectorStage(InputStage):
         a = self.adapter
         if a.tap is not None and {"cls_attention", "keys"} & set(self.method.needs):
             self.hook(a.tap.attention.register_forward_pre_hook(self._tap_attention, with_kwargs=True))
-            self.hook(a.tap.output.register_forward_hook(self._tap_output, with_kwargs=True))
+            if a.tap.output is not None:
+                self.hook(a.tap.output.register_forward_hook(self._tap_output, with_kwargs=True))
+            if a.tap.packer is not None:
+                self.hook(Repack(*a.tap.packer, self))
         if not at_projector_input(a, self.method):
             return
         self.hook(a.projector.register_forward_hook(self._projector))
@@ -115,7 +119,6 @@ class ProjectorStage(InputStage):
         if self.patch is None:
             return
         attention, keys = self.patch
-        self.patch = None
         for placed, pool in self.adapter.tap.items(args, kwargs, output):
             self.tapped.append((placed, {"cls_attention": pool(attention), "keys": pool(keys.T).T}))
 
@@ -123,8 +126,6 @@ class ProjectorStage(InputStage):
         """The encoder signals of the items placed in this span (one, or a video's frames one
         after another), found by the span's content."""
         piece = embeds[span.row, span.columns.to(embeds.device)]
-        if self.adapter.tap.separator is not None:
-            return self.packed_signals(piece, span)
         found: list[dict[str, Tensor]] = []
         at = 0
         while at < len(piece):
@@ -147,29 +148,6 @@ class ProjectorStage(InputStage):
             "cls_attention": torch.cat([f["cls_attention"] for f in found], dim=-1),
             "keys": torch.cat([f["keys"] for f in found]),
         }
-
-    def packed_signals(self, piece: Tensor, span: Span) -> dict[str, Tensor]:
-        """Anyres packing: each placed token is found among the encoded rows by its exact
-        content; the separator (newline) gets zero attention and zero keys."""
-        table: dict[bytes, tuple[dict[str, Tensor], int]] = {}
-        for placed, signals in self.tapped:
-            for j, key in enumerate(row_bytes(placed.to(piece.dtype))):
-                table.setdefault(key, (signals, j))
-        newline = self.adapter.tap.separator().to(piece.device, piece.dtype)
-        heads, width = self.tapped[0][1]["cls_attention"].shape[0], self.tapped[0][1]["keys"].shape[1]
-        attention = piece.new_zeros(heads, len(piece), dtype=torch.float32)
-        keys = piece.new_zeros(len(piece), width, dtype=torch.float32)
-        for i, key in enumerate(row_bytes(piece)):
-            if key in table:
-                signals, j = table[key]
-                attention[:, i], keys[i] = signals["cls_attention"][:, j], signals["keys"][j]
-            elif not torch.equal(piece[i], newline):
-                raise RuntimeError(
-                    f"{self.method.name}: token {int(span.columns[i])} of the image at row {span.row} "
-                    f"is neither a patch {type(self.model).__name__}'s projector produced inside this "
-                    "compress context nor its newline: pass pixel values inside the context"
-                )
-        return {"cls_attention": attention, "keys": keys}
 
     # ------------------------------------------------------------------ every span
     def compress_spans(self, embeds: Tensor) -> dict[int, tuple[Compression, int]]:
@@ -248,9 +226,38 @@ def encoder_signals(module: nn.Module, args: tuple, kwargs: dict, cls: bool) -> 
     return attention.to(hidden.dtype), keys
 
 
-def row_bytes(x: Tensor) -> list[bytes]:
-    """Each row of `x` (n, D) as its exact bytes: the key that finds a row again unchanged."""
-    flat = x.detach().cpu().contiguous()
-    if flat.dtype == torch.bfloat16:
-        flat = flat.view(torch.int16)
-    return [row.tobytes() for row in flat.numpy()]
+
+class Repack:
+    """For the compress context, the family's packing method (`pack_image_features`) also packs
+    the last encoder call's signals, as it packs the crops' features: unpadding, resizing and
+    newlines (zeros) alike; each packed image is recorded with its signals. `remove()` restores
+    the method."""
+
+    def __init__(self, module: nn.Module, name: str, stage: ProjectorStage) -> None:
+        self.module, self.name = module, name
+        original = getattr(module, name)
+        signature = inspect.signature(original)
+
+        def pack(*args: Any, **kwargs: Any) -> Any:
+            packed, lengths = original(*args, **kwargs)
+            if stage.patch is None:
+                return packed, lengths
+            bound = signature.bind(*args, **kwargs)
+            crops = [len(f) for f in bound.arguments["image_features"]]
+            patches = bound.arguments["image_features"][0].shape[1]
+
+            def signal(x: Tensor) -> list[Tensor]:  # (C, crops * patches) -> per image (tokens, C)
+                bound.arguments["image_features"] = list(x.T.reshape(-1, patches, x.shape[0]).split(crops))
+                bound.arguments["image_newline"] = x.new_zeros(x.shape[0])
+                return original(*bound.args, **bound.kwargs)[0]
+
+            attention, keys = stage.patch
+            for placed, a, k in zip(packed, signal(attention), signal(keys.T), strict=True):
+                stage.tapped.append((placed, {"cls_attention": a.T, "keys": k}))
+            return packed, lengths
+
+        setattr(module, name, pack)
+
+    def remove(self) -> None:
+        if self.name in vars(self.module):
+            delattr(self.module, self.name)
