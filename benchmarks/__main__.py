@@ -14,6 +14,7 @@ COMMANDS: dict[str | None, tuple[str, str]] = {
     None: ("benchmarks.sweep", "every method over budgets on one model (JSON under results/)"),
     "methods": ("benchmarks.methods", "each method's own call on realistic shapes"),
     "prefill": ("benchmarks.prefill", "prefill inside a LLaVA-1.5 model through compress"),
+    "generate": ("benchmarks.generate", "methods through compress + generate (first family)"),
     "plot": ("benchmarks.plots", "draw the plots of one result JSON"),
 }
 
