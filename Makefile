@@ -48,7 +48,7 @@ test: setup chromium latex
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) -m tools bench
+	$(PY) -m benchmarks
 
 clean:
 	rm -rf $(VENV) public test-artifacts

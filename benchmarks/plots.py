@@ -1,7 +1,9 @@
-"""Plots of a bench result JSON (format 1, see `tools/bench.py`): speed-up vs budget and method
-overhead. The site may regenerate them at build time from the committed JSON:
+"""Plots of a result JSON (`benchmarks/README.md`): speed-up vs budget and method overhead.
 
-    python benchmarks/plots.py benchmarks/results/<run>.json [out_dir]
+The site draws them at build time from the committed JSON (`tools/site.py`), so no PNG is
+committed; to look at one run's plots:
+
+    python -m benchmarks plot benchmarks/results/<run>.json [out_dir]
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-#: stages whose methods shrink the prompt before the LLM sees it
-PRE_LLM = ("encoder", "projector")
+from . import PRE_LLM, write_atomic
 
 
 def plot(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
@@ -69,7 +70,7 @@ def plot(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
     fig.suptitle(f"Prefill speed-up vs budget: {title}", fontsize=9)
     fig.tight_layout()
     path = out_dir / f"{stem}-speedup.png"
-    fig.savefig(path, dpi=110)
+    save(fig, path)
     plt.close(fig)
     written.append(path)
 
@@ -100,10 +101,19 @@ def plot(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
     axis.set_title(f"Method overhead: {title}", fontsize=9)
     fig.tight_layout()
     path = out_dir / f"{stem}-overhead.png"
-    fig.savefig(path, dpi=110)
+    save(fig, path)
     plt.close(fig)
     written.append(path)
     return written
+
+
+def save(fig: Any, path: Path) -> None:
+    """Save a figure as PNG in one rename (`write_atomic`)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    write_atomic(path, buffer.getvalue())
 
 
 def main(argv: list[str]) -> int:

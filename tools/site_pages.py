@@ -871,7 +871,7 @@ def support_page(table: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# benchmarks (the JSON of `python -m tools bench`, format 1, documented in tools/bench.py)
+# benchmarks (the JSON of `python -m benchmarks`, format 1, documented in benchmarks/README.md)
 
 #: (heading, how to read it from a record) of the benchmark tables, in column order
 RESULT_COLUMNS: tuple[tuple[str, Any], ...] = (
@@ -1009,7 +1009,7 @@ def benchmarks_page(data: SiteData, plots: Iterable[str] = ()) -> str:
     run = latest_run(data.results)
     if run is None:
         out.append(
-            "No benchmark results are committed yet. Run `make bench` (or `python -m tools bench`): "
+            "No benchmark results are committed yet. Run `make bench` (or `python -m benchmarks`): "
             "it writes JSON under `benchmarks/results/`, and the next site build shows it here and "
             "on each method's page.\n"
         )
@@ -1017,7 +1017,7 @@ def benchmarks_page(data: SiteData, plots: Iterable[str] = ()) -> str:
     out.append(
         "Every registered method on the same footing: its own time, the LLM prefill, time to first "
         "token, decode time per token, KV cache and FLOPs, with warm-up runs and medians over "
-        "repeats (`python -m tools bench`; the JSON format is documented in `tools/bench.py`). "
+        "repeats (`python -m benchmarks`; the JSON format is documented in `benchmarks/README.md`). "
         "Measured on one machine: compare rows of one run, not runs on different machines.\n"
     )
     out.append("## Setup\n\n" + run_description(run))
