@@ -138,7 +138,7 @@ def test_llm_stage_equals_layers_run_by_hand(name, build):
             config=lm.config,
             inputs_embeds=h,
             attention_mask=torch.ones(1, n),
-            past_key_values=None,
+            cache=None,
             position_ids=pos,
         )
         for layer in lm.layers[: k - 1]:
@@ -164,7 +164,7 @@ def test_llm_stage_equals_layers_run_by_hand(name, build):
             config=lm.config,
             inputs_embeds=h,
             attention_mask=torch.ones(1, len(kept)),
-            past_key_values=None,
+            cache=None,
             position_ids=kept[None],
         )
         for layer in lm.layers[k:]:
@@ -331,7 +331,7 @@ def test_cache_stage_equals_a_decoding_step_run_by_hand():
             input_ids=token,
             attention_mask=mask,
             position_ids=step,
-            past_key_values=copy.deepcopy(prefill.past_key_values),
+            cache=copy.deepcopy(prefill.past_key_values),
             output_attentions=True,
         )
         video = (one["input_ids"][0] == VIDEO).nonzero()[:, 0]
@@ -357,7 +357,7 @@ def test_cache_stage_equals_a_decoding_step_run_by_hand():
                 input_ids=token,
                 attention_mask=mask,
                 position_ids=step,
-                past_key_values=prefill.past_key_values,
+                cache=prefill.past_key_values,
             ).logits[:, -1]
         finally:
             for handle in handles:
