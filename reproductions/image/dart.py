@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..interface import Budget, Compression, Method, Tokens, resolve_keep, validate_keep
-from ..ops import cosine_matrix, select, work_dtype
+from ..ops import cosine_matrix, select, top_k, work_dtype
 from ..registry import register
 
 
@@ -45,7 +45,9 @@ class DART(Method):
     - Pivot order: the official visits the pivots in the iteration order of a Python set of
       their sequence indices (hash order); here image pivots come first, then text pivots,
       each in sequence order. Tokens taken by one pivot are unavailable to the next, so the
-      kept set can differ where two pivots' least similar tokens overlap.
+      kept set can differ where two pivots' least similar tokens overlap: on random inputs of
+      LLaVA-1.5's shape (576 tokens, D = 4096, T = 128) the official loop visiting the pivots
+      in sequence order keeps exactly these 132 tokens; in its set order, 125 to 131 of them.
     - Where the tokens not yet taken are fewer than c (T near N), the pivot takes what is left;
       the official `topk` raises. Fewer text rows than `pivot_text` use every text row; fewer
       visual tokens than `pivot_image` make every one a pivot (official: `topk` raises).
@@ -131,7 +133,7 @@ class DART(Method):
 
 
 def _largest_l1(keys: Tensor, count: int) -> Tensor:
-    """(B, count) indices of the rows of `keys` (B, L, Dk) with the largest L1 norm, largest
-    first (ties: lowest index)."""
+    """(B, count) indices of the rows of `keys` (B, L, Dk) with the largest L1 norm (ties:
+    lowest index), in positional order."""
     norms = keys.to(work_dtype(keys)).abs().sum(-1)
-    return torch.sort(norms, dim=-1, descending=True, stable=True).indices[:, :count]
+    return top_k(norms, count)

@@ -77,3 +77,18 @@ def test_bad_parameters_and_signals_raise():
         get("dart", keep=4)(short)
     with pytest.raises(ValueError, match="text_keys"):
         get("dart", keep=4)(Tokens(features=tokens.features, keys=tokens.keys, text=tokens.text))
+
+
+def test_pivots_are_visited_in_positional_order():
+    """Image pivots A = token 0 (key norm 2) and B = token 3 (key norm 5), one token each.
+    X = token 2 is the least similar to both (cos -0.71); Y = token 1 is A's next (-0.6), Z =
+    token 4 B's next (-0.6). A comes first in the sequence and takes X, so B takes Z: kept
+    0, 2, 3, 4. (Visiting B first, by its larger norm, would keep Y instead of Z.)"""
+    r = 2**-0.5
+    features = torch.tensor(
+        [[1, 0, 0], [-0.6, 0, 0.8], [-r, -r, 0], [0, 1, 0], [0, -0.6, 0.8], [0, 0, 1]], dtype=torch.float64
+    )[None]
+    keys = torch.tensor([2.0, 0.1, 0.1, 5.0, 0.1, 0.1], dtype=torch.float64)[None, :, None]
+    tokens = Tokens(features=features, keys=keys, text=features[:, :1], text_keys=keys[:, :1])
+    out = get("dart", keep=2, pivot_image=2, pivot_text=0)(tokens)
+    assert out.positions[0].tolist() == [0, 2, 3, 4]
