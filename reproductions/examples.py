@@ -55,6 +55,7 @@ def example_tokens(
             batch, heads, queries, n + (audio_tokens if "audio" in method.needs else 0)
         ),
         "text": lambda: randn(batch, queries, dim),
+        "text_keys": lambda: randn(batch, queries, dim // 2),
         "frames": lambda: randn(batch, layout[0], dim),
         "audio": lambda: randn(batch, audio_tokens, dim),
     }

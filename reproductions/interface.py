@@ -24,10 +24,13 @@ Budget = int | float
 SIGNALS: dict[str, str] = {
     "cls_attention": "(B, heads, N) attention from the [CLS] query to every token, from an "
     "encoder layer; pass Tokens(cls_attention=...)",
-    "keys": "(B, N, Dk) encoder keys of the same tokens; pass Tokens(keys=...)",
+    "keys": "(B, N, Dk) keys of the same tokens (an encoder layer's; at the llm stage layer "
+    "K - 1's, after RoPE); pass Tokens(keys=...)",
     "attention": "(B, heads, M, N) attention paid to each token by M query rows at an LLM "
     "layer; pass Tokens(attention=...)",
     "text": "(B, M, Dt) text / query embeddings; pass Tokens(text=...)",
+    "text_keys": "(B, M, Dk) keys of the M `text` rows, in the space of `keys` (DART's text "
+    "pivots); pass Tokens(text_keys=...)",
     "frames": "(B, T, Df) one global feature per video frame; pass Tokens(frames=...)",
     "audio": "(B, Na, Da) audio tokens aligned in time with the video; pass Tokens(audio=...)",
 }
@@ -51,6 +54,7 @@ class Tokens:
     keys: Tensor | None = None
     attention: Tensor | None = None
     text: Tensor | None = None
+    text_keys: Tensor | None = None
     frames: Tensor | None = None
     audio: Tensor | None = None
     sizes: Tensor | None = None
@@ -114,6 +118,11 @@ class Method:
     #: at the llm stage, which states of the query rows `text` holds: "layer" (their hidden
     #: states entering layer K) or "embeddings" (their input embeddings: SparseVLM's raters)
     text_from: ClassVar[str] = "layer"
+    #: at the llm stage, which states `features` and `text` hold for scoring: "layer" (as they
+    #: enter layer K) or "final_norm" (those through the decoder's final norm: DART's
+    #: `norm(hidden)`); the stage then keeps the unnormalised rows of the tokens kept, so a
+    #: method that reads "final_norm" states must be a pure selection (`copies`)
+    hidden_from: ClassVar[str] = "layer"
     #: at the llm stage, whose attention `attention` holds: "previous" (layer K - 1's, FastV's
     #: `last_layer_attention`) or "own" (layer K's own over its input, before it runs: the
     #: rank layers of PyramidDrop)
@@ -270,6 +279,7 @@ def _check_signal(signal: str, value: Tensor, tokens: Tokens, values: bool = Tru
         "keys": (3, (b, n, None)),
         "attention": (4, (b, None, None, n)),
         "text": (3, (b, None, None)),
+        "text_keys": (3, (b, None, None)),
         "frames": (3, (b, tokens.grid[0] if tokens.layout else None, None)),
         "audio": (3, (b, None, None)),
     }

@@ -40,6 +40,13 @@ def queries_keys(attn: nn.Module, hidden: Tensor, position_embeddings: tuple[Ten
     return q, repeat_heads(k, q.shape[1])
 
 
+def key_states(attn: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor]) -> Tensor:
+    """(B, kv heads, L, head_dim) keys of a decoder attention module after RoPE, as its KV cache
+    holds them."""
+    k = _heads(attn, attn.k_proj, "k_norm", hidden)
+    return rope(attn, k, k, position_embeddings)[1]
+
+
 def repeat_heads(k: Tensor, heads: int) -> Tensor:
     """Grouped-query keys (B, kv heads, L, d) repeated to `heads` query heads."""
     return k.repeat_interleave(heads // k.shape[1], dim=1)

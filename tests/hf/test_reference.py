@@ -5,6 +5,8 @@ a left-padded batch equals its rows run one by one."""
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 import torch
 from hf_helpers import (
@@ -102,6 +104,16 @@ def test_qwen2_vl_kept_tokens_keep_their_3d_position_ids():
     torch.testing.assert_close(logits[valid], expected[valid], rtol=0, atol=1e-6)
 
 
+def layer_keys(attn, normed, pe):
+    """(1, n, kv heads * head_dim) keys of a decoder attention module after RoPE, by hand."""
+    k = attn.k_proj(normed).view(1, normed.shape[1], -1, attn.head_dim).transpose(1, 2)
+    cos, sin = (x.unsqueeze(1) for x in pe)
+    half = k.shape[-1] // 2
+    rotated = torch.cat([-k[..., half:], k[..., :half]], dim=-1)
+    k = k * cos + rotated * sin
+    return k.transpose(1, 2).reshape(1, normed.shape[1], -1)
+
+
 def _llm_methods():
     found = [("last_row_topk", lambda: LastRowTopK(keep=5, layer=2))]
     for name, cls in methods().items():
@@ -114,6 +126,8 @@ def _llm_methods():
             if "layer" in cls.__dataclass_fields__:
                 params["layer"] = 2
             found.append((name, lambda cls=cls, params=params: cls(**params)))
+        elif cls.stage == "llm" and [f.name for f in fields(cls)] == ["layer"]:  # VTW: keeps none
+            found.append((name, lambda cls=cls: cls(layer=2)))
     return found
 
 
@@ -147,15 +161,22 @@ def test_llm_stage_equals_layers_run_by_hand(name, build):
         _, weights = last.self_attn(
             last.input_layernorm(h), position_embeddings=pe, attention_mask=full_mask
         )
+        keys = layer_keys(last.self_attn, last.input_layernorm(h), pe)  # as layer K - 1 caches them
         h = last(h, attention_mask=full_mask, position_embeddings=pe, position_ids=pos)
         media = (one["input_ids"][0] == IMAGE).nonzero()[:, 0]
         rows = torch.arange(int(media.max()) + 1, n)
         attention = weights[:, :, rows][:, :, :, media]
-        text_states = embeds if method.text_from == "embeddings" else h
-        comp = method(Tokens(features=h[:, media], attention=attention, text=text_states[:, rows]))
+        scored = lm.norm(h) if method.hidden_from == "final_norm" else h  # DART scores normed
+        text_states = embeds if method.text_from == "embeddings" else scored
+        signals = {"keys": keys[:, media], "text_keys": keys[:, rows]}
+        signals = {name: value for name, value in signals.items() if name in method.needs}
+        comp = method(
+            Tokens(features=scored[:, media], attention=attention, text=text_states[:, rows], **signals)
+        )
         text = torch.tensor([j for j in range(n) if j not in set(media.tolist())])
         where = torch.cat([text, media[comp.positions[0]]])
-        feats = torch.cat([h[0, text], comp.features[0]])
+        kept_media = h[0, media[comp.positions[0]]] if scored is not h else comp.features[0]
+        feats = torch.cat([h[0, text], kept_media])
         order = where.argsort()
         kept, h = where[order], feats[order][None]
         cos, sin = pe

@@ -10,10 +10,16 @@ A method that declares several `decoder_layers()` K_1 < K_2 < ... (PyramidDrop) 
 per layer, `method.step(i, N)` at K_i on the media tokens the earlier steps kept; the layers of
 each segment [K_i, K_i+1) run with the mask and positions of that segment's kept rows, also
 while decoding (each segment's cache holds its own rows).
+
+A method that needs `keys` / `text_keys` gets layer K - 1's keys (after RoPE, kv heads
+concatenated, as its KV cache holds them) of the media tokens and of the query rows; one that
+reads `hidden_from = "final_norm"` scores the states through the decoder's final norm and keeps
+the unnormalised rows of the tokens it keeps (DART). A method may keep no media token (VTW).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -21,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ...interface import Compression, Method, Tokens
-from ..attention import probabilities, queries, queries_keys, repeat_heads, rope
+from ..attention import key_states, probabilities, queries, queries_keys, repeat_heads, rope
 from ..models import Adapter
 from ..report import Record
 from ..sequence import mask_4d, row_of, take, valid_columns
@@ -31,6 +37,7 @@ from .decoder import DecoderStage
 
 class LlmStage(DecoderStage):
     name = "llm"
+    signals = ("attention", "text", "keys", "text_keys")
 
     def __init__(self, model: nn.Module, method: Method, adapter: Adapter, layer: int | None = None) -> None:
         super().__init__(model, method, adapter, layer)
@@ -146,10 +153,21 @@ class LlmStage(DecoderStage):
         attention = self.attention_rows(rows, columns, cache_of(kwargs), k, valid)
         methods = [self.method.step(i, len(c)) if len(c) else None for c in original]
         layouts = [self.row_layout(r) if before is None else None for r in range(b)]
-        states = hidden
+        scored = hidden
+        if self.method.hidden_from == "final_norm":  # DART's norm(hidden), for scoring only
+            scored = self.adapter.language_model.norm(hidden)
+        states = scored
         if self.method.text_from == "embeddings":  # the query rows' input embeddings
             states = take(self.embeds, at.to(self.embeds.device), dim=1)
-        comps = self.compressions(hidden, states, columns, rows, attention, methods, layouts)
+        keys = None
+        if {"keys", "text_keys"} & set(self.method.needs):
+            keys = self.layer_keys(cache_of(kwargs), k, n)
+        comps = self.compressions(scored, states, columns, rows, attention, methods, layouts, keys)
+        if scored is not hidden:  # a pure selection: its kept rows, unnormalised
+            comps = [
+                None if c is None else replace(c, features=hidden[r, columns[r][c.positions[0]]][None])
+                for r, c in enumerate(comps)
+            ]
         new, sub = self.rebuild_rows(hidden, columns, comps)
         index = torch.where(sub >= 0, at.gather(1, sub.clamp_min(0)), -1)
         self.record(valid, valid_columns(index, outer), columns, comps)
@@ -172,6 +190,18 @@ class LlmStage(DecoderStage):
         if isinstance(pos, Tensor):
             group["position_ids"] = take(pos, index, dim=-1, fill=1)
         return group
+
+    def layer_keys(self, cache: Any, k: int, n: int) -> Tensor:
+        """(B, n, kv heads * head_dim) keys of `attention_input` (layer k - 1's) after RoPE:
+        read from layer k - 1's cache when it holds this sequence, else projected."""
+        module, hidden, position_embeddings = self.attention_input
+        layers = getattr(cache, "layers", [])
+        cached = layers[k - 1] if 1 <= k <= len(layers) else None
+        keys = getattr(cached, "keys", None)
+        if keys is None or keys.shape[2] != n:
+            keys = key_states(module, hidden, position_embeddings)
+        b, heads, _, d = keys.shape
+        return keys.transpose(1, 2).reshape(b, n, heads * d)
 
     def attention_rows(
         self, rows_of: list[Tensor], columns_of: list[Tensor], cache: Any, k: int, valid: Tensor
@@ -212,18 +242,25 @@ class LlmStage(DecoderStage):
         attention: list[Tensor],
         methods: list[Method | None],
         layouts: list[tuple[int, ...] | None],
+        keys: Tensor | None = None,
     ) -> list[Compression | None]:
         """Each row's method on its media tokens (one call for the batch where every row has as
         many media tokens and query rows and the same method; else one per row). None: a row
-        without media. `states` (B, n, D) hold the query rows' `text`."""
+        without media. `states` (B, n, D) hold the query rows' `text`, `keys` (B, n, Dk) (where
+        the method needs them) every row's keys."""
         b = hidden.shape[0]
 
         def tokens(picked: list[int], layout: tuple[int, ...] | None) -> Tokens:
+            signals = {}
+            if keys is not None:
+                signals["keys"] = torch.stack([keys[i, columns[i]] for i in picked])
+                signals["text_keys"] = torch.stack([keys[i, rows[i]] for i in picked])
             return Tokens(
                 features=torch.stack([hidden[i, columns[i]] for i in picked]),
                 layout=layout,
                 attention=torch.stack([attention[i] for i in picked]).to(hidden.dtype),
                 text=torch.stack([states[i, rows[i]].to(hidden.dtype) for i in picked]),
+                **signals,
             )
 
         alike = len({(len(c), len(m)) for c, m in zip(columns, rows, strict=True)}) == 1
