@@ -133,9 +133,9 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
     if m.stage == "encoder" and (a.encoder_layers is None or "image" not in m.modality):
         return (
             f"{m.name} is an encoder-stage method; reproductions.hf merges inside the CLIP / "
-            "SigLIP encoder of LlavaForConditionalGeneration models whose projector reads one "
-            f"encoder layer, which this {model_name} is not (LLaVA-OneVision and Qwen2-VL pack "
-            "or merge the encoder output into fixed grids)"
+            "SigLIP encoders of LLaVA (projector reading one layer), Gemma 3 and Idefics3, which "
+            f"this {model_name} is not (its encoder's layers, windows or pooling are not "
+            "handled by the merging yet)"
         )
     available = set(STAGES[m.stage].signals)
     if m.stage == "projector":

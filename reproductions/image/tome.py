@@ -107,6 +107,10 @@ class ToMe(Method):
       embeddings and RoPE ids stay meaningful.
     - Ties in the ranking of matches go to the lowest A index (the official argsort does not
       promise an order).
+    - Inside `reproductions.hf` on Gemma 3 and Idefics3, whose encoders pool fixed blocks of
+      patches into each LLM token, the tokens ToMe matches and merges are those blocks (their
+      patches concatenated, keys averaged), so that each merged block leaves one LLM token; the
+      official code merges single patches of a classification ViT.
     """
 
     r: int = 8

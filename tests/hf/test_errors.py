@@ -42,7 +42,7 @@ def test_unsupported_model_lists_the_supported_ones():
         (
             "qwen2_vl",
             lambda: get("tome", r=2),
-            "SigLIP encoder of LlavaForConditionalGeneration",
+            "SigLIP encoders of LLaVA",
         ),
         ("llava", lambda: get("pixel_unshuffle", factor=2), "projector trained for that width"),
     ],

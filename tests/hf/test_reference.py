@@ -581,3 +581,61 @@ def test_qwen3_vl_video_frames_are_one_clip_and_kept_tokens_stay_in_their_frames
         assert int(real.sum()) == int(inputs["attention_mask"][row].sum()) - 5
         torch.testing.assert_close(got["inputs_embeds"][row, real], embeds[row, where])
         assert torch.equal(got["position_ids"][..., row, :][..., real], pos[..., row, where])
+
+
+@pytest.mark.parametrize("family", ["gemma3", "idefics3"])
+def test_encoder_tome_in_a_pooled_grid_merges_whole_units(family):
+    """Gemma 3 and Idefics3 pool fixed blocks of patches into each LLM token, so ToMe merges whole
+    blocks (units). With merges in the last encoder layer only: that layer run by hand with ToMe
+    on the units (patches concatenated, keys averaged), put back on the grid, post-normed and
+    projected, gives the projector's output, and each image hands the LLM its kept units' tokens."""
+    from reproductions.hf.models import adapter_for
+    from reproductions.hf.tiny import IMAGE
+
+    model, inputs = tiny(family)
+    adapter = adapter_for(model)
+    layers, units = adapter.encoder_layers, adapter.tap.units
+    entering = []
+    hook = layers[-1].register_forward_pre_hook(lambda m, a, k: entering.append(a[0] if a else k["hidden_states"]),
+                                                with_kwargs=True)
+    try:
+        lm = language_model_inputs(model, inputs)
+    finally:
+        hook.remove()
+    layer, h = layers[-1], entering[0]
+    b, n, d = h.shape
+    k = units.shape[1]
+    with torch.no_grad():
+        x = layer.layer_norm1(h)
+        hidden = h + layer.self_attn(hidden_states=x)[0]
+        keys = layer.self_attn.k_proj(x).view(b, n, layer.self_attn.num_heads, -1).mean(2)[:, units.flatten()]
+        tokens = Tokens(features=hidden[:, units.flatten()].reshape(b, -1, k * d),
+                        keys=keys.view(b, -1, k, keys.shape[-1]).mean(2))
+        comp = get("tome", r=3)(tokens)
+        merged = comp.features.reshape(b, -1, d)
+        merged = merged + layer.mlp(layer.layer_norm2(merged))
+        grid = torch.empty_like(h)
+        grid[:, units.flatten()] = merged.view(b, -1, k, d).gather(
+            1, comp.source[:, :, None, None].expand(-1, -1, k, d)).reshape(b, -1, d)
+        tower = model.model.vision_tower if family == "gemma3" else model.model.vision_model
+        tower = getattr(tower, "vision_model", tower)
+        placed = adapter.tap.output(tower.post_layernorm(grid))
+    schedule = [0] * (len(layers) - 1) + [3]
+    with compress(model, "tome", r=3, schedule=schedule) as report, torch.no_grad():
+        capture = Capture(adapter.language_model)
+        try:
+            model(**inputs)
+        finally:
+            capture.close()
+    got, ids = capture.calls[0]["inputs_embeds"], inputs["input_ids"]
+    units_per_item = units.shape[0]
+    assert report.records[0].media_after == [
+        int((ids[r] == IMAGE).sum()) // units_per_item * comp.count for r in range(ids.shape[0])
+    ]
+    item = 0
+    for r in range(ids.shape[0]):
+        rows = [placed[item + t][comp.positions[item + t]] for t in range(int((ids[r] == IMAGE).sum()) // units_per_item)]
+        item += len(rows)
+        expected = torch.cat(rows)
+        assert all(any(torch.allclose(e, g, atol=1e-5) for g in got[r]) for e in expected)
+    assert lm["inputs_embeds"].shape[1] > got.shape[1]

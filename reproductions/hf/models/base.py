@@ -39,6 +39,9 @@ class EncoderTap:
     items: Items | None
     #: the modalities whose items these are
     modalities: tuple[str, ...] = ("image", "video")
+    #: grid families: the encoder tokens each placed token of an item pools (n, k), the same for
+    #: every item; the encoder stage merges these units whole (ToMe), so each leaves one token
+    units: Tensor | None = None
     #: anyres families: the module and the name of its method that packs each image's crops
     #: (LLaVA-NeXT / OneVision `pack_image_features`: unpadding, resizing, newlines), which the
     #: stage runs again on the signals, so each packed token gets its own patch's (a newline: 0)
@@ -144,12 +147,17 @@ def group_mean(groups: Tensor) -> Pool:
     return lambda x: x[:, groups.to(x.device)].mean(-1)
 
 
-def flat_items(output: Tensor, groups: Tensor, per_item: int) -> list[tuple[Tensor, Pool]]:
-    """One item per batch row of `output` (B, n, D), each pooled from `groups` of its own
-    `per_item` encoder tokens."""
-    return [(output[i], group_mean(groups + i * per_item)) for i in range(output.shape[0])]
+def grid_tap(attention: nn.Module, output: nn.Module, special: int, units: Tensor) -> EncoderTap:
+    """The tap of a family that pools each item's encoder tokens in fixed `units` (n, k): one
+    item per batch row of the output module's (B, n, D) output."""
+    per_item = units.numel()
+
+    def items(args: tuple, kwargs: dict, out: Tensor) -> list[tuple[Tensor, Pool]]:
+        return [(out[i], group_mean(units + i * per_item)) for i in range(out.shape[0])]
+
+    return EncoderTap(attention=attention, output=output, special=special, items=items, units=units)
 
 
-def arange_features(count: int, device: torch.device) -> Tensor:
+def arange_features(count: int, device: torch.device | None = None) -> Tensor:
     """Encoder-token indices 0..count-1 as one-wide float features (exact below 2**24)."""
     return torch.arange(count, dtype=torch.float32, device=device)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from transformers.models.gemma3 import modeling_gemma3
 
 from ..sequence import take
-from .base import Adapter, EncoderTap, Pool, arange_features, flat_items, language_parts, square
+from .base import Adapter, EncoderTap, arange_features, grid_tap, language_parts, square
 
 DECODER_STAGES = (
     "Gemma 3 gives its full- and sliding-attention layers masks of their own, with image tokens "
@@ -50,15 +50,14 @@ def vision_tap(inner: nn.Module) -> EncoderTap:
     kernel_size² block of patches."""
     projector = inner.multi_modal_projector
     side, kernel = projector.patches_per_image, projector.kernel_size
+    index = arange_features(side * side).view(1, 1, side, side)
+    units = F.unfold(index, kernel, stride=kernel)[0].T.round().long()  # (tokens, kernel²), row-major
+    return grid_tap(vision_layers(inner)[-1].self_attn, projector, 0, units)
 
-    def items(args: tuple, kwargs: dict, output: Tensor) -> list[tuple[Tensor, Pool]]:
-        index = arange_features(side * side, output.device).view(1, 1, side, side)
-        groups = F.unfold(index, kernel, stride=kernel)[0].T.round().long()  # (tokens, kernel²), row-major
-        return flat_items(output, groups, side * side)
 
+def vision_layers(inner: nn.Module) -> nn.ModuleList:
     tower = inner.vision_tower
-    layers = getattr(tower, "vision_model", tower).encoder.layers
-    return EncoderTap(attention=layers[-1].self_attn, output=projector, special=0, items=items)
+    return getattr(tower, "vision_model", tower).encoder.layers
 
 
 def build(model: nn.Module) -> Gemma3Adapter:
@@ -72,5 +71,7 @@ def build(model: nn.Module) -> Gemma3Adapter:
         tokens_per_image=config.mm_tokens_per_image,
         signals=("cls_attention", "keys"),
         tap=vision_tap(model.model),
+        encoder_layers=vision_layers(model.model),
+        feature_layer=len(vision_layers(model.model)) - 1,
         text_config=config.get_text_config(),
     )

@@ -8,14 +8,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from torch import Tensor, nn
+from torch import nn
 
 from .base import (
     Adapter,
     EncoderTap,
-    Pool,
     arange_features,
-    flat_items,
+    grid_tap,
     language_parts,
     pooled_groups,
     square,
@@ -42,13 +41,10 @@ def idefics3_tap(inner: nn.Module, patches: int) -> EncoderTap:
     """The last SigLIP layer (no [CLS]); each tile token pools scale_factor² patches, which the
     connector's own pixel shuffle, run on the patch indices, names."""
     connector = inner.connector
-
-    def items(args: tuple, kwargs: dict, output: Tensor) -> list[tuple[Tensor, Pool]]:
-        index = arange_features(patches, output.device).view(1, patches, 1)
-        return flat_items(output, pooled_groups(connector.pixel_shuffle(index, connector.scale_factor)), patches)
-
+    index = arange_features(patches).view(1, patches, 1)
+    units = pooled_groups(connector.pixel_shuffle(index, connector.scale_factor))
     layers = inner.vision_model.encoder.layers
-    return EncoderTap(attention=layers[-1].self_attn, output=connector, special=0, items=items)
+    return grid_tap(layers[-1].self_attn, connector, 0, units)
 
 
 def internvl_tap(model: nn.Module, side: int) -> EncoderTap:
@@ -56,16 +52,12 @@ def internvl_tap(model: nn.Module, side: int) -> EncoderTap:
     each tile token pools the 2x2 patches that the model's own pixel shuffle, run on the patch
     indices, names."""
     inner, config = model.model, model.config
-
-    def items(args: tuple, kwargs: dict, output: Tensor) -> list[tuple[Tensor, Pool]]:
-        index = arange_features(side * side, output.device).view(1, side, side, 1)
-        shuffled = inner.pixel_shuffle(index, scale_factor=config.downsample_ratio)
-        return flat_items(output, pooled_groups(shuffled), side * side)
-
+    index = arange_features(side * side).view(1, side, side, 1)
+    units = pooled_groups(inner.pixel_shuffle(index, scale_factor=config.downsample_ratio))
     layers = inner.vision_tower.encoder.layer
     feature = config.vision_feature_layer % (len(layers) + 1) - 1  # hidden_states[k]: layer k - 1's output
     special = 1 if config.vision_feature_select_strategy == "default" else 0
-    return EncoderTap(attention=layers[feature].attention, output=inner.multi_modal_projector, special=special, items=items)
+    return grid_tap(layers[feature].attention, inner.multi_modal_projector, special, units)
 
 
 def build_idefics3(model: nn.Module) -> TileAdapter:
@@ -80,6 +72,8 @@ def build_idefics3(model: nn.Module) -> TileAdapter:
         gridded=("image",),
         signals=("cls_attention", "keys"),
         tap=idefics3_tap(model.model, patches),
+        encoder_layers=model.model.vision_model.encoder.layers,
+        feature_layer=len(model.model.vision_model.encoder.layers) - 1,
     )
 
 
