@@ -45,15 +45,22 @@ def gather(x: Tensor, idx: Tensor) -> Tensor:
     return rows.reshape(*idx.shape, *x.shape[2:])
 
 
+def l2_norms(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """L2 norms of `x` along the last dim, clamped at `eps` so that a zero row divides safely
+    (the clamp of `torch.nn.functional.normalize`, which the official codes use)."""
+    return x.norm(dim=-1).clamp_min(eps)
+
+
+def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """`x` scaled to unit L2 norm along the last dim: the one L2 normalisation of the project
+    (equal to `torch.nn.functional.normalize(x, dim=-1)`, norms clamped at `eps`)."""
+    return x / l2_norms(x, eps).unsqueeze(-1)
+
+
 def cosine_matrix(a: Tensor, b: Tensor | None = None) -> Tensor:
     """(B, N, M) cosine similarity between the rows of `a` (B, N, D) and `b` (B, M, D)."""
-    a = a.to(work_dtype(a))
-    a = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    if b is None:
-        b = a
-    else:
-        b = b.to(a.dtype)
-        b = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    a = l2_normalize(a.to(work_dtype(a)))
+    b = a if b is None else l2_normalize(b.to(a.dtype))
     return a @ b.transpose(-1, -2)
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..interface import SIGNALS, Compression, Method, Tokens, validate_tokens
-from ..ops import gather, input_sizes, top_k, work_dtype
+from ..ops import gather, input_sizes, l2_norms, top_k, work_dtype
 from ..registry import register
 
 #: the video prune ratio of a time chunk is clamped to this range (official constants)
@@ -188,6 +188,8 @@ class OmniZip(Method):
         pool = remaining[rest]
         if pool.numel() == 0:
             return keep, absorbed
+        # the official code adds 1e-6 to the norms instead of clamping them (`l2_normalize`):
+        # kept, as it shifts every cosine slightly and with it near-tied assignments
         a = audio / (audio.norm(dim=-1, keepdim=True) + 1e-6)
         assign = (a[pool] @ a[anchors].T).argmax(dim=1)
         # max cosine to any video token; the video is divided by its norms after the product
@@ -321,7 +323,7 @@ def density_peak_scores(frames: Tensor, lengths: Tensor | None = None, k: int = 
     """
     p = frames.shape[-2]
     if lengths is None:
-        lengths = frames.norm(dim=-1).clamp_min(1e-12)
+        lengths = l2_norms(frames)
     gram = frames @ frames.transpose(-1, -2)
     dist = 1 - gram / (lengths.unsqueeze(-1) * lengths.unsqueeze(-2))
     eye = torch.eye(p, dtype=torch.bool, device=frames.device)

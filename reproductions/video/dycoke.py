@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..interface import Compression, Method, Tokens
-from ..ops import identity, select, top_k, with_special, work_dtype
+from ..ops import identity, l2_normalize, select, top_k, with_special, work_dtype
 from ..registry import register
 from .temporal_pool import video_grid
 
@@ -110,6 +110,4 @@ class DyCoke(Method):
 
 def _cosine_rows(a: Tensor, b: Tensor) -> Tensor:
     """(B, P) cosine similarity of a[:, p] and b[:, p], position by position."""
-    a = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    b = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return (a * b).sum(dim=-1)
+    return (l2_normalize(a) * l2_normalize(b)).sum(dim=-1)
