@@ -7,6 +7,9 @@ depend on near-ties are exact in float64.
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import torch
 from torch import Tensor
 
@@ -192,31 +195,48 @@ def pairwise_distance(x: Tensor) -> Tensor:
 
 
 def density_peaks(
-    x: Tensor,
+    x: Tensor | None,
     k: int,
     scale: float | None = None,
     generator: torch.Generator | None = None,
     dist: Tensor | None = None,
+    *,
+    squared: bool = True,
+    exclude_self: bool = False,
+    farthest: Literal["all", "row"] = "all",
 ) -> tuple[Tensor, Tensor]:
-    """DPC-kNN density and delta of each row of `x` (B, N, D).
+    """DPC-kNN density and delta of each row of `x` (..., N, D): the one DPC-kNN of the project.
 
-    Distances are Euclidean divided by `scale` (default sqrt(D)), or `dist` (B, N, N) where the
-    caller has them already (it reuses them afterwards: SparseVLM's cluster assignment); density =
-    exp(-mean of the squared distances to the k nearest rows, the row itself included); delta =
-    the distance to the nearest row of higher density (the largest distance for the densest row).
-    A `generator` adds the official codes' 1e-6 uniform tie-breaking noise to the density.
-    Returns (density, delta), both (B, N) in `work_dtype`.
+    Distances are Euclidean divided by `scale` (default sqrt(D)), or `dist` (..., N, N) where the
+    caller has them already (its own metric: OmniZip's cosine distance; or distances it reuses
+    afterwards: SparseVLM's cluster assignment), and then `x` may be None. density = exp(-mean of
+    the squared distances to the k nearest rows, the row itself included); delta = the distance
+    to the nearest row of higher density, or for the densest row the largest distance among all
+    pairs (`farthest="all"`). A `generator` adds the official codes' 1e-6 uniform tie-breaking
+    noise to the density. The official variants differ in three choices, which the keywords
+    select: the mean of plain distances (`squared=False`), over the k nearest *other* rows
+    (`exclude_self=True`), and the densest row's delta from its own row (`farthest="row"`): all
+    three are OmniZip's. Returns (density, delta), both (..., N), in `work_dtype` of `x` (or in
+    the dtype of `dist`).
     """
     if dist is None:
+        if x is None:
+            raise ValueError("density_peaks needs the rows x or their distances dist")
         x = x.to(work_dtype(x))
         dist = pairwise_distance(x) / (x.shape[-1] ** 0.5 if scale is None else scale)
-    nearest = dist.topk(min(k, x.shape[1]), dim=-1, largest=False).values
-    density = (-(nearest**2).mean(dim=-1)).exp()
+    n = dist.shape[-1]
+    eye = torch.eye(n, dtype=torch.bool, device=dist.device)
+    others = dist.masked_fill(eye, math.inf) if exclude_self else dist
+    nearest = others.topk(min(k, n - 1 if exclude_self else n), dim=-1, largest=False).values
+    density = (-(nearest**2 if squared else nearest).mean(dim=-1)).exp()
     if generator is not None:
         noise = torch.rand(density.shape, generator=generator, device=generator.device)
         density = density + noise.to(density) * 1e-6
-    higher = density.unsqueeze(1) > density.unsqueeze(2)  # [b, i, j]: j denser than i
-    far = dist.flatten(1).max(dim=-1).values[:, None, None]
+    higher = density.unsqueeze(-2) > density.unsqueeze(-1)  # [..., i, j]: j denser than i
+    if farthest == "all":
+        far = dist.flatten(-2).max(dim=-1).values[..., None, None]
+    else:  # the farthest other row of each row (0 where every distance is below 0)
+        far = dist.masked_fill(eye, 0).max(dim=-1).values.unsqueeze(-1)
     delta = torch.where(higher, dist, far.expand_as(dist)).min(dim=-1).values
     return density, delta
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..interface import SIGNALS, Compression, Method, Tokens, validate_tokens
-from ..ops import gather, input_sizes, l2_norms, top_k, work_dtype
+from ..ops import density_peaks, gather, input_sizes, l2_norms, top_k, work_dtype
 from ..registry import register
 
 #: the video prune ratio of a time chunk is clamped to this range (official constants)
@@ -321,19 +321,13 @@ def density_peak_scores(frames: Tensor, lengths: Tensor | None = None, k: int = 
     the distance to the nearest denser token (the largest distance for a token with none denser).
     `lengths` (..., P) are the token norms, when already known.
     """
-    p = frames.shape[-2]
     if lengths is None:
         lengths = l2_norms(frames)
     gram = frames @ frames.transpose(-1, -2)
     dist = 1 - gram / (lengths.unsqueeze(-1) * lengths.unsqueeze(-2))
-    eye = torch.eye(p, dtype=torch.bool, device=frames.device)
-    apart = dist.masked_fill(eye, math.inf)
-    nearest = apart.topk(min(k, p - 1), dim=-1, largest=False).values
-    density = (-nearest.mean(dim=-1)).exp()
-    denser = density.unsqueeze(-2) > density.unsqueeze(-1)  # [..., i, j]: j denser than i
-    delta = apart.masked_fill(~denser, math.inf).min(dim=-1).values
-    widest = dist.masked_fill(eye, 0).max(dim=-1).values
-    delta = torch.where(delta.isinf(), widest, delta)
+    density, delta = density_peaks(
+        None, k, dist=dist, squared=False, exclude_self=True, farthest="row"
+    )
     return delta * density
 
 
