@@ -111,14 +111,22 @@ def identity(tokens: Tokens, copy: bool = True) -> Compression:
     )
 
 
-def slot_sizes(tokens: Tokens, source: Tensor, count: int) -> Tensor:
+def slot_sizes(tokens: Tokens | Tensor | None, source: Tensor, count: int) -> Tensor:
     """(B, count) float32: the input sizes summed over the tokens of each output slot.
 
-    `source` (B, N) holds each token's slot in [0, count) or -1 where it was dropped.
+    `source` (B, N) holds each token's slot in [0, count) or -1 where it was dropped. The input
+    sizes are those of `tokens`, or given as a (B, N) tensor (None: one each), for callers that
+    carry sizes without tokens (ToMe's `Matching` across encoder layers).
     """
+    if isinstance(tokens, Tokens):
+        sizes = input_sizes(tokens)
+    elif tokens is None:
+        sizes = torch.ones(source.shape, device=source.device)
+    else:
+        sizes = tokens.float()
     slot = torch.where(source >= 0, source, count)  # dropped -> a spill slot, cut off below
     total = torch.zeros(source.shape[0], count + 1, device=source.device)
-    return total.scatter_add_(1, slot, input_sizes(tokens).to(source.device))[:, :count]
+    return total.scatter_add_(1, slot, sizes.to(source.device))[:, :count]
 
 
 def stack_rows(
@@ -180,6 +188,13 @@ def merge(
         positions=positions,
         sizes=slot_sizes(tokens, source, count),
     )
+
+
+def proportional_attention_bias(sizes: Tensor) -> Tensor:
+    """ToMe's proportional attention term log(s): (B, N) sizes -> (B, 1, 1, N) float32, to add
+    to the attention logits of every query, so that a token that stands for s tokens weighs as
+    much as its s originals would (ToMe's encoder layers, `reproductions.hf`'s encoder stage)."""
+    return sizes.float().log()[:, None, None, :]
 
 
 def pairwise_distance(x: Tensor) -> Tensor:
