@@ -256,6 +256,26 @@ def density_peaks(
     return density, delta
 
 
+def video_grid(tokens: Tokens, name: str) -> tuple[int, int, int]:
+    """The (T, H, W) grid of the ordinary tokens, or a ValueError saying how to pass it."""
+    if tokens.layout is None or len(tokens.layout) != 3:
+        raise ValueError(
+            f"{name} works on the (T, H, W) grid of a video: pass layout=(T, H, W) "
+            f"(frame-major token order), got layout={tokens.layout}"
+        )
+    return tokens.layout
+
+
+def frame_grid(tokens: Tokens, name: str) -> tuple[int, int, int]:
+    """The (T, H, W) grid of the ordinary tokens: an image is one frame."""
+    if tokens.layout is None or len(tokens.layout) not in (2, 3):
+        raise ValueError(
+            f"{name} pools over the spatial grid: pass layout=(H, W) for an image or "
+            f"(T, H, W) for a video, got layout={tokens.layout}"
+        )
+    return (1, *tokens.layout) if len(tokens.layout) == 2 else tokens.layout
+
+
 def window_slots(grid: tuple[int, ...], window: tuple[int, ...]) -> tuple[Tensor, tuple[int, ...]]:
     """Which window each cell of a row-major `grid` falls in, windows tiling it in ceil mode.
 
@@ -272,6 +292,25 @@ def window_slots(grid: tuple[int, ...], window: tuple[int, ...]) -> tuple[Tensor
     for g, w, o in zip(grid, window, out, strict=True):
         slot = slot.unsqueeze(-1) * o + torch.arange(g) // w
     return slot.reshape(-1), out
+
+
+def window_source(tokens: Tokens, grid: tuple[int, int, int], stride: int) -> tuple[Tensor, int]:
+    """(B, N) output slot of every token for stride x stride windows per frame, and the count.
+
+    Special tokens keep slots 0..special-1; window slots follow, row-major per frame.
+    """
+    slots, out = window_slots(grid, (1, stride, stride))
+    special = torch.arange(tokens.special)
+    row = torch.cat([special, slots + tokens.special]).to(tokens.features.device)
+    return row.expand(tokens.batch, -1).clone(), tokens.special + math.prod(out)
+
+
+def window_bookkeeping(tokens: Tokens, source: Tensor, count: int) -> tuple[Tensor, Tensor]:
+    """(positions, sizes) of windows: each slot's first (top-left) token, input sizes summed."""
+    b, n = source.shape
+    index = torch.arange(n, device=source.device).expand(b, n)
+    positions = source.new_full((b, count), n).scatter_reduce(1, source, index, reduce="amin")
+    return positions, slot_sizes(tokens, source, count)
 
 
 def select_top(tokens: Tokens, scores: Tensor, count: int) -> Compression:

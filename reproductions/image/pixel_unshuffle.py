@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..interface import Compression, Method, Tokens
-from ..ops import identity
+from ..ops import frame_grid, identity, window_bookkeeping, window_source
 from ..registry import register
-from .pool import frame_grid, window_bookkeeping, window_source
 
 
 @register("pixel_unshuffle")

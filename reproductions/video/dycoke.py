@@ -8,9 +8,8 @@ import torch
 from torch import Tensor
 
 from ..interface import Compression, Method, Tokens
-from ..ops import identity, l2_normalize, select, top_k, with_special, work_dtype
+from ..ops import identity, l2_normalize, select, top_k, video_grid, with_special, work_dtype
 from ..registry import register
-from .temporal_pool import video_grid
 
 
 def pruned_frames(frames: int) -> dict[int, int]:

@@ -9,9 +9,17 @@ import torch
 from torch import Tensor
 
 from ..interface import Compression, Method, Tokens
-from ..ops import density_peaks, identity, l2_normalize, order, stack_rows, top_k, work_dtype
+from ..ops import (
+    density_peaks,
+    identity,
+    l2_normalize,
+    order,
+    stack_rows,
+    top_k,
+    video_grid,
+    work_dtype,
+)
 from ..registry import register
-from .temporal_pool import video_grid
 
 
 def segment_lengths(frames: Tensor, segments: int, tau: float) -> list[int]:

@@ -8,9 +8,8 @@ import torch
 from torch import Tensor
 
 from ..interface import Compression, Method, Tokens
-from ..ops import identity, l2_norms, order, stack_rows, work_dtype
+from ..ops import identity, l2_norms, order, stack_rows, video_grid, work_dtype
 from ..registry import register
-from .temporal_pool import video_grid
 
 #: similarity given to a token without an earlier token of its patch (the released IGNORE_TOKEN)
 NO_PREVIOUS = -2.0

@@ -9,9 +9,8 @@ import torch
 from torch import Tensor
 
 from ..interface import Budget, Compression, Method, Tokens, resolve_keep, validate_keep
-from ..ops import cosine_matrix, identity, l2_normalize, order, stack_rows, work_dtype
+from ..ops import cosine_matrix, identity, l2_normalize, order, stack_rows, video_grid, work_dtype
 from ..registry import register
-from .temporal_pool import video_grid
 
 #: the in-frame pruners of the released code that need no encoder signal
 PRUNERS = ("tome", "random")

@@ -9,9 +9,8 @@ import torch
 from torch import Tensor
 
 from ..interface import Compression, Method, Tokens
-from ..ops import identity, l2_norms, slot_sizes, work_dtype
+from ..ops import identity, l2_norms, slot_sizes, video_grid, work_dtype
 from ..registry import register
-from .temporal_pool import video_grid
 
 
 def coarser(h: int, w: int) -> tuple[int, int]:

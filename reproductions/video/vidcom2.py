@@ -9,9 +9,8 @@ import torch
 from torch import Tensor
 
 from ..interface import Compression, Method, Tokens, validate_tokens
-from ..ops import identity, order, stack_rows, with_special, work_dtype
+from ..ops import identity, order, stack_rows, video_grid, with_special, work_dtype
 from ..registry import register
-from .temporal_pool import video_grid
 
 #: the bandwidths a of the released multi-scale Gaussian kernel, 2^-3 ... 2^1
 BANDWIDTHS = (0.125, 0.25, 0.5, 1.0, 2.0)
