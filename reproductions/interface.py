@@ -26,7 +26,8 @@ SIGNALS: dict[str, str] = {
     "encoder layer; pass Tokens(cls_attention=...)",
     "keys": "(B, N, Dk) encoder keys of the same tokens; pass Tokens(keys=...)",
     "attention": "(B, heads, M, N) attention paid to each token by M query rows at an LLM "
-    "layer; pass Tokens(attention=...)",
+    "layer (for a method that also needs `audio`: (B, heads, M, N + Na), over [features, "
+    "audio]); pass Tokens(attention=...)",
     "text": "(B, M, Dt) text / query embeddings; pass Tokens(text=...)",
     "frames": "(B, T, Df) one global feature per video frame; pass Tokens(frames=...)",
     "audio": "(B, Na, Da) audio tokens aligned in time with the video; pass Tokens(audio=...)",
@@ -107,8 +108,11 @@ class Method:
     stage: ClassVar[Stage] = "projector"
     modality: ClassVar[tuple[Modality, ...]] = ("image",)
     mechanisms: ClassVar[tuple[Mechanism, ...]] = ()
-    #: the optional signals of `SIGNALS` that the method reads
+    #: the signals of `SIGNALS` that the method reads (each must be given)
     needs: ClassVar[tuple[str, ...]] = ()
+    #: the signals of `SIGNALS` that the method reads where given and does without otherwise
+    #: (ToMe's `keys`, else the features); checked like `needs` when present
+    uses: ClassVar[tuple[str, ...]] = ()
     #: True where the method needs the tokens' grid (`layout`): pooling, frame methods
     grid: ClassVar[bool] = False
     #: at the llm stage, which states of the query rows `text` holds: "layer" (their hidden
@@ -139,7 +143,12 @@ class Method:
 
     def __call__(self, tokens: Tokens) -> Compression:
         validate_tokens(tokens, self)
+        self.check_inputs(tokens)
         return self.compress(tokens)
+
+    def check_inputs(self, tokens: Tokens) -> None:
+        """Checks of the inputs that only this method makes (after the shared ones of
+        `validate_tokens`): raise `ValueError` saying what to pass instead."""
 
     def compress(self, tokens: Tokens) -> Compression:
         raise NotImplementedError
@@ -256,19 +265,26 @@ def validate_tokens(tokens: Tokens, method: Method, values: bool = True) -> None
     if tokens.sizes is not None and tuple(tokens.sizes.shape) != (b, n):
         raise ValueError(f"sizes must be (B, N) = {(b, n)}, got {tuple(tokens.sizes.shape)}")
     for signal in method.needs:
-        value = getattr(tokens, signal)
-        if value is None:
+        if getattr(tokens, signal) is None:
             raise ValueError(f"{method.name} needs the signal {signal!r}: {SIGNALS[signal]}")
-        _check_signal(signal, value, tokens, values)
+    for signal in (*method.needs, *method.uses):
+        value = getattr(tokens, signal)
+        if value is not None:
+            _check_signal(signal, value, tokens, values, spans_audio="audio" in method.needs)
 
 
-def _check_signal(signal: str, value: Tensor, tokens: Tokens, values: bool = True) -> None:
+def _check_signal(
+    signal: str, value: Tensor, tokens: Tokens, values: bool = True, spans_audio: bool = False
+) -> None:
+    """Check one signal's shape (and values); `spans_audio`: `attention` covers [features,
+    audio] (an omni method, which reads the attention paid to the audio tokens too)."""
     b, n = tokens.batch, tokens.count
+    columns = n + tokens.audio.shape[1] if spans_audio and tokens.audio is not None else n
     shape = tuple(value.shape)
     expected: dict[str, tuple[int, tuple[int | None, ...]]] = {
         "cls_attention": (3, (b, None, n)),
         "keys": (3, (b, n, None)),
-        "attention": (4, (b, None, None, n)),
+        "attention": (4, (b, None, None, columns)),
         "text": (3, (b, None, None)),
         "frames": (3, (b, tokens.grid[0] if tokens.layout else None, None)),
         "audio": (3, (b, None, None)),

@@ -104,6 +104,7 @@ class ToMe(Method):
     mechanisms = ("similarity",)
     stage = "encoder"
     modality = ("image",)
+    uses = ("keys",)
     budget_knob = "r"
     identity = {"r": 0}
     example = {"r": 16}
@@ -118,11 +119,6 @@ class ToMe(Method):
 
     def compress(self, tokens: Tokens) -> Compression:
         metric = tokens.features if tokens.keys is None else tokens.keys
-        if tokens.keys is not None and tuple(tokens.keys.shape[:2]) != (tokens.batch, tokens.count):
-            raise ValueError(
-                f"keys has shape {tuple(tokens.keys.shape)}; expected ({tokens.batch}, "
-                f"{tokens.count}, *): pass the encoder keys of the same tokens"
-            )
         if self.r == 0:
             return identity(tokens)
         matching = bipartite_soft_matching(metric, self.r, tokens.special)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ..interface import SIGNALS, Compression, Method, Tokens, validate_tokens
+from ..interface import Compression, Method, Tokens
 from ..ops import density_peaks, gather, input_sizes, l2_norms, top_k, work_dtype
 from ..registry import register
 
@@ -103,34 +102,19 @@ class OmniZip(Method):
             if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
                 raise ValueError(f"{name}={value!r}: pass an int >= {lowest}")
 
-    def __call__(self, tokens: Tokens) -> Compression:
-        """Validate like `Method.__call__`, but with `attention` spanning [features, audio]."""
-        for signal in self.needs:
-            if getattr(tokens, signal) is None:
-                raise ValueError(f"{self.name} needs the signal {signal!r}: {SIGNALS[signal]}")
-        x, attention = tokens.features, tokens.attention
-        n = x.shape[1] if x.dim() == 3 else 0
-        validate_tokens(dataclasses.replace(tokens, attention=attention[..., :n]), self)
+    def check_inputs(self, tokens: Tokens) -> None:
+        """Video tokens on a (T, H, W) grid, audio tokens of the same width (`attention` spans
+        [features, audio]: `validate_tokens` checks that for every method that needs `audio`)."""
         if len(tokens.grid) != 3:
             raise ValueError(
                 f"omnizip compresses video tokens with layout (T, H, W), got layout {tokens.layout}: "
                 "pass the video tokens in features and the audio tokens in the audio signal"
             )
-        na = tokens.audio.shape[1]
-        if attention.shape[-1] != n + na:
+        if tokens.audio.shape[2] != tokens.features.shape[2]:
             raise ValueError(
-                f"attention has shape {tuple(attention.shape)}; omnizip reads (B, heads, M, N + Na) = "
-                f"(B, *, *, {n + na}): the attention paid to [features, audio], whose audio columns "
-                "hold the audio saliency"
+                f"audio tokens have width {tokens.audio.shape[2]} but video tokens "
+                f"{tokens.features.shape[2]}: pass both in the LLM embedding space"
             )
-        if not torch.isfinite(attention).all():
-            raise ValueError("attention contains NaN or inf: pass finite values")
-        if tokens.audio.shape[2] != x.shape[2]:
-            raise ValueError(
-                f"audio tokens have width {tokens.audio.shape[2]} but video tokens {x.shape[2]}: pass "
-                "both in the LLM embedding space"
-            )
-        return self.compress(tokens)
 
     def compress(self, tokens: Tokens) -> Compression:
         x = tokens.features
