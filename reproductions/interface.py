@@ -153,6 +153,12 @@ class Method:
     def compress(self, tokens: Tokens) -> Compression:
         raise NotImplementedError
 
+    def output_width(self, width: int) -> int:
+        """The width D' of the output tokens for input tokens of width D: D unless the method
+        folds tokens into channels (pixel shuffle, frame stacking), whose output then needs a
+        projector trained for D' (the integration reads this instead of running the method)."""
+        return width
+
     def decoder_layers(self) -> tuple[int, ...]:
         """For an llm method that acts at several decoder layers: those layers, increasing; each
         step sees the tokens the earlier ones kept. () (the default): one layer, K."""

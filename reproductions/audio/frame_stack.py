@@ -55,6 +55,9 @@ class FrameStack(Method):
                 f"tail={self.tail!r}: pass 'drop' or 'pad' for the last N mod k frames"
             )
 
+    def output_width(self, width: int) -> int:
+        return self.k * width
+
     def output_count(self, tokens: Tokens) -> int:
         whole, rest = divmod(tokens.count, self.k)
         return whole + (1 if rest and self.tail == "pad" else 0)

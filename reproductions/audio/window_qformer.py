@@ -166,6 +166,9 @@ class WindowQFormer(Method):
         """How many whole windows `frames` frames hold (F.unfold without padding)."""
         return 0 if frames < self.window else (frames - self.window) // self.step + 1
 
+    def output_width(self, width: int) -> int:
+        return self.out_dim  # it reads tokens of width `dim`
+
     def output_count(self, tokens: Tokens) -> int:
         return self.windows(tokens.count) * self.num_queries
 

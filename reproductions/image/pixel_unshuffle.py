@@ -49,6 +49,9 @@ class PixelUnshuffle(Method):
         if isinstance(self.factor, bool) or not isinstance(self.factor, int) or self.factor < 1:
             raise ValueError(f"factor={self.factor!r}: pass a positive int block side")
 
+    def output_width(self, width: int) -> int:
+        return self.factor * self.factor * width
+
     def output_count(self, tokens: Tokens) -> int:
         t, h, w = frame_grid(tokens, self.name)
         return t * (h // self.factor) * (w // self.factor)
