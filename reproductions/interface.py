@@ -309,8 +309,21 @@ def all_finite(x: Tensor) -> bool:
     return bool(torch.isfinite(torch.stack(torch.aminmax(x))).all())
 
 
+class CompressionError(AssertionError, ValueError):
+    """A `Compression` that breaks an invariant of the interface (a bug in the method).
+
+    An `AssertionError` for test runners, a `ValueError` for callers that catch bad values;
+    raised explicitly, so that `python -O` does not strip the checks as it strips `assert`."""
+
+
+def _require(ok: bool | Tensor, message: str) -> None:
+    if not bool(ok):
+        raise CompressionError(message)
+
+
 def check_compression(out: Compression, tokens: Tokens) -> None:
-    """Assert the invariants of a `Compression` (used by the tests).
+    """Check the invariants of a `Compression` (used by the tests); raise `CompressionError`
+    naming the broken one.
 
     Omni methods compress the concatenation [features, audio]: their `source` spans both.
     """
@@ -318,15 +331,33 @@ def check_compression(out: Compression, tokens: Tokens) -> None:
     if tokens.audio is not None and out.source.shape[1] == n + tokens.audio.shape[1]:
         n += tokens.audio.shape[1]
     k = out.count
-    assert out.source.shape == (b, n) and out.source.dtype == torch.long
-    assert out.positions.shape == (b, k) and out.positions.dtype == torch.long
-    assert out.sizes.shape == (b, k)
-    assert int(out.source.min()) >= -1 and int(out.source.max()) < k
+    _require(
+        out.source.shape == (b, n) and out.source.dtype == torch.long,
+        f"source must be (B, N) = {(b, n)} long, got {tuple(out.source.shape)} {out.source.dtype}",
+    )
+    _require(
+        out.positions.shape == (b, k) and out.positions.dtype == torch.long,
+        f"positions must be (B, K) = {(b, k)} long, got {tuple(out.positions.shape)} "
+        f"{out.positions.dtype}",
+    )
+    _require(
+        out.sizes.shape == (b, k),
+        f"sizes must be (B, K) = {(b, k)}, got {tuple(out.sizes.shape)}",
+    )
+    low, high = int(out.source.min()), int(out.source.max())
+    _require(
+        low >= -1 and high < k, f"source holds slots in [{low}, {high}], outside [-1, K={k})"
+    )
     weights = torch.ones(b, n) if tokens.sizes is None else tokens.sizes.float()
     if weights.shape[1] != n:  # input sizes cover the features, audio tokens count one each
         weights = torch.cat([weights, torch.ones(b, n - weights.shape[1])], dim=1)
     counted = torch.zeros(b, k + 1).scatter_add_(1, out.source.cpu() + 1, weights.cpu())[:, 1:]
-    assert torch.allclose(counted, out.sizes.float().cpu()), "sizes disagree with source"
-    assert (out.source.gather(1, out.positions) == torch.arange(k).expand(b, k).to(out.source)).all(), (
-        "positions do not point at tokens of their own slot"
+    _require(
+        torch.allclose(counted, out.sizes.float().cpu()),
+        "sizes disagree with source: each output size must sum the input sizes of its slot",
+    )
+    slots = torch.arange(k).expand(b, k).to(out.source)
+    _require(
+        (out.source.gather(1, out.positions) == slots).all(),
+        "positions do not point at tokens of their own slot",
     )
