@@ -1,4 +1,7 @@
-"""Every promise of DESIGN.md, checked over every registered method."""
+"""Every promise of the shared interface, checked over every registered method.
+
+The promises are listed in the README ("Use a method") and in `reproductions/interface.py`.
+"""
 
 from __future__ import annotations
 
