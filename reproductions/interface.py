@@ -229,6 +229,43 @@ def validate_keep(keep: Budget) -> None:
         raise ValueError(f"keep={keep!r}: pass a positive number of tokens to keep")
 
 
+def check_int(name: str, value: Any, low: int | None = None, hint: str | None = None) -> None:
+    """The shared validator of an int field (for `__post_init__`): raise `ValueError`
+    "name=value: hint" unless `value` is an int (a bool is not) of at least `low`."""
+    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+        default = "pass an int" + ("" if low is None else f" >= {low}")
+        raise ValueError(f"{name}={value!r}: {hint or default}")
+
+
+def check_number(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+    hint: str | None = None,
+) -> None:
+    """The shared validator of a real-valued field: raise `ValueError` "name=value: hint" unless
+    `value` is an int or a float (a bool is not) in [low, high] (an end open where asked; NaN
+    lies in no interval)."""
+    ok = not isinstance(value, bool) and isinstance(value, int | float)
+    if ok and low is not None:
+        ok = value > low if open_low else value >= low
+    if ok and high is not None:
+        ok = value < high if open_high else value <= high
+    if not ok:
+        interval = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+        raise ValueError(f"{name}={value!r}: {hint or f'pass a number in {interval}'}")
+
+
+def check_bool(name: str, value: Any, hint: str | None = None) -> None:
+    """The shared validator of a flag: raise `ValueError` unless `value` is True or False."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r}: {hint or 'pass True or False'}")
+
+
 def validate_tokens(tokens: Tokens, method: Method, values: bool = True) -> None:
     """Check shapes, the layout and the signals `method` needs; raise `ValueError` otherwise.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, check_int
 from ..ops import frame_grid, identity, window_bookkeeping, window_source
 from ..registry import register
 
@@ -46,8 +46,7 @@ class PixelUnshuffle(Method):
     benchmark = {"factor": 2}
 
     def __post_init__(self) -> None:
-        if isinstance(self.factor, bool) or not isinstance(self.factor, int) or self.factor < 1:
-            raise ValueError(f"factor={self.factor!r}: pass a positive int block side")
+        check_int("factor", self.factor, 1, "pass a positive int block side")
 
     def output_width(self, width: int) -> int:
         return self.factor * self.factor * width

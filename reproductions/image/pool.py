@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, check_int
 from ..ops import (
     frame_grid,
     identity,
@@ -67,8 +67,7 @@ class Pool(Method):
     benchmark = {"stride": 2, "mode": "bilinear"}
 
     def __post_init__(self) -> None:
-        if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1:
-            raise ValueError(f"stride={self.stride!r}: pass a positive int window side")
+        check_int("stride", self.stride, 1, "pass a positive int window side")
         if self.mode not in MODES:
             raise ValueError(f"mode={self.mode!r}: pass one of {', '.join(MODES)}")
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, check_int
 from ..ops import cosine_matrix, identity, merge, order, slot_sizes
 from ..ops import proportional_attention_bias as proportional_attention_bias  # re-exported
 from ..registry import register
@@ -111,8 +111,7 @@ class ToMe(Method):
     benchmark = {"r": 32}
 
     def __post_init__(self) -> None:
-        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 0:
-            raise ValueError(f"r={self.r!r}: pass the number of tokens to merge, an int >= 0")
+        check_int("r", self.r, 0, "pass the number of tokens to merge, an int >= 0")
 
     def output_count(self, tokens: Tokens) -> int:
         return tokens.count - min(self.r, (tokens.count - tokens.special) // 2)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..interface import Compression, Method, Tokens, resolve_keep
+from ..interface import Compression, Method, Tokens, check_int, resolve_keep
 from ..ops import gather, input_sizes, l2_normalize, top_k, work_dtype
 from ..registry import register
 
@@ -69,8 +69,7 @@ class VisionZip(Method):
     def __post_init__(self) -> None:
         for name, lowest in (("dominant", 1), ("contextual", 0)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-                raise ValueError(f"{name}={value!r}: pass an int >= {lowest}")
+            check_int(name, value, lowest)
 
     def output_count(self, tokens: Tokens) -> int:
         return self.dominant + self.contextual

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, check_int, check_number
 from ..ops import density_peaks, gather, input_sizes, l2_norms, top_k, work_dtype
 from ..registry import register
 
@@ -90,17 +90,9 @@ class OmniZip(Method):
 
     def __post_init__(self) -> None:
         for name in ("audio_ratio", "video_ratio", "contextual_ratio"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not 0.0 <= value <= 1.0
-            ):
-                raise ValueError(f"{name}={value!r}: pass a fraction in [0, 1]")
+            check_number(name, getattr(self, name), 0.0, 1.0, hint="pass a fraction in [0, 1]")
         for name, lowest in (("g", 0), ("frames_per_chunk", 1), ("audio_per_chunk", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-                raise ValueError(f"{name}={value!r}: pass an int >= {lowest}")
+            check_int(name, getattr(self, name), lowest)
 
     def check_inputs(self, tokens: Tokens) -> None:
         """Video tokens on a (T, H, W) grid, audio tokens of the same width (`attention` spans
