@@ -27,7 +27,8 @@ SIGNALS: dict[str, str] = {
     "keys": "(B, N, Dk) keys of the same tokens (an encoder layer's; at the llm stage layer "
     "K - 1's, after RoPE); pass Tokens(keys=...)",
     "attention": "(B, heads, M, N) attention paid to each token by M query rows at an LLM "
-    "layer; pass Tokens(attention=...)",
+    "layer (for a method that also needs `audio`: (B, heads, M, N + Na), over [features, "
+    "audio]); pass Tokens(attention=...)",
     "text": "(B, M, Dt) text / query embeddings; pass Tokens(text=...)",
     "text_keys": "(B, M, Dk) keys of the M `text` rows, in the space of `keys` (DART's text "
     "pivots); pass Tokens(text_keys=...)",
@@ -111,8 +112,11 @@ class Method:
     stage: ClassVar[Stage] = "projector"
     modality: ClassVar[tuple[Modality, ...]] = ("image",)
     mechanisms: ClassVar[tuple[Mechanism, ...]] = ()
-    #: the optional signals of `SIGNALS` that the method reads
+    #: the signals of `SIGNALS` that the method reads (each must be given)
     needs: ClassVar[tuple[str, ...]] = ()
+    #: the signals of `SIGNALS` that the method reads where given and does without otherwise
+    #: (ToMe's `keys`, else the features); checked like `needs` when present
+    uses: ClassVar[tuple[str, ...]] = ()
     #: True where the method needs the tokens' grid (`layout`): pooling, frame methods
     grid: ClassVar[bool] = False
     #: at the llm stage, which states of the query rows `text` holds: "layer" (their hidden
@@ -148,10 +152,21 @@ class Method:
 
     def __call__(self, tokens: Tokens) -> Compression:
         validate_tokens(tokens, self)
+        self.check_inputs(tokens)
         return self.compress(tokens)
+
+    def check_inputs(self, tokens: Tokens) -> None:
+        """Checks of the inputs that only this method makes (after the shared ones of
+        `validate_tokens`): raise `ValueError` saying what to pass instead."""
 
     def compress(self, tokens: Tokens) -> Compression:
         raise NotImplementedError
+
+    def output_width(self, width: int) -> int:
+        """The width D' of the output tokens for input tokens of width D: D unless the method
+        folds tokens into channels (pixel shuffle, frame stacking), whose output then needs a
+        projector trained for D' (the integration reads this instead of running the method)."""
+        return width
 
     def decoder_layers(self) -> tuple[int, ...]:
         """For an llm method that acts at several decoder layers: those layers, increasing; each
@@ -223,6 +238,43 @@ def validate_keep(keep: Budget) -> None:
         raise ValueError(f"keep={keep!r}: pass a positive number of tokens to keep")
 
 
+def check_int(name: str, value: Any, low: int | None = None, hint: str | None = None) -> None:
+    """The shared validator of an int field (for `__post_init__`): raise `ValueError`
+    "name=value: hint" unless `value` is an int (a bool is not) of at least `low`."""
+    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+        default = "pass an int" + ("" if low is None else f" >= {low}")
+        raise ValueError(f"{name}={value!r}: {hint or default}")
+
+
+def check_number(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+    hint: str | None = None,
+) -> None:
+    """The shared validator of a real-valued field: raise `ValueError` "name=value: hint" unless
+    `value` is an int or a float (a bool is not) in [low, high] (an end open where asked; NaN
+    lies in no interval)."""
+    ok = not isinstance(value, bool) and isinstance(value, int | float)
+    if ok and low is not None:
+        ok = value > low if open_low else value >= low
+    if ok and high is not None:
+        ok = value < high if open_high else value <= high
+    if not ok:
+        interval = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+        raise ValueError(f"{name}={value!r}: {hint or f'pass a number in {interval}'}")
+
+
+def check_bool(name: str, value: Any, hint: str | None = None) -> None:
+    """The shared validator of a flag: raise `ValueError` unless `value` is True or False."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r}: {hint or 'pass True or False'}")
+
+
 def validate_tokens(tokens: Tokens, method: Method, values: bool = True) -> None:
     """Check shapes, the layout and the signals `method` needs; raise `ValueError` otherwise.
 
@@ -265,19 +317,26 @@ def validate_tokens(tokens: Tokens, method: Method, values: bool = True) -> None
     if tokens.sizes is not None and tuple(tokens.sizes.shape) != (b, n):
         raise ValueError(f"sizes must be (B, N) = {(b, n)}, got {tuple(tokens.sizes.shape)}")
     for signal in method.needs:
-        value = getattr(tokens, signal)
-        if value is None:
+        if getattr(tokens, signal) is None:
             raise ValueError(f"{method.name} needs the signal {signal!r}: {SIGNALS[signal]}")
-        _check_signal(signal, value, tokens, values)
+    for signal in (*method.needs, *method.uses):
+        value = getattr(tokens, signal)
+        if value is not None:
+            _check_signal(signal, value, tokens, values, spans_audio="audio" in method.needs)
 
 
-def _check_signal(signal: str, value: Tensor, tokens: Tokens, values: bool = True) -> None:
+def _check_signal(
+    signal: str, value: Tensor, tokens: Tokens, values: bool = True, spans_audio: bool = False
+) -> None:
+    """Check one signal's shape (and values); `spans_audio`: `attention` covers [features,
+    audio] (an omni method, which reads the attention paid to the audio tokens too)."""
     b, n = tokens.batch, tokens.count
+    columns = n + tokens.audio.shape[1] if spans_audio and tokens.audio is not None else n
     shape = tuple(value.shape)
     expected: dict[str, tuple[int, tuple[int | None, ...]]] = {
         "cls_attention": (3, (b, None, n)),
         "keys": (3, (b, n, None)),
-        "attention": (4, (b, None, None, n)),
+        "attention": (4, (b, None, None, columns)),
         "text": (3, (b, None, None)),
         "text_keys": (3, (b, None, None)),
         "frames": (3, (b, tokens.grid[0] if tokens.layout else None, None)),
@@ -297,8 +356,21 @@ def all_finite(x: Tensor) -> bool:
     return bool(torch.isfinite(torch.stack(torch.aminmax(x))).all())
 
 
+class CompressionError(AssertionError, ValueError):
+    """A `Compression` that breaks an invariant of the interface (a bug in the method).
+
+    An `AssertionError` for test runners, a `ValueError` for callers that catch bad values;
+    raised explicitly, so that `python -O` does not strip the checks as it strips `assert`."""
+
+
+def _require(ok: bool | Tensor, message: str) -> None:
+    if not bool(ok):
+        raise CompressionError(message)
+
+
 def check_compression(out: Compression, tokens: Tokens) -> None:
-    """Assert the invariants of a `Compression` (used by the tests).
+    """Check the invariants of a `Compression` (used by the tests); raise `CompressionError`
+    naming the broken one.
 
     Omni methods compress the concatenation [features, audio]: their `source` spans both.
     """
@@ -306,15 +378,33 @@ def check_compression(out: Compression, tokens: Tokens) -> None:
     if tokens.audio is not None and out.source.shape[1] == n + tokens.audio.shape[1]:
         n += tokens.audio.shape[1]
     k = out.count
-    assert out.source.shape == (b, n) and out.source.dtype == torch.long
-    assert out.positions.shape == (b, k) and out.positions.dtype == torch.long
-    assert out.sizes.shape == (b, k)
-    assert int(out.source.min()) >= -1 and int(out.source.max()) < k
+    _require(
+        out.source.shape == (b, n) and out.source.dtype == torch.long,
+        f"source must be (B, N) = {(b, n)} long, got {tuple(out.source.shape)} {out.source.dtype}",
+    )
+    _require(
+        out.positions.shape == (b, k) and out.positions.dtype == torch.long,
+        f"positions must be (B, K) = {(b, k)} long, got {tuple(out.positions.shape)} "
+        f"{out.positions.dtype}",
+    )
+    _require(
+        out.sizes.shape == (b, k),
+        f"sizes must be (B, K) = {(b, k)}, got {tuple(out.sizes.shape)}",
+    )
+    low, high = int(out.source.min()), int(out.source.max())
+    _require(
+        low >= -1 and high < k, f"source holds slots in [{low}, {high}], outside [-1, K={k})"
+    )
     weights = torch.ones(b, n) if tokens.sizes is None else tokens.sizes.float()
     if weights.shape[1] != n:  # input sizes cover the features, audio tokens count one each
         weights = torch.cat([weights, torch.ones(b, n - weights.shape[1])], dim=1)
     counted = torch.zeros(b, k + 1).scatter_add_(1, out.source.cpu() + 1, weights.cpu())[:, 1:]
-    assert torch.allclose(counted, out.sizes.float().cpu()), "sizes disagree with source"
-    assert (out.source.gather(1, out.positions) == torch.arange(k).expand(b, k).to(out.source)).all(), (
-        "positions do not point at tokens of their own slot"
+    _require(
+        torch.allclose(counted, out.sizes.float().cpu()),
+        "sizes disagree with source: each output size must sum the input sizes of its slot",
+    )
+    slots = torch.arange(k).expand(b, k).to(out.source)
+    _require(
+        (out.source.gather(1, out.positions) == slots).all(),
+        "positions do not point at tokens of their own slot",
     )

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..interface import Compression, Method, Tokens
-from ..ops import gather, identity, input_sizes, order, work_dtype
+from ..ops import gather, identity, input_sizes, l2_normalize, order, work_dtype
 from ..registry import register
 
 
@@ -150,7 +150,6 @@ def merge_pairs(tokens: Tokens, joins: Tensor, count: int) -> Compression:
 
 def adjacent_pair_scores(keys: Tensor) -> Tensor:
     """(B, N // 2) cosine similarity of the keys of the pairs (0, 1), (2, 3), ... of (B, N, Dk)."""
-    k = keys.to(work_dtype(keys))
-    k = k / k.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    k = l2_normalize(keys.to(work_dtype(keys)))
     pairs = k.shape[1] // 2
     return (k[:, 0 : 2 * pairs : 2] * k[:, 1 : 2 * pairs : 2]).sum(dim=-1)

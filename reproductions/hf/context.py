@@ -53,7 +53,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..examples import example_tokens
 from ..interface import Method
 from ..registry import get, methods
 from .models import adapter_for
@@ -64,18 +63,16 @@ from .stages.projector import at_projector_input, projector_signals
 
 def _output_width(method: Method) -> str | None:
     """A reason where `method` changes the feature width (pixel shuffle, frame stacking): its
-    output needs a projector trained for the new width, which the model does not have."""
-    takes_none = method.special_tokens is None or 0 in method.special_tokens
-    tokens = example_tokens(method, dim=8, special=0 if takes_none else None)
-    try:
-        out = method(tokens)
-    except ValueError:
-        return None
-    if out.features.shape[-1] != tokens.features.shape[-1]:
+    output needs a projector trained for the new width, which the model does not have. Read
+    from the method's declared `output_width`, at the width it reads (a learned-query method's
+    own `dim`)."""
+    width = getattr(method, "dim", 8)
+    out = method.output_width(width)
+    if out != width:
         return (
-            f"{method.name} turns {tokens.features.shape[-1]}-wide tokens into "
-            f"{out.features.shape[-1]}-wide ones, which need a projector trained for that width; "
-            "it cannot run inside a pretrained model's projector stage"
+            f"{method.name} turns {width}-wide tokens into {out}-wide ones, which need a "
+            "projector trained for that width; it cannot run inside a pretrained model's "
+            "projector stage"
         )
     return None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, check_number
 from ..ops import select_top, work_dtype
 from ..registry import register
 from .fastv import FastV
@@ -69,10 +69,8 @@ class PyramidDrop(Method):
             )
         self.layers = tuple(layers)
         ratio = self.ratio
-        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 < ratio <= 1:
-            raise ValueError(
-                f"ratio={ratio!r}: pass lambda, the kept fraction per stage, in (0, 1]"
-            )
+        hint = "pass lambda, the kept fraction per stage, in (0, 1]"
+        check_number("ratio", ratio, 0, 1, open_low=True, hint=hint)
 
     def kept(self, n: int, stage: int) -> int:
         """Visual tokens left after stage `stage` (0-based) of N: int(N * ratio^(stage + 1))."""

@@ -7,7 +7,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Budget, Compression, Method, Tokens, resolve_keep, validate_keep
+from ..interface import (
+    Budget,
+    Compression,
+    Method,
+    Tokens,
+    check_bool,
+    check_int,
+    resolve_keep,
+    validate_keep,
+)
 from ..ops import (
     density_peaks,
     gather,
@@ -113,17 +122,15 @@ class SparseVLM(Method):
 
     def __post_init__(self) -> None:
         validate_keep(self.keep)
-        if isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 1:
-            raise ValueError(
-                f"layer={self.layer!r}: pass the 0-based decoder layer whose input is pruned, an "
-                "int >= 1 (scored by the attention of layer - 1; the official first is 3)"
-            )
-        if not isinstance(self.recycle, bool):
-            raise ValueError(
-                f"recycle={self.recycle!r}: pass True to recycle pruned tokens, else False"
-            )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed={self.seed!r}: pass an int")
+        check_int(
+            "layer",
+            self.layer,
+            1,
+            "pass the 0-based decoder layer whose input is pruned, an int >= 1 (scored by the "
+            "attention of layer - 1; the official first is 3)",
+        )
+        check_bool("recycle", self.recycle, "pass True to recycle pruned tokens, else False")
+        check_int("seed", self.seed)
 
     def output_count(self, tokens: Tokens) -> int:
         kept = resolve_keep(self.keep, tokens.count, tokens.special)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..interface import Compression, Method, Tokens, resolve_keep
-from ..ops import gather, input_sizes, top_k, work_dtype
+from ..interface import Compression, Method, Tokens, check_int, resolve_keep
+from ..ops import gather, input_sizes, l2_normalize, top_k, work_dtype
 from ..registry import register
 
 
@@ -69,8 +69,7 @@ class VisionZip(Method):
     def __post_init__(self) -> None:
         for name, lowest in (("dominant", 1), ("contextual", 0)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-                raise ValueError(f"{name}={value!r}: pass an int >= {lowest}")
+            check_int(name, value, lowest)
 
     def output_count(self, tokens: Tokens) -> int:
         return self.dominant + self.contextual
@@ -107,8 +106,7 @@ class VisionZip(Method):
         is_target[targets] = True
         others = torch.arange(r, device=device)[~is_target]
         dtype = work_dtype(x)
-        metric = gather(tokens.keys, remaining).to(work_dtype(tokens.keys))
-        metric = metric / metric.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        metric = l2_normalize(gather(tokens.keys, remaining).to(work_dtype(tokens.keys)))
         similarity = metric[:, others] @ metric[:, targets].transpose(1, 2)  # (B, R-C, C)
         assigned = similarity.argmax(dim=-1)  # first max: the lowest target
         hidden = gather(x, remaining).to(dtype)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ..interface import SIGNALS, Compression, Method, Tokens, validate_tokens
-from ..ops import gather, input_sizes, top_k, work_dtype
+from ..interface import Compression, Method, Tokens, check_int, check_number
+from ..ops import density_peaks, gather, input_sizes, l2_norms, top_k, work_dtype
 from ..registry import register
 
 #: the video prune ratio of a time chunk is clamped to this range (official constants)
@@ -91,46 +90,23 @@ class OmniZip(Method):
 
     def __post_init__(self) -> None:
         for name in ("audio_ratio", "video_ratio", "contextual_ratio"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not 0.0 <= value <= 1.0
-            ):
-                raise ValueError(f"{name}={value!r}: pass a fraction in [0, 1]")
+            check_number(name, getattr(self, name), 0.0, 1.0, hint="pass a fraction in [0, 1]")
         for name, lowest in (("g", 0), ("frames_per_chunk", 1), ("audio_per_chunk", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-                raise ValueError(f"{name}={value!r}: pass an int >= {lowest}")
+            check_int(name, getattr(self, name), lowest)
 
-    def __call__(self, tokens: Tokens) -> Compression:
-        """Validate like `Method.__call__`, but with `attention` spanning [features, audio]."""
-        for signal in self.needs:
-            if getattr(tokens, signal) is None:
-                raise ValueError(f"{self.name} needs the signal {signal!r}: {SIGNALS[signal]}")
-        x, attention = tokens.features, tokens.attention
-        n = x.shape[1] if x.dim() == 3 else 0
-        validate_tokens(dataclasses.replace(tokens, attention=attention[..., :n]), self)
+    def check_inputs(self, tokens: Tokens) -> None:
+        """Video tokens on a (T, H, W) grid, audio tokens of the same width (`attention` spans
+        [features, audio]: `validate_tokens` checks that for every method that needs `audio`)."""
         if len(tokens.grid) != 3:
             raise ValueError(
                 f"omnizip compresses video tokens with layout (T, H, W), got layout {tokens.layout}: "
                 "pass the video tokens in features and the audio tokens in the audio signal"
             )
-        na = tokens.audio.shape[1]
-        if attention.shape[-1] != n + na:
+        if tokens.audio.shape[2] != tokens.features.shape[2]:
             raise ValueError(
-                f"attention has shape {tuple(attention.shape)}; omnizip reads (B, heads, M, N + Na) = "
-                f"(B, *, *, {n + na}): the attention paid to [features, audio], whose audio columns "
-                "hold the audio saliency"
+                f"audio tokens have width {tokens.audio.shape[2]} but video tokens "
+                f"{tokens.features.shape[2]}: pass both in the LLM embedding space"
             )
-        if not torch.isfinite(attention).all():
-            raise ValueError("attention contains NaN or inf: pass finite values")
-        if tokens.audio.shape[2] != x.shape[2]:
-            raise ValueError(
-                f"audio tokens have width {tokens.audio.shape[2]} but video tokens {x.shape[2]}: pass "
-                "both in the LLM embedding space"
-            )
-        return self.compress(tokens)
 
     def compress(self, tokens: Tokens) -> Compression:
         x = tokens.features
@@ -188,6 +164,8 @@ class OmniZip(Method):
         pool = remaining[rest]
         if pool.numel() == 0:
             return keep, absorbed
+        # the official code adds 1e-6 to the norms instead of clamping them (`l2_normalize`):
+        # kept, as it shifts every cosine slightly and with it near-tied assignments
         a = audio / (audio.norm(dim=-1, keepdim=True) + 1e-6)
         assign = (a[pool] @ a[anchors].T).argmax(dim=1)
         # max cosine to any video token; the video is divided by its norms after the product
@@ -319,19 +297,13 @@ def density_peak_scores(frames: Tensor, lengths: Tensor | None = None, k: int = 
     the distance to the nearest denser token (the largest distance for a token with none denser).
     `lengths` (..., P) are the token norms, when already known.
     """
-    p = frames.shape[-2]
     if lengths is None:
-        lengths = frames.norm(dim=-1).clamp_min(1e-12)
+        lengths = l2_norms(frames)
     gram = frames @ frames.transpose(-1, -2)
     dist = 1 - gram / (lengths.unsqueeze(-1) * lengths.unsqueeze(-2))
-    eye = torch.eye(p, dtype=torch.bool, device=frames.device)
-    apart = dist.masked_fill(eye, math.inf)
-    nearest = apart.topk(min(k, p - 1), dim=-1, largest=False).values
-    density = (-nearest.mean(dim=-1)).exp()
-    denser = density.unsqueeze(-2) > density.unsqueeze(-1)  # [..., i, j]: j denser than i
-    delta = apart.masked_fill(~denser, math.inf).min(dim=-1).values
-    widest = dist.masked_fill(eye, 0).max(dim=-1).values
-    delta = torch.where(delta.isinf(), widest, delta)
+    density, delta = density_peaks(
+        None, k, dist=dist, squared=False, exclude_self=True, farthest="row"
+    )
     return delta * density
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens, all_finite, validate_tokens
+from ..interface import Compression, Method, Tokens, all_finite, check_int, validate_tokens
 from ..ops import identity, select, top_k, work_dtype
 from ..registry import register
 
@@ -76,10 +76,8 @@ class DyCokeCache(Method):
 
     def __post_init__(self) -> None:
         self._previous: Tensor | None = None  # state, not a hyperparameter: no dataclass field
-        if isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 1:
-            raise ValueError(
-                f"layer={self.layer!r}: pass a decoder layer >= 1 (its scores come from layer - 1)"
-            )
+        hint = "pass a decoder layer >= 1 (its scores come from layer - 1)"
+        check_int("layer", self.layer, 1, hint)
         for name in ("prune_ratio", "threshold"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):

@@ -9,9 +9,17 @@ import torch
 from torch import Tensor
 
 from ..interface import Compression, Method, Tokens
-from ..ops import density_peaks, identity, order, stack_rows, top_k, work_dtype
+from ..ops import (
+    density_peaks,
+    identity,
+    l2_normalize,
+    order,
+    stack_rows,
+    top_k,
+    video_grid,
+    work_dtype,
+)
 from ..registry import register
-from .temporal_pool import video_grid
 
 
 def segment_lengths(frames: Tensor, segments: int, tau: float) -> list[int]:
@@ -21,7 +29,7 @@ def segment_lengths(frames: Tensor, segments: int, tau: float) -> list[int]:
     `segments` - 1 lowest (ties: earlier j) or below `tau`.
     """
     t = frames.shape[0]
-    unit = frames / frames.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    unit = l2_normalize(frames)
     similarity = (unit[:-1] * unit[1:]).sum(dim=-1)
     lowest = order(similarity, descending=False)[: min(segments - 1, t - 1)]
     below = torch.nonzero(similarity < tau).flatten()
@@ -49,7 +57,7 @@ def merge_into(
     n members becomes w * target + (1 - w) * mean(members), w = max(1 / (n + 1), beta).
     Returns the merged targets and each member's target (..., M). Leading dims are batched.
     """
-    target_unit = targets / targets.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    target_unit = l2_normalize(targets)
     assign = (members_unit @ target_unit.transpose(-1, -2)).argmax(dim=-1)
     one_hot = torch.nn.functional.one_hot(assign, targets.shape[-2]).to(targets.dtype)
     counts = one_hot.sum(dim=-2).unsqueeze(-1)
@@ -203,7 +211,7 @@ class FastVID(Method):
         rest_mask.scatter_(1, salient, False)
         rest = torch.arange(per_frame, device=device).expand(t, -1)[rest_mask].reshape(t, -1)
         rest_tokens = video.gather(1, rest.unsqueeze(-1).expand(-1, -1, video.shape[-1]))
-        rest_unit = rest_tokens / rest_tokens.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        rest_unit = l2_normalize(rest_tokens)
         rest_index = frame_index.gather(1, rest)
         # density-peak scores, per frame; only anchor frames pick context tokens, so only
         # theirs are computed (the released code scores every frame and uses these)

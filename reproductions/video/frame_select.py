@@ -8,9 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from ..interface import Compression, Method, Tokens
-from ..ops import cosine_matrix, identity, select, top_k, with_special, work_dtype
+from ..ops import cosine_matrix, identity, select, top_k, video_grid, with_special, work_dtype
 from ..registry import register
-from .temporal_pool import video_grid
 
 
 @register("frame_select")

@@ -8,9 +8,8 @@ import torch
 from torch import Tensor
 
 from ..interface import Compression, Method, Tokens
-from ..ops import identity, order, stack_rows, work_dtype
+from ..ops import identity, l2_norms, order, stack_rows, video_grid, work_dtype
 from ..registry import register
-from .temporal_pool import video_grid
 
 #: similarity given to a token without an earlier token of its patch (the released IGNORE_TOKEN)
 NO_PREVIOUS = -2.0
@@ -240,7 +239,7 @@ class FrameFusion(Method):
 def similarity_to_previous(current: Tensor, alive: Tensor) -> Tensor:
     """(T, P) cosine of each alive token to the latest earlier alive token of its patch;
     NO_PREVIOUS where there is none (or the token is gone)."""
-    norms = current.norm(dim=-1).clamp_min(1e-12)
+    norms = l2_norms(current)
     cosine = torch.full(alive.shape, NO_PREVIOUS, dtype=current.dtype, device=current.device)
     if bool(alive.all()):  # the previous token of a patch is one frame earlier
         dot = (current[1:].unsqueeze(-2) @ current[:-1].unsqueeze(-1)).flatten(-3)

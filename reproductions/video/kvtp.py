@@ -9,9 +9,8 @@ import torch
 from torch import Tensor
 
 from ..interface import Budget, Compression, Method, Tokens, resolve_keep, validate_keep
-from ..ops import cosine_matrix, identity, order, stack_rows, work_dtype
+from ..ops import cosine_matrix, identity, l2_normalize, order, stack_rows, video_grid, work_dtype
 from ..registry import register
-from .temporal_pool import video_grid
 
 #: the in-frame pruners of the released code that need no encoder signal
 PRUNERS = ("tome", "random")
@@ -81,7 +80,7 @@ def tome_frames(x: Tensor, keep: list[int]) -> list[tuple[Tensor, Tensor, Tensor
     if active.numel() < f:
         x, left = x[active], left[active]
     norms = x.norm(dim=-1)
-    unit = x / norms.clamp_min(1e-12).unsqueeze(-1)  # kept along: the cosines need no renorm
+    unit = l2_normalize(x)  # kept along: the cosines need no renorm
     index = everything.expand(active.numel(), p).clone()  # original index of current tokens
     owner = index.clone()  # current place of each original token
     while active.numel():
@@ -103,7 +102,7 @@ def tome_frames(x: Tensor, keep: list[int]) -> list[tuple[Tensor, Tensor, Tensor
         peak = norms[:, 0::2].reshape(-1).scatter_reduce(0, target, incoming_norms, "amax")
         rows = target.unique()
         direction = total.index_select(0, rows)
-        direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        direction = l2_normalize(direction)
         total.index_copy_(0, rows, direction * peak[rows].unsqueeze(-1))
         kept_unit = unit[:, 0::2].reshape(-1, d).index_copy(0, rows, direction)
         even, even_unit = total.reshape(count, sides, d), kept_unit.reshape(count, sides, d)

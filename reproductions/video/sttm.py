@@ -9,9 +9,8 @@ import torch
 from torch import Tensor
 
 from ..interface import Compression, Method, Tokens
-from ..ops import identity, slot_sizes, work_dtype
+from ..ops import identity, l2_norms, slot_sizes, video_grid, work_dtype
 from ..registry import register
-from .temporal_pool import video_grid
 
 
 def coarser(h: int, w: int) -> tuple[int, int]:
@@ -96,7 +95,7 @@ def lowest_child_cosine(x: Tensor, inverse_norm: Tensor, parent: Tensor) -> Tens
 
 def inverse_norm(x: Tensor) -> Tensor:
     """1 / the norm of `x` along the last dim (norms clamped at 1e-12)."""
-    return x.norm(dim=-1).clamp_min(1e-12).reciprocal()
+    return l2_norms(x).reciprocal()
 
 
 @dataclass(frozen=True)

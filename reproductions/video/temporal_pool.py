@@ -9,18 +9,8 @@ import torch
 from torch import Tensor
 
 from ..interface import Compression, Method, Tokens
-from ..ops import identity, merge, slot_sizes, window_slots, work_dtype
+from ..ops import identity, merge, slot_sizes, video_grid, window_slots, work_dtype
 from ..registry import register
-
-
-def video_grid(tokens: Tokens, name: str) -> tuple[int, int, int]:
-    """The (T, H, W) grid of the ordinary tokens, or a ValueError saying how to pass it."""
-    if tokens.layout is None or len(tokens.layout) != 3:
-        raise ValueError(
-            f"{name} works on the (T, H, W) grid of a video: pass layout=(T, H, W) "
-            f"(frame-major token order), got layout={tokens.layout}"
-        )
-    return tokens.layout
 
 
 def adaptive_windows(length: int, out: int) -> list[tuple[int, int]]:

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens, validate_tokens
-from ..ops import identity, order, stack_rows, with_special, work_dtype
+from ..interface import Compression, Method, Tokens, check_number, validate_tokens
+from ..ops import identity, order, stack_rows, video_grid, with_special, work_dtype
 from ..registry import register
-from .temporal_pool import video_grid
 
 #: the bandwidths a of the released multi-scale Gaussian kernel, 2^-3 ... 2^1
 BANDWIDTHS = (0.125, 0.25, 0.5, 1.0, 2.0)
@@ -110,16 +109,11 @@ class VidCom2(Method):
 
     def __post_init__(self) -> None:
         r = self.retention
-        if isinstance(r, bool) or not isinstance(r, int | float) or not 0.0 < r <= 1.0:
-            raise ValueError(
-                f"retention={r!r}: pass the fraction of each video's tokens to keep, in (0, 1]"
-            )
+        hint = "pass the fraction of each video's tokens to keep, in (0, 1]"
+        check_number("retention", r, 0.0, 1.0, open_low=True, hint=hint)
         tau = self.temperature
-        if isinstance(tau, bool) or not isinstance(tau, int | float) or not tau > 0:
-            raise ValueError(
-                f"temperature={tau!r}: pass a positive softmax temperature (0.01 as released; "
-                "math.inf for equal per-frame budgets)"
-            )
+        hint = "pass a positive softmax temperature (0.01 as released; math.inf: equal frames)"
+        check_number("temperature", tau, 0, open_low=True, hint=hint)
 
     def output_count(self, tokens: Tokens) -> int | None:
         return None  # the per-frame budgets depend on the frames' uniqueness

@@ -1,4 +1,7 @@
-"""Every promise of DESIGN.md, checked over every registered method."""
+"""Every promise of the shared interface, checked over every registered method.
+
+The promises are listed in the README ("Use a method") and in `reproductions/interface.py`.
+"""
 
 from __future__ import annotations
 
@@ -68,6 +71,7 @@ def test_output_shape_dtype_and_invariants(cls, dtype):
         assert out.count == expected
     assert out.features.dtype == dtype and out.features.device == tokens.features.device
     assert out.features.shape[0] == tokens.batch
+    assert out.features.shape[-1] == build(cls).output_width(tokens.features.shape[-1])
     assert not out.features.isnan().any()
     check_compression(out, tokens)
     if cls.copies:  # output tokens standing for one input token are that token, unchanged

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ...interface import Compression, Method, Tokens
+from ...ops import proportional_attention_bias
 from ..sequence import row_of
 from .input import InputStage
 
@@ -38,7 +39,7 @@ def _bias(sizes: Tensor | None, mask: Tensor | None, dtype: torch.dtype) -> Tens
     """ToMe's proportional attention term log(sizes) (B, 1, 1, N), plus any given mask."""
     if sizes is None:
         return mask
-    bias = sizes.float().log()[:, None, None, :].to(dtype)
+    bias = proportional_attention_bias(sizes).to(dtype)
     return bias if mask is None else bias + mask
 
 
