@@ -39,6 +39,9 @@ class EncoderTap:
     items: Items | None
     #: the modalities whose items these are
     modalities: tuple[str, ...] = ("image", "video")
+    #: every encoder layer's attention module, in order (`attention` among them): where
+    #: `received` is read at the layers a method names
+    attentions: tuple[nn.Module, ...] = ()
     #: anyres families: the module and the name of its method that packs each image's crops
     #: (LLaVA-NeXT / OneVision `pack_image_features`: unpadding, resizing, newlines), which the
     #: stage runs again on the signals, so each packed token gets its own patch's (a newline: 0)
@@ -62,7 +65,8 @@ class Adapter:
     #: vision encoder layers, and the index of the one whose output the projector reads
     encoder_layers: nn.ModuleList | None = None
     feature_layer: int | None = None
-    #: signals the projector stage can give from the encoder (LLaVA: [CLS] attention, keys)
+    #: signals the projector stage can give from the encoder (LLaVA: [CLS] attention, keys,
+    #: attention received at any encoder layer)
     signals: tuple[str, ...] = ()
     #: where the projector stage reads those signals when it compresses LLM-input rows
     tap: EncoderTap | None = None

@@ -58,7 +58,8 @@ def vision_tap(inner: nn.Module) -> EncoderTap:
 
     tower = inner.vision_tower
     layers = getattr(tower, "vision_model", tower).encoder.layers
-    return EncoderTap(attention=layers[-1].self_attn, output=projector, special=0, items=items)
+    return EncoderTap(attention=layers[-1].self_attn, output=projector, special=0, items=items,
+                      attentions=tuple(layer.self_attn for layer in layers))
 
 
 def build(model: nn.Module) -> Gemma3Adapter:
@@ -70,7 +71,7 @@ def build(model: nn.Module) -> Gemma3Adapter:
         gridded=("image",),
         unsupported_stages={"llm": DECODER_STAGES, "cache": DECODER_STAGES},
         tokens_per_image=config.mm_tokens_per_image,
-        signals=("cls_attention", "keys"),
+        signals=("cls_attention", "keys", "received"),
         tap=vision_tap(model.model),
         text_config=config.get_text_config(),
     )

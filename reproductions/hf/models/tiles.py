@@ -48,7 +48,8 @@ def idefics3_tap(inner: nn.Module, patches: int) -> EncoderTap:
         return flat_items(output, pooled_groups(connector.pixel_shuffle(index, connector.scale_factor)), patches)
 
     layers = inner.vision_model.encoder.layers
-    return EncoderTap(attention=layers[-1].self_attn, output=connector, special=0, items=items)
+    return EncoderTap(attention=layers[-1].self_attn, output=connector, special=0, items=items,
+                      attentions=tuple(layer.self_attn for layer in layers))
 
 
 def internvl_tap(model: nn.Module, side: int) -> EncoderTap:
@@ -65,7 +66,8 @@ def internvl_tap(model: nn.Module, side: int) -> EncoderTap:
     layers = inner.vision_tower.encoder.layer
     feature = config.vision_feature_layer % (len(layers) + 1) - 1  # hidden_states[k]: layer k - 1's output
     special = 1 if config.vision_feature_select_strategy == "default" else 0
-    return EncoderTap(attention=layers[feature].attention, output=inner.multi_modal_projector, special=special, items=items)
+    return EncoderTap(attention=layers[feature].attention, output=inner.multi_modal_projector, special=special,
+                      items=items, attentions=tuple(layer.attention for layer in layers))
 
 
 def build_idefics3(model: nn.Module) -> TileAdapter:
@@ -78,7 +80,7 @@ def build_idefics3(model: nn.Module) -> TileAdapter:
         tokens={"image": config.image_token_id},
         tile_tokens=patches // config.scale_factor**2,
         gridded=("image",),
-        signals=("cls_attention", "keys"),
+        signals=("cls_attention", "keys", "received"),
         tap=idefics3_tap(model.model, patches),
     )
 
@@ -93,6 +95,6 @@ def build_internvl(model: nn.Module) -> TileAdapter:
         tokens={"image": config.image_token_id},
         tile_tokens=int(math.floor(side * config.downsample_ratio)) ** 2,
         gridded=("image",),
-        **({"signals": ("cls_attention", "keys"), "tap": internvl_tap(model, side)}
+        **({"signals": ("cls_attention", "keys", "received"), "tap": internvl_tap(model, side)}
            if isinstance(config.vision_feature_layer, int) else {}),
     )
