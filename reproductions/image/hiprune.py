@@ -61,7 +61,10 @@ class HiPrune(Method):
     `attentions[object_layer - 1]` and `attentions[mm_vision_select_layer]` (= -2, the layer
     whose output the projector reads), `.mean(dim=1).mean(dim=1)[:, 1:]`; the Qwen2.5-VL port
     the blocks' maps summed over query rows (same order) and averaged over the 4 patches of each
-    merged token, at block object_layer - 1 and the last. The integration supplies exactly that.
+    merged token, at block object_layer - 1 and the last. `reproductions.hf` supplies exactly
+    that on LLaVA (CLIP / SigLIP), Qwen2-VL / 2.5-VL / 3-VL, InternVL, Idefics3, Gemma 3 and
+    Qwen2.5-Omni; not on LLaVA-NeXT / OneVision images, whose packed anyres tokens have no
+    grid (the official LLaVA-NeXT code prunes each 24 x 24 crop on its own grid).
 
     Differences from the official code:
     - Buffers are the true 4-neighbours on the grid, as the paper defines them. The official
@@ -75,6 +78,9 @@ class HiPrune(Method):
       deep score: on LLaVA (scores are means, at most 1) the same; on Qwen2.5-VL (scores are
       sums over query rows, often above 1) chosen tokens can be picked again as registers and
       the image keeps fewer than T tokens: fixed.
+    - Qwen2.5-VL: the official flash-attention port takes each block's softmax over the whole
+      flat sequence, across images (and windows); here over what the block attends to (its
+      `cu_seqlens`): the same for one image at its layers 16 and 32, which attend globally.
     - Scores are compared in float32 (float64 for float64 input); the official averages in the
       model's float16. Exact ties go to the lowest index (`torch.topk` promises no order).
     - Budget: a float `keep` keeps floor(keep * N) (the project's rule; Qwen2.5-VL's official
