@@ -54,6 +54,7 @@ def example_tokens(
         "attention": lambda: attention(
             batch, heads, queries, n + (audio_tokens if "audio" in method.needs else 0)
         ),
+        "received": lambda: attention(batch, 2, n),
         "text": lambda: randn(batch, queries, dim),
         "text_keys": lambda: randn(batch, queries, dim // 2),
         "frames": lambda: randn(batch, layout[0], dim),

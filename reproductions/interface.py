@@ -29,6 +29,9 @@ SIGNALS: dict[str, str] = {
     "attention": "(B, heads, M, N) attention paid to each token by M query rows at an LLM "
     "layer (for a method that also needs `audio`: (B, heads, M, N + Na), over [features, "
     "audio]); pass Tokens(attention=...)",
+    "received": "(B, L, N) the attention each token receives at L encoder layers, averaged over "
+    "heads and over every query row ([CLS] row included): one row per layer the method's "
+    "`encoder_layers` names, in that order; pass Tokens(received=...)",
     "text": "(B, M, Dt) text / query embeddings; pass Tokens(text=...)",
     "text_keys": "(B, M, Dk) keys of the M `text` rows, in the space of `keys` (DART's text "
     "pivots); pass Tokens(text_keys=...)",
@@ -54,6 +57,7 @@ class Tokens:
     cls_attention: Tensor | None = None
     keys: Tensor | None = None
     attention: Tensor | None = None
+    received: Tensor | None = None
     text: Tensor | None = None
     text_keys: Tensor | None = None
     frames: Tensor | None = None
@@ -171,6 +175,12 @@ class Method:
     def decoder_layers(self) -> tuple[int, ...]:
         """For an llm method that acts at several decoder layers: those layers, increasing; each
         step sees the tokens the earlier ones kept. () (the default): one layer, K."""
+        return ()
+
+    def encoder_layers(self, depth: int, feature: int) -> tuple[int, ...]:
+        """For a method that reads `received`: the encoder layers (0-based, of an encoder of
+        `depth` layers whose layer `feature` feeds the projector) whose attention it reads, one
+        row of `received` each, in this order. () (the default): none."""
         return ()
 
     def step(self, index: int, count: int) -> Method:
@@ -337,6 +347,7 @@ def _check_signal(
         "cls_attention": (3, (b, None, n)),
         "keys": (3, (b, n, None)),
         "attention": (4, (b, None, None, columns)),
+        "received": (3, (b, None, n)),
         "text": (3, (b, None, None)),
         "text_keys": (3, (b, None, None)),
         "frames": (3, (b, tokens.grid[0] if tokens.layout else None, None)),

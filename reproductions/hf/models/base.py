@@ -42,6 +42,9 @@ class EncoderTap:
     #: grid families: the encoder tokens each placed token of an item pools (n, k), the same for
     #: every item; the encoder stage merges these units whole (ToMe), so each leaves one token
     units: Tensor | None = None
+    #: every encoder layer's attention module, in order (`attention` among them): where
+    #: `received` is read at the layers a method names
+    attentions: tuple[nn.Module, ...] = ()
     #: anyres families: the module and the name of its method that packs each image's crops
     #: (LLaVA-NeXT / OneVision `pack_image_features`: unpadding, resizing, newlines), which the
     #: stage runs again on the signals, so each packed token gets its own patch's (a newline: 0)
@@ -65,7 +68,8 @@ class Adapter:
     #: vision encoder layers, and the index of the one whose output the projector reads
     encoder_layers: nn.ModuleList | None = None
     feature_layer: int | None = None
-    #: signals the projector stage can give from the encoder (LLaVA: [CLS] attention, keys)
+    #: signals the projector stage can give from the encoder (LLaVA: [CLS] attention, keys,
+    #: attention received at any encoder layer)
     signals: tuple[str, ...] = ()
     #: where the projector stage reads those signals when it compresses LLM-input rows
     tap: EncoderTap | None = None
@@ -147,7 +151,9 @@ def group_mean(groups: Tensor) -> Pool:
     return lambda x: x[:, groups.to(x.device)].mean(-1)
 
 
-def grid_tap(attention: nn.Module, output: nn.Module, special: int, units: Tensor) -> EncoderTap:
+def grid_tap(
+    attention: nn.Module, output: nn.Module, special: int, units: Tensor, attentions: tuple[nn.Module, ...] = ()
+) -> EncoderTap:
     """The tap of a family that pools each item's encoder tokens in fixed `units` (n, k): one
     item per batch row of the output module's (B, n, D) output."""
     per_item = units.numel()
@@ -155,7 +161,8 @@ def grid_tap(attention: nn.Module, output: nn.Module, special: int, units: Tenso
     def items(args: tuple, kwargs: dict, out: Tensor) -> list[tuple[Tensor, Pool]]:
         return [(out[i], group_mean(units + i * per_item)) for i in range(out.shape[0])]
 
-    return EncoderTap(attention=attention, output=output, special=special, items=items, units=units)
+    return EncoderTap(attention=attention, output=output, special=special, items=items, units=units,
+                      attentions=attentions)
 
 
 def arange_features(count: int, device: torch.device | None = None) -> Tensor:

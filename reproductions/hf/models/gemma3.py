@@ -52,7 +52,8 @@ def vision_tap(inner: nn.Module) -> EncoderTap:
     side, kernel = projector.patches_per_image, projector.kernel_size
     index = arange_features(side * side).view(1, 1, side, side)
     units = F.unfold(index, kernel, stride=kernel)[0].T.round().long()  # (tokens, kernel²), row-major
-    return grid_tap(vision_layers(inner)[-1].self_attn, projector, 0, units)
+    layers = vision_layers(inner)
+    return grid_tap(layers[-1].self_attn, projector, 0, units, tuple(layer.self_attn for layer in layers))
 
 
 def vision_layers(inner: nn.Module) -> nn.ModuleList:
@@ -69,7 +70,7 @@ def build(model: nn.Module) -> Gemma3Adapter:
         gridded=("image",),
         unsupported_stages={"llm": DECODER_STAGES, "cache": DECODER_STAGES},
         tokens_per_image=config.mm_tokens_per_image,
-        signals=("cls_attention", "keys"),
+        signals=("cls_attention", "keys", "received"),
         tap=vision_tap(model.model),
         encoder_layers=vision_layers(model.model),
         feature_layer=len(vision_layers(model.model)) - 1,

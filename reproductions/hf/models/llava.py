@@ -45,7 +45,7 @@ def build(model: nn.Module) -> LlavaAdapter:
         projector=inner.multi_modal_projector,
         encoder_layers=layers if one else None,
         feature_layer=feature_layer % (len(layers) + 1) - 1 if one else None,
-        signals=("cls_attention", "keys") if one else (),
+        signals=("cls_attention", "keys", "received") if one else (),
         encoder_special=1 if config.vision_feature_select_strategy == "default" else 0,
         patches_per_side=vc.image_size // vc.patch_size,
         has_cls=has_cls,

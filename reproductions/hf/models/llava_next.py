@@ -24,7 +24,7 @@ def vision_tap(model: nn.Module) -> EncoderTap | None:
     feature = config.vision_feature_layer % (len(layers) + 1) - 1  # hidden_states[k]: layer k - 1's output
     has_cls = getattr(getattr(tower, "embeddings", None), "class_embedding", None) is not None
     special = 1 if config.vision_feature_select_strategy == "default" and has_cls else 0
-    return EncoderTap(attention=layers[feature].self_attn, output=None, special=special, items=None,
+    return EncoderTap(attention=layers[feature].self_attn, output=None, special=special, items=None, attentions=tuple(layer.self_attn for layer in layers),
                       modalities=("image",), packer=(inner, "pack_image_features"))
 
 
@@ -32,5 +32,5 @@ def build(model: nn.Module) -> Adapter:
     tap = vision_tap(model)
     return Adapter(
         family="llava_next", **language_parts(model), tokens={"image": model.config.image_token_id},
-        signals=("cls_attention", "keys") if tap is not None else (), tap=tap,
+        signals=("cls_attention", "keys", "received") if tap is not None else (), tap=tap,
     )

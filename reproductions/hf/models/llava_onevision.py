@@ -50,6 +50,7 @@ def video_tap(model: nn.Module) -> EncoderTap | None:
         return None
     return EncoderTap(attention=layers[feature].self_attn, output=inner.multi_modal_projector,
                       special=special, items=items, modalities=("image", "video"),
+                      attentions=tuple(layer.self_attn for layer in layers),
                       packer=(inner, "pack_image_features"))
 
 
@@ -64,6 +65,6 @@ def build(model: nn.Module) -> OneVisionAdapter:
         video_trailer=1,
         gridded=("video",),  # anyres images are packed with newline tokens
         pooled_side=math.ceil(vc.image_size // vc.patch_size / 2),
-        signals=("cls_attention", "keys") if tap is not None else (),
+        signals=("cls_attention", "keys", "received") if tap is not None else (),
         tap=tap,
     )

@@ -35,6 +35,6 @@ def build(model: nn.Module) -> OmniAdapter:
         tokens={"image": config.image_token_id, "video": config.video_token_id, "audio": config.audio_token_id},
         mrope=True,
         gridded=("image", "video", "audio"),
-        signals=("cls_attention", "keys"),
+        signals=("cls_attention", "keys", "received"),
         tap=vision_tap(model.model.visual),
     )

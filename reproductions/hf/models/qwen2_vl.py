@@ -41,7 +41,8 @@ def vision_tap(visual: nn.Module) -> EncoderTap:
         sizes = (grid.prod(-1) // unit).tolist()
         return [(placed, group_mean(g)) for placed, g in zip(merged.split(sizes), groups.split(sizes), strict=True)]
 
-    return EncoderTap(attention=visual.blocks[-1].attn, output=visual, special=0, items=items)
+    return EncoderTap(attention=visual.blocks[-1].attn, output=visual, special=0, items=items,
+                      attentions=tuple(block.attn for block in visual.blocks))
 
 
 @dataclass
@@ -106,7 +107,7 @@ def build(model: nn.Module) -> Adapter:
         tokens={"image": config.image_token_id, "video": config.video_token_id},
         mrope=True,
         gridded=("image", "video"),  # M-RoPE ids spell out each grid
-        signals=("cls_attention", "keys"),
+        signals=("cls_attention", "keys", "received"),
         tap=vision_tap(model.model.visual),
         deepstack_layers=len(getattr(config.vision_config, "deepstack_visual_indexes", ())),
         **({"spatial_merge_size": config.vision_config.spatial_merge_size} if qwen3 else {}),

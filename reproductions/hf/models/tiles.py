@@ -44,7 +44,7 @@ def idefics3_tap(inner: nn.Module, patches: int) -> EncoderTap:
     index = arange_features(patches).view(1, patches, 1)
     units = pooled_groups(connector.pixel_shuffle(index, connector.scale_factor))
     layers = inner.vision_model.encoder.layers
-    return grid_tap(layers[-1].self_attn, connector, 0, units)
+    return grid_tap(layers[-1].self_attn, connector, 0, units, tuple(layer.self_attn for layer in layers))
 
 
 def internvl_tap(model: nn.Module, side: int) -> EncoderTap:
@@ -57,7 +57,8 @@ def internvl_tap(model: nn.Module, side: int) -> EncoderTap:
     layers = inner.vision_tower.encoder.layer
     feature = config.vision_feature_layer % (len(layers) + 1) - 1  # hidden_states[k]: layer k - 1's output
     special = 1 if config.vision_feature_select_strategy == "default" else 0
-    return grid_tap(layers[feature].attention, inner.multi_modal_projector, special, units)
+    return grid_tap(layers[feature].attention, inner.multi_modal_projector, special, units,
+                    tuple(layer.attention for layer in layers))
 
 
 def build_idefics3(model: nn.Module) -> TileAdapter:
@@ -70,7 +71,7 @@ def build_idefics3(model: nn.Module) -> TileAdapter:
         tokens={"image": config.image_token_id},
         tile_tokens=patches // config.scale_factor**2,
         gridded=("image",),
-        signals=("cls_attention", "keys"),
+        signals=("cls_attention", "keys", "received"),
         tap=idefics3_tap(model.model, patches),
         encoder_layers=model.model.vision_model.encoder.layers,
         feature_layer=len(model.model.vision_model.encoder.layers) - 1,
@@ -87,6 +88,6 @@ def build_internvl(model: nn.Module) -> TileAdapter:
         tokens={"image": config.image_token_id},
         tile_tokens=int(math.floor(side * config.downsample_ratio)) ** 2,
         gridded=("image",),
-        **({"signals": ("cls_attention", "keys"), "tap": internvl_tap(model, side)}
+        **({"signals": ("cls_attention", "keys", "received"), "tap": internvl_tap(model, side)}
            if isinstance(config.vision_feature_layer, int) else {}),
     )

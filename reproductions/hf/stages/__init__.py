@@ -7,7 +7,8 @@ its hooks on entry and removes them in `finally`:
 - `cache.py`: the KV cache entries during decoding (DyCoke's stage 2).
 
 `input.py` holds what the projector and encoder stages share (the rebuilt, shorter LLM input),
-`decoder.py` what the llm and cache stages share (the hooks at and after layer K), and `base.py`
+`decoder.py` what the llm and cache stages share (the hooks at and after layer K), `signals.py`
+the encoder signals recomputed for the projector stage, and `base.py`
 what all of them do.
 """
 

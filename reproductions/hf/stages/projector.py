@@ -9,7 +9,9 @@ encoder tap, also the encoder's attention and keys, pooled onto each row as its 
 the encoder's tokens. An encoder without a [CLS] (SigLIP, the Qwen ViTs) gives, as
 `cls_attention`, the attention each token receives averaged over the query rows: what the
 released SigLIP port of VisPruner and LightCompress' Qwen2.5-VL ports of VisionZip and VisPruner
-rank tokens by.
+rank tokens by. `received` (HiPrune's global attention) is the attention each token receives,
+averaged over heads and every query row, at the encoder layers the method names
+(`Method.encoder_layers`), pooled like `cls_attention`.
 """
 
 from __future__ import annotations
@@ -21,11 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from ...interface import Compression, Method, Tokens
-from ..attention import encoder_queries_keys, probabilities, received
 from ..models import Adapter
 from ..sequence import Span, row_of
-from .base import argument
 from .input import InputStage
+from .signals import encoder_signals, received_signal
 
 
 def at_projector_input(adapter: Adapter, method: Method) -> bool:
@@ -34,6 +35,29 @@ def at_projector_input(adapter: Adapter, method: Method) -> bool:
     `text`, which exists only at the LLM input (as CDPruner's official LLaVA code prunes the
     projected features)."""
     return adapter.projector is not None and "text" not in method.needs
+
+
+ENCODER_SIGNALS = ("cls_attention", "keys", "received")
+
+
+def encoder_depth(adapter: Adapter) -> tuple[list[nn.Module], int] | None:
+    """Every encoder layer's attention module, and the index of the one the projector reads;
+    None where the family names none."""
+    if adapter.projector is not None and adapter.encoder_layers is not None:
+        return [layer.self_attn for layer in adapter.encoder_layers], adapter.feature_layer
+    if adapter.tap is not None and adapter.tap.attentions:
+        attentions = list(adapter.tap.attentions)
+        return attentions, next(i for i, m in enumerate(attentions) if m is adapter.tap.attention)
+    return None
+
+
+def received_layers(adapter: Adapter, method: Method) -> dict[int, nn.Module]:
+    """The encoder layers whose `received` attention `method` reads, in its order, by index."""
+    found = encoder_depth(adapter)
+    if found is None or "received" not in method.needs:
+        return {}
+    attentions, feature = found
+    return {i: attentions[i] for i in method.encoder_layers(len(attentions), feature)}
 
 
 def projector_signals(adapter: Adapter, method: Method) -> set[str]:
@@ -54,14 +78,21 @@ class ProjectorStage(InputStage):
         self.captured: dict[str, Tensor] = {}
         self.inside_projector = False
         #: encoder-tap families: the last encoder call's (attention, keys) per encoder token, and
-        #: each media item placed in this context with its signals per placed token
-        self.patch: tuple[Tensor, Tensor] | None = None
+        #: each media item placed in this context with its signals per placed token, every signal
+        #: channels first: (heads, n) attention, (d, n) keys, (layers, n) received
+        self.patch: dict[str, Tensor] | None = None
         self.tapped: list[tuple[Tensor, dict[str, Tensor]]] = []
+        #: `received` per encoder layer index of the last encoder call, (B, L) each
+        self.rows: dict[int, Tensor] = {}
+        self.layers = received_layers(self.adapter, self.method)
 
     def install_hooks(self) -> None:
         a = self.adapter
-        if a.tap is not None and {"cls_attention", "keys"} & set(self.method.needs):
-            self.hook(a.tap.attention.register_forward_pre_hook(self._tap_attention, with_kwargs=True))
+        for index, module in self.layers.items():
+            self.hook(module.register_forward_pre_hook(self._received(index), with_kwargs=True))
+        if a.tap is not None and set(ENCODER_SIGNALS) & set(self.method.needs):
+            if {"cls_attention", "keys"} & set(self.method.needs):
+                self.hook(a.tap.attention.register_forward_pre_hook(self._tap_attention, with_kwargs=True))
             if a.tap.output is not None:
                 self.hook(a.tap.output.register_forward_hook(self._tap_output, with_kwargs=True))
             if a.tap.packer is not None:
@@ -73,6 +104,19 @@ class ProjectorStage(InputStage):
             layer = a.encoder_layers[a.feature_layer]
             self.hook(layer.register_forward_hook(self._encoder_output))
             self.hook(layer.self_attn.register_forward_pre_hook(self._encoder_attention, with_kwargs=True))
+
+    def _received(self, index: int):
+        """A pre-hook on encoder layer `index`'s attention recording `received` there."""
+
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if not self.inside_projector:
+                self.rows[index] = received_signal(module, args, kwargs)
+
+        return hook
+
+    def received_rows(self) -> Tensor:
+        """(B, L, tokens) `received` of the last encoder call at the method's layers."""
+        return torch.stack([self.rows[i] for i in self.layers], dim=1)
 
     # ------------------------------------------------------------------ LLaVA: at the encoder output
     def _encoder_attention(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -93,10 +137,12 @@ class ProjectorStage(InputStage):
         wants_cls = self.method.special_tokens is not None and 0 not in self.method.special_tokens
         if wants_cls and drop and "hidden" in self.captured:
             features, special, drop = self.captured["hidden"], drop, 0
+        if "received" in self.method.needs:
+            self.captured["received"] = self.received_rows()
         signals = {}
         for name in self.method.needs:
             value = self.captured[name]
-            signals[name] = value[:, :, drop:] if name == "cls_attention" else value[:, drop:]
+            signals[name] = value[:, drop:] if name == "keys" else value[:, :, drop:]
         side = self.adapter.patches_per_side
         layout = (side, side) if features.shape[1] - special == side * side else None
         comp = self.method(Tokens(features=features, layout=layout, special=special, **signals))
@@ -111,16 +157,25 @@ class ProjectorStage(InputStage):
     # ------------------------------------------------------------------ encoder-tap families
     def _tap_attention(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         attention, keys = encoder_signals(module, args, kwargs, cls=self.adapter.tap.special > 0)
-        s = self.adapter.tap.special
-        heads = attention.shape[1]
-        self.patch = (attention[..., s:].transpose(0, 1).reshape(heads, -1), keys[:, s:].reshape(-1, keys.shape[-1]))
+        self.patch = {"cls_attention": self.per_token(attention), "keys": self.per_token(keys.transpose(1, 2))}
+
+    def per_token(self, x: Tensor) -> Tensor:
+        """(B, C, L) per encoder sequence -> (C, tokens) over the call, special tokens left out."""
+        return x[..., self.adapter.tap.special :].transpose(0, 1).reshape(x.shape[1], -1)
+
+    def encoder_patch(self) -> dict[str, Tensor] | None:
+        """The last encoder call's signals per encoder token, channels first."""
+        if "received" in self.method.needs and self.rows:
+            self.patch = (self.patch or {}) | {"received": self.per_token(self.received_rows())}
+            self.rows = {}
+        return self.patch
 
     def _tap_output(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        if self.patch is None:
+        patch = self.encoder_patch()
+        if patch is None:
             return
-        attention, keys = self.patch
         for placed, pool in self.adapter.tap.items(args, kwargs, output):
-            self.tapped.append((placed, {"cls_attention": pool(attention), "keys": pool(keys.T).T}))
+            self.tapped.append((placed, {name: pool(value) for name, value in patch.items()}))
 
     def tapped_signals(self, embeds: Tensor, span: Span) -> dict[str, Tensor]:
         """The encoder signals of the items placed in this span (one, or a video's frames one
@@ -143,11 +198,8 @@ class ProjectorStage(InputStage):
                     "encoder attention): pass pixel values inside the context"
                 )
             found.append(match)
-            at += match["keys"].shape[0]
-        return {
-            "cls_attention": torch.cat([f["cls_attention"] for f in found], dim=-1),
-            "keys": torch.cat([f["keys"] for f in found]),
-        }
+            at += next(iter(match.values())).shape[-1]
+        return {name: torch.cat([f[name] for f in found], dim=-1) for name in found[0]}
 
     # ------------------------------------------------------------------ every span
     def compress_spans(self, embeds: Tensor) -> dict[int, tuple[Compression, int]]:
@@ -180,10 +232,12 @@ class ProjectorStage(InputStage):
             [embeds[self.spans[i].row, self.spans[i].columns.to(embeds.device)] for i in members]
         )
         signals = self.sequence_signals(embeds, first, rows)
-        wanted = [name for name in ("cls_attention", "keys") if name in self.method.needs]
+        wanted = [name for name in ENCODER_SIGNALS if name in self.method.needs]
         if wanted and self.adapter.tap is not None:
             found = [self.tapped_signals(embeds, self.spans[i]) for i in members]
-            signals |= {name: torch.stack([f[name] for f in found]).to(rows.dtype) for name in wanted}
+            for name in wanted:
+                value = torch.stack([f[name] for f in found]).to(rows.dtype)
+                signals[name] = value.transpose(1, 2) if name == "keys" else value
         return Tokens(features=rows, layout=first.layout, **signals)
 
     def sequence_signals(self, embeds: Tensor, span: Span, rows: Tensor) -> dict[str, Tensor]:
@@ -203,30 +257,6 @@ class ProjectorStage(InputStage):
         return signals
 
 
-def encoder_signals(module: nn.Module, args: tuple, kwargs: dict, cls: bool) -> tuple[Tensor, Tensor]:
-    """(B, heads, L) attention and (B, L, d) keys averaged over heads, of one call of an encoder
-    attention module: the [CLS] row's attention where the encoder has a [CLS], else the attention
-    each token receives averaged over its query rows (within each image or frame of a flat Qwen
-    sequence, as the module's `cu_seqlens` bound it)."""
-    hidden = argument(args, kwargs, "hidden_states")
-    q, k = encoder_queries_keys(module, hidden, kwargs.get("position_embeddings"))
-    scale = module.scale if hasattr(module, "scale") else module.scaling
-    keys = k.mean(1)  # ToMe / VisionZip read keys averaged over heads
-    if cls:
-        attention = probabilities(q[:, :, :1], k, scale)[:, :, 0]
-    elif kwargs.get("cu_seqlens") is not None:
-        bounds = kwargs["cu_seqlens"].tolist()
-        attention = torch.cat(
-            [received(q[:, :, a:b], k[:, :, a:b], scale) for a, b in zip(bounds, bounds[1:], strict=False)], dim=-1
-        )
-    else:
-        mask = kwargs.get("attention_mask")
-        allowed = None if mask is None else (mask if mask.dtype == torch.bool else mask == 0)
-        attention = received(q, k, scale, allowed)
-    return attention.to(hidden.dtype), keys
-
-
-
 class Repack:
     """For the compress context, the family's packing method (`pack_image_features`) also packs
     the last encoder call's signals, as it packs the crops' features: unpadding, resizing and
@@ -240,7 +270,7 @@ class Repack:
 
         def pack(*args: Any, **kwargs: Any) -> Any:
             packed, lengths = original(*args, **kwargs)
-            if stage.patch is None:
+            if stage.encoder_patch() is None:
                 return packed, lengths
             bound = signature.bind(*args, **kwargs)
             crops = [len(f) for f in bound.arguments["image_features"]]
@@ -251,9 +281,10 @@ class Repack:
                 bound.arguments["image_newline"] = x.new_zeros(x.shape[0])
                 return original(*bound.args, **bound.kwargs)[0]
 
-            attention, keys = stage.patch
-            for placed, a, k in zip(packed, signal(attention), signal(keys.T), strict=True):
-                stage.tapped.append((placed, {"cls_attention": a.T, "keys": k}))
+            patch = stage.encoder_patch()
+            names = list(patch)
+            for placed, *values in zip(packed, *(signal(patch[name]) for name in names), strict=True):
+                stage.tapped.append((placed, {name: v.T for name, v in zip(names, values, strict=True)}))
             return packed, lengths
 
         setattr(module, name, pack)
