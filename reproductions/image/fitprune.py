@@ -63,11 +63,11 @@ class FitPrune(Method):
     The recipe (d_0, d_1, ...) is fitted offline (`statistical_analysis.py`) by bisecting a
     divergence budget alpha until the pruned model meets a FLOPs reduction; it needs the model
     run layer by layer on calibration data and is not reproduced here. The released LLaVA-1.5
-    recipes (`RECIPES`, for 10 ... 90 % FLOPs reduction) are: `reduction` picks one (the
-    released scripts run 60); `recipe` gives your own as (L, d_L) pairs. Counts are for
-    `reference` visual tokens (576, LLaVA-1.5's); on N tokens their total is scaled to
-    floor(total * N / reference) and shared over the layers in proportion (exact at N =
-    reference); `reference=None` takes the counts as they are.
+    recipes (`RECIPES`, for 10 ... 90 % FLOPs reduction) are data: `reduction` picks one (the
+    official `--reduction_ratio`; the released scripts run 60), `recipe` gives your own as
+    (L, d_L) pairs. Counts are for `reference` visual tokens (576, LLaVA-1.5's); on N tokens
+    their total is scaled to floor(total * N / reference) and shared over the layers in
+    proportion (exact at N = reference); `reference=None` takes the counts as they are.
 
     Reads `attention` (B, heads, N + M, N): the rows of the N visual tokens themselves, then the
     M rows after the visual span (`attention_rows = "media"`). Inside transformers the step of
