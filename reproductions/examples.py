@@ -51,8 +51,12 @@ def example_tokens(
         "cls_attention": lambda: attention(batch, heads, n),
         "keys": lambda: randn(batch, n, dim // 2),
         # omni methods read the attention paid to the audio tokens too: columns [features, audio]
+        # methods that read the media rows' own attention get those N rows first
         "attention": lambda: attention(
-            batch, heads, queries, n + (audio_tokens if "audio" in method.needs else 0)
+            batch,
+            heads,
+            queries + (n if method.attention_rows == "media" else 0),
+            n + (audio_tokens if "audio" in method.needs else 0),
         ),
         "received": lambda: attention(batch, 2, n),
         "text": lambda: randn(batch, queries, dim),

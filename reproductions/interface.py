@@ -135,6 +135,10 @@ class Method:
     #: `last_layer_attention`) or "own" (layer K's own over its input, before it runs: the
     #: rank layers of PyramidDrop)
     attention_from: ClassVar[str] = "previous"
+    #: at the llm stage, which query rows `attention` holds: "after" (the M rows after the
+    #: media span, the prompt) or "media" (the N media rows themselves, then those M rows:
+    #: FitPrune's self- and cross-attention), so M = N + rows after
+    attention_rows: ClassVar[str] = "after"
     #: False where the official statistic spans the batch (PruMerge's adaptive ratio)
     batch_independent: ClassVar[bool] = True
     #: True where every output token of size 1 is an input token, unchanged (pure selection)

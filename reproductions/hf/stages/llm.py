@@ -4,7 +4,8 @@ media tokens at layer K - 1 (recomputed from that layer's queries and keys, in f
 rows' hidden states as `text`; all media tokens of a row form one candidate set. Layers < K cache
 every token, layers >= K the kept ones. K = 0 acts on the decoder's input (FrameFusion's first
 merge): no layer has run, so the attention is layer 0's own over the full input; a method with
-`attention_from = "own"` reads layer K's own attention at every K.
+`attention_from = "own"` reads layer K's own attention at every K; one with
+`attention_rows = "media"` also gets the rows of the media tokens themselves, first (FitPrune).
 
 A method that declares several `decoder_layers()` K_1 < K_2 < ... (PyramidDrop) runs one step
 per layer, `method.step(i, N)` at K_i on the media tokens the earlier steps kept; the layers of
@@ -150,7 +151,10 @@ class LlmStage(DecoderStage):
         ]
         outer = self.mask2d[:, -self.seen :] if self.mask2d is not None else None
         valid = valid_columns(at, outer)  # the real columns of this sequence
-        attention = self.attention_rows(rows, columns, cache_of(kwargs), k, valid)
+        asking = rows
+        if self.method.attention_rows == "media":  # the media rows' own attention first
+            asking = [torch.cat([c, r]) for c, r in zip(columns, rows, strict=True)]
+        attention = self.attention_rows(asking, columns, cache_of(kwargs), k, valid)
         methods = [self.method.step(i, len(c)) if len(c) else None for c in original]
         layouts = [self.row_layout(r) if before is None else None for r in range(b)]
         scored = hidden
