@@ -11,6 +11,7 @@ method changes (except ToMe's) and on a CPU they would dominate the run.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,10 +47,7 @@ class Family:
 
     @property
     def media(self) -> int:
-        n = 1
-        for side in self.layout:
-            n *= side
-        return n
+        return math.prod(self.layout)
 
 
 def _decoder(layers: int, hidden: int, kv_heads: int = 16, **extra: Any) -> dict[str, Any]:
@@ -73,9 +71,9 @@ def _ids(media: list[int]) -> torch.Tensor:
 
 
 def _family(name: str, model: nn.Module, inputs: dict[str, torch.Tensor], modality: str,
-            layout: tuple[int, ...], encoder_layers: Sequence[nn.Module],
-            text: int = TEXT) -> Family:
+            layout: tuple[int, ...], encoder_layers: Sequence[nn.Module]) -> Family:
     adapter = adapter_for(model)
+    text = inputs["input_ids"].shape[1] - math.prod(layout)  # start / end markers count as text
     inputs.setdefault("attention_mask", torch.ones_like(inputs["input_ids"]))
     return Family(name, model.eval(), inputs, modality, layout, text, adapter.language_model,
                   adapter.layers, encoder_layers, adapter.projector)

@@ -67,5 +67,5 @@ def test_schedules_and_kv_bytes_per_family(data, family):
         assert rows["fastv"]["schedule"] == [prompt, prompt, short]
         kept = 2 * prompt + short
         assert rows["fastv"]["kv_cache_bytes"] == pytest.approx(per_token * kept)
-    if family == "llava-1.5":  # LLaVA's projector reads the kept rows
-        assert none["projected"] == 576 and rows["random"]["projected"] == 64
+    if family == "llava-1.5":  # the projector reads every image row; its output is compressed
+        assert none["projected"] == rows["random"]["projected"] == 576
