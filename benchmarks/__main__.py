@@ -1,6 +1,6 @@
 """`python -m benchmarks [command] [options]`: the one entry point of the benchmark program.
 
-Without a command it runs the sweep (`make bench`); the other commands are the focused
+Without a command it runs `generate` (`make bench`); the other commands are the focused
 measurements, each a module with `main(argv) -> int`, imported only when it runs.
 """
 
@@ -11,10 +11,11 @@ import sys
 
 #: command -> (module, one-line help); None is the default command
 COMMANDS: dict[str | None, tuple[str, str]] = {
-    None: ("benchmarks.sweep", "every method over budgets on one model (JSON under results/)"),
+    None: ("benchmarks.generate", "methods through compress + generate on every family (JSON under results/)"),
     "methods": ("benchmarks.methods", "each method's own call on realistic shapes"),
     "prefill": ("benchmarks.prefill", "prefill inside a LLaVA-1.5 model through compress"),
-    "generate": ("benchmarks.generate", "methods through compress + generate (first family)"),
+    "generate": ("benchmarks.generate", "the same as no command"),
+    "sweep": ("benchmarks.sweep", "the former proxy: every method on a layer-by-layer decoder copy"),
     "plot": ("benchmarks.plots", "draw the plots of one result JSON"),
 }
 

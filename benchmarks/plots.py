@@ -38,7 +38,9 @@ def plot(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
         stages: dict[str, str] = {}
         for r in data["results"]:
             speed = r.get("speedup") or {}
-            if r["modality"] == scenario["modality"] and speed.get("measured") is not None:
+            # one panel per family (generate runs) or per modality (former sweep runs)
+            same = r.get("family", r["modality"]) == scenario.get("family", scenario["modality"])
+            if same and speed.get("measured") is not None:
                 by_method[r["method"]].append((r["tokens_out"], speed["measured"], speed["flops"]))
                 stages[r["method"]] = r["stage"]
         # methods that shrink the prompt before the LLM share one FLOP curve; the others
@@ -63,7 +65,8 @@ def plot(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
             )
             if stages[method] not in PRE_LLM:
                 axis.plot(tokens, [f for _, _, f in rows], ":", color=colour, lw=1.2)
-        axis.set_xlabel(f"{scenario['modality']} tokens kept (of {scenario['tokens']})")
+        axis.set_xlabel(f"{scenario.get('family', '')} {scenario['modality']} tokens kept "
+                        f"(of {scenario['tokens']})")
         axis.set_ylabel("prefill speed-up (x), measured")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=6, ncol=2)
@@ -78,7 +81,8 @@ def plot(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
     fig, axis = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.5))
     rows.sort(key=lambda r: r["overhead"])
     shares = [100 * r["overhead"] for r in rows]
-    bars = axis.barh([r["method"] for r in rows], shares, color="tab:blue")
+    labels = [f"{r.get('family', '')} {r['method']}".strip() for r in rows]
+    bars = axis.barh(labels, shares, color="tab:blue")
     for bar, share in zip(bars, shares, strict=True):
         axis.text(
             bar.get_width(),
@@ -87,7 +91,7 @@ def plot(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
             va="center",
             fontsize=7,
         )
-    if shares and max(shares) > 100 * max(min(shares), 1e-6):
+    if shares and min(shares) > 0 and max(shares) > 100 * min(shares):
         axis.set_xscale("log")  # overheads span orders of magnitude
         axis.set_xlim(right=max(shares) * 4)  # room for the labels
     elif shares:
@@ -95,7 +99,8 @@ def plot(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
     threshold = 100 * data["summary"]["thresholds"]["overhead"]
     axis.axvline(threshold, color="tab:red", ls="--", lw=1, label=f"{threshold:g}% target")
     axis.set_xlabel(
-        f"method time, % of the uncompressed prefill (image, budget {data['summary']['budget']})"
+        "overhead, % of the uncompressed prefill (generate runs: time compress adds; former "
+        f"sweep runs: the method's own time), budget {data['summary']['budget']}"
     )
     axis.legend(fontsize=8)
     axis.set_title(f"Method overhead: {title}", fontsize=9)

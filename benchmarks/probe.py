@@ -68,6 +68,13 @@ class Probe:
         self.llm_schedule: list[int] = []  # tokens entering each decoder layer at prefill
         self.encoder_schedule: list[int] = []
         self.projected: int | None = None
+        #: prefill only: [start, end] of each decoder layer and of the projector, and the
+        #: (module, args, kwargs) each was called with, after every hook of `compress` had
+        #: changed them (`direct.rerun` runs them again without any hook)
+        self.layer_spans: list[list[Any]] = []
+        self.projector_spans: list[list[Any]] = []
+        self.encoder_spans: list[list[Any]] = []  # timed only (their inputs do not shrink)
+        self.calls: list[tuple[nn.Module, tuple, dict[str, Any]]] = []
         self._targets = (model, language_model, llm_layers, encoder_layers, projector)
         self._method_cls = method_cls
         self._handles: list[Any] = []
@@ -85,6 +92,24 @@ class Probe:
             module.register_forward_hook(end),
         ]
 
+    def _prefill_span(self, module: nn.Module, spans: list[list[Any]], limit: int,
+                      keep: bool = True) -> None:
+        """Time the module's first `limit` calls up to the prefill and keep their inputs."""
+        def begin(*_: Any) -> None:
+            if len(self.steps) <= 1 and len(spans) < limit:
+                spans.append([self.stamps.now(), None])
+
+        def end(module: nn.Module, args: tuple, kwargs: dict[str, Any], _: Any) -> None:
+            if spans and spans[-1][1] is None:
+                spans[-1][1] = self.stamps.now()
+                if keep:
+                    self.calls.append((module, args, kwargs))
+
+        self._handles += [
+            module.register_forward_pre_hook(begin, prepend=True),
+            module.register_forward_hook(end, with_kwargs=True),
+        ]
+
     def _count(self, module: nn.Module, counts: list[int], limit: int) -> None:
         def count(_: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
             if len(self.steps) <= 1 and len(counts) < limit:  # up to the prefill step (some
@@ -99,12 +124,15 @@ class Probe:
         self._span(language_model, self.llm)
         for layer in llm_layers:
             self._count(layer, self.llm_schedule, len(llm_layers))
+            self._prefill_span(layer, self.layer_spans, len(llm_layers))
         for layer in encoder_layers:
             self._count(layer, self.encoder_schedule, len(encoder_layers))
+            self._prefill_span(layer, self.encoder_spans, len(encoder_layers), keep=False)
         if projector is not None:
             projected: list[int] = []
             self._projected = projected
             self._count(projector, projected, 1)
+            self._prefill_span(projector, self.projector_spans, 1)
         if self._method_cls is not None:
             self._wrap_method(self._method_cls)
         return self

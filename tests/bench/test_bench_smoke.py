@@ -39,7 +39,7 @@ def run(tmp_path_factory) -> dict:
         "--quiet",
         "--plots",
     ]
-    assert dispatch(argv) == 0  # `python -m benchmarks ...`: the sweep is the default command
+    assert dispatch(["sweep", *argv]) == 0  # `python -m benchmarks sweep ...`
     files = sorted(out.glob("*.json"))
     assert len(files) == 1
     data = json.loads(files[0].read_text())
