@@ -318,7 +318,9 @@ def test_the_search_box_finds_a_paper_by_author_method_and_id(tab: Tab, query: s
     tab.open("")
     box = tab.page.locator("input[data-md-component=search-query]")
     box.click()
-    box.fill(query)
+    # typed, not filled: the theme searches on keyup (a filled value is searched only when the
+    # index finishes loading after it, so `fill` passed only while the index was slow to load)
+    box.press_sequentially(query, delay=20)
     first = f".md-search-result__item a[href*='h={query.lower()}']"  # results of the whole query
     tab.page.locator(first).first.wait_for()
     pages = tab.page.eval_on_selector_all(
