@@ -7,6 +7,7 @@ error or opens a dialog. Screenshots land in test-artifacts/site/.
 
 from __future__ import annotations
 
+import gzip
 import os
 import time
 from collections.abc import Iterator
@@ -115,6 +116,30 @@ def test_papers_page_loads_quickly_without_errors(tab: Tab, built: Any) -> None:
     assert rows == len(load_papers(built.catalog))
     assert tab.errors == []
     assert tab.dialogs == []
+
+
+def test_first_visit_to_a_paper_page_weight(tab: Tab) -> None:
+    """What a first visit to a paper page downloads (cold cache), file by file: as served here,
+    and gzip-compressed as GitHub Pages sends text. The issue's targets: at most 400 KB
+    transferred, the search index at most 300 KB (asserted by test_build). Nothing fails to load:
+    the pruned lunr packs and source maps are not asked for."""
+    responses: list[Any] = []
+    tab.page.on("response", lambda response: responses.append(response))
+    with tab.page.expect_response(lambda response: response.url.endswith("search/search_index.json")):
+        tab.open("papers/alvar2025divprune/")
+    tab.page.wait_for_load_state("networkidle")
+    rows = []
+    for response in responses:
+        body = response.body()
+        rows.append((response.url.removeprefix(tab.base), response.status, len(body), len(gzip.compress(body))))
+    print("\nfirst visit to papers/alvar2025divprune/ (KB as served, KB gzip-compressed):")
+    for name, status, size, packed in sorted(rows, key=lambda row: -row[2]):
+        print(f"  {size / 1024:7.1f} {packed / 1024:7.1f}  {status}  {name}")
+    print(f"  {sum(r[2] for r in rows) / 1024:7.1f} {sum(r[3] for r in rows) / 1024:7.1f}  total, "
+          f"{len(rows)} requests")
+    assert [(name, status) for name, status, _, _ in rows if status >= 400] == []
+    assert not [name for name, *_ in rows if name.endswith(".map") or "/lunr/" in name]
+    assert tab.errors == []
 
 
 def test_facet_filters_show_exactly_the_catalog_rows(tab: Tab, built: Any) -> None:

@@ -268,6 +268,17 @@ def test_the_search_index_holds_each_paper_once(built: Build) -> None:
     assert size <= INDEX_BUDGET_KB
 
 
+def test_the_build_ships_no_unused_lunr_packs_or_source_maps(built: Build) -> None:
+    """Search is English only, so the worker imports no lunr pack (tools/site_hooks.py); source
+    maps are fetched only by developer tools, and no file points at a removed one."""
+    assets = built.site / "assets"
+    assert sorted(assets.rglob("*.map")) == []
+    assert not (assets / "javascripts" / "lunr").exists()
+    pointing = [p.name for p in [*assets.rglob("*.js"), *assets.rglob("*.css")] if b"sourceMappingURL" in p.read_bytes()]
+    assert pointing == []
+    print(f"theme assets shipped: {sum(p.stat().st_size for p in assets.rglob('*') if p.is_file()) / 1024:.0f} KB")
+
+
 @pytest.mark.parametrize("strict", [True, False], ids=["make-site", "make-serve"])
 def test_a_catalog_typo_is_reported_with_its_line_not_a_traceback(tmp_path: Path, strict: bool) -> None:
     """`modalities: [imag]` once crashed the generator with a bare KeyError, and `mkdocs serve`
