@@ -382,3 +382,32 @@ def test_the_papers_table_fits_the_screen(tab: Tab, width: int) -> None:
         assert fit["columns"] == ["Title", "Year", "Modalities", "Mechanisms"]
     else:
         assert len(fit["columns"]) == 9
+
+
+STUCK = """() => {
+    const th = document.querySelector("[data-papers-table] thead th");
+    const box = th.getBoundingClientRect();
+    const hit = document.elementFromPoint(box.left + 5, box.top + 5);
+    return {
+        top: box.top,
+        header: document.querySelector(".md-header").getBoundingClientRect().bottom,
+        onTop: hit !== null && hit.closest("th") === th,
+        scrolled: window.scrollY,
+    };
+}"""
+
+
+@pytest.mark.parametrize("width", [1920, 1280, 390])
+def test_the_papers_table_header_stays_in_view(tab: Tab, width: int) -> None:
+    """Scrolled thousands of pixels down the table, its header row sits right below the theme's
+    header, drawn over the rows. (Between about 720 and 1160 px the table does not fit, its box
+    scrolls sideways, and the header scrolls with the rows: site.css says why.)"""
+    tab.page.set_viewport_size({"width": width, "height": 900})
+    tab.open_papers()
+    tab.page.locator("[data-papers-table] tbody tr").nth(3).hover()
+    tab.page.mouse.wheel(0, 6000)
+    tab.page.wait_for_function("window.scrollY > 5000")
+    stuck = tab.page.evaluate(STUCK)
+    tab.shot(f"papers-scrolled-{width}px")
+    print(width, stuck)
+    assert abs(stuck["top"] - stuck["header"]) <= 1 and stuck["onTop"]
