@@ -84,6 +84,7 @@ def load(repo_url: str | None = None) -> SiteData:
         added=added_dates(root / "papers"),
         redirects=load_redirects(root),
         repo_url=repo_url,
+        support=support_matrix(),
     )
 
 
@@ -97,7 +98,7 @@ def generate(data: SiteData, docs_dir: Path) -> dict[str, str | bytes]:
         "index.md": site_pages.home((docs_dir / "index.md").read_text(encoding="utf-8"), data),
         "papers/index.md": site_pages.papers_index(data),
         "reproductions/index.md": site_pages.reproductions_index(data),
-        "reproductions/support.md": site_pages.support_page(support_table()),
+        "reproductions/support.md": site_pages.support_page(support_table(data)),
         "benchmarks.md": site_pages.benchmarks_page(data, plots),
         "contributing.md": contributing(data, docs_dir),
         "catalog.bib": bibliography(data.papers, data.taxonomy),
@@ -119,11 +120,19 @@ def generate(data: SiteData, docs_dir: Path) -> dict[str, str | bytes]:
     return files
 
 
-def support_table() -> str:
-    """The support matrix's Markdown table (builds one tiny model per family: about 2 s)."""
-    from reproductions.hf.support import markdown, matrix
+def support_matrix() -> dict[str, dict[str, tuple[str, str | None]]]:
+    """The support matrix (builds one tiny model per family: about 2 s), once per build: the
+    support page and every reproduced paper's page read it."""
+    from reproductions.hf.support import matrix
 
-    return markdown(matrix())
+    return matrix()
+
+
+def support_table(data: SiteData) -> str:
+    """The support matrix's Markdown table, the README's."""
+    from reproductions.hf.support import markdown
+
+    return markdown(data.support)
 
 
 def benchmark_plots(data: SiteData) -> dict[str, bytes]:

@@ -61,6 +61,9 @@ class SiteData:
     repo_url: str | None = None
     #: old paper id -> current id (`catalog/redirects.yaml`): the old URLs redirect
     redirects: dict[str, str] = field(default_factory=dict)
+    #: registry name -> model family -> (kind, reason): the support matrix
+    #: (`reproductions.hf.support.matrix()`, computed once per build)
+    support: dict[str, dict[str, tuple[str, str | None]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for paper in self.papers:
@@ -542,7 +545,9 @@ def paper_markdown(paper: Paper, data: SiteData) -> str:
             f"{text(summary(data.methods[name]))}</li>"
             for name in names
         )
-        out.append(heading("Reproduction", searched=False) + f"<ul>\n{items}\n</ul>\n")  # the method page is indexed
+        out.append(  # the method page is indexed
+            heading("Reproduction", searched=False) + f"<ul>\n{items}\n</ul>\n" + support_rows(names, data, source)
+        )
     out.append(heading("BibTeX", searched=False) + fence(bibtex(paper, data.taxonomy), "bibtex"))
     neighbours = related(paper, data.papers)
     if neighbours:
@@ -551,6 +556,33 @@ def paper_markdown(paper: Paper, data: SiteData) -> str:
             "with this one, most shared pairs first.</p>\n\n" + papers_list(neighbours, source)
         )
     return "\n".join(out)
+
+
+def support_rows(names: list[str], data: SiteData, source: str) -> str:
+    """The support matrix's rows of `names`, turned on their side: which model families each
+    method runs in through `reproductions.hf.compress`, and why not where it does not."""
+    from reproductions.hf.support import SYMBOLS
+
+    rows = [name for name in names if name in data.support]
+    if not rows:
+        return ""
+    families = list(data.support[rows[0]])
+    head = "".join(f"<th><code>{text(name)}</code></th>" for name in rows)
+    body = "\n".join(
+        f"<tr><th>{text(family)}</th>"
+        + "".join(
+            f'<td data-support="{kind}">{SYMBOLS[kind]} {kind}{": " + text(reason) if reason else ""}</td>'
+            for kind, reason in (data.support[name][family] for name in rows)
+        )
+        + "</tr>"
+        for family in families
+    )
+    matrix_link = link(href(source, "reproductions/support.md"), "support matrix")
+    return (
+        f"\n<p>Where it runs in transformers, by model family (its row of the {matrix_link}):</p>\n\n"
+        f'<table data-table="support-row">\n<thead><tr><th>Model family</th>{head}</tr></thead>\n'
+        f"<tbody>\n{body}\n</tbody>\n</table>\n"
+    )
 
 
 def redirect_page(target: str) -> str:

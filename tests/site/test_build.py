@@ -4,6 +4,7 @@ hostile catalog text shown only as text, and the downloads equal to the catalog.
 from __future__ import annotations
 
 import gzip
+import html
 import json
 import re
 from functools import cache
@@ -314,3 +315,33 @@ def test_a_catalog_typo_is_reported_with_its_line_not_a_traceback(tmp_path: Path
         for page in ("index.html", "papers/index.html"):
             html = (site / page).read_text(encoding="utf-8")
             assert "The catalog has errors" in html and message.replace('"', "&quot;") in html
+
+
+def readme_support() -> tuple[list[str], dict[str, list[str]]]:
+    """The README's support matrix (`python -m tools support`): its families, and each method's
+    symbols in that order."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("<!-- support:start -->")[1].split("<!-- support:end -->")[0]
+    lines = [line.strip("|").split("|") for line in table.splitlines() if line.startswith("| ")]
+    families = [cell.strip() for cell in lines[0][1:]]
+    return families, {row[0].strip().strip("`"): [c.strip() for c in row[1:]] for row in lines[1:]}
+
+
+def test_a_reproduced_papers_page_shows_its_support_matrix_row(built: Build) -> None:
+    """Each reproduced paper's page says which model families its method runs in: the same
+    symbols, family by family, as the README's support matrix."""
+    families, rows = readme_support()
+    reproduced = [(p["id"], name) for p in load_papers(built.catalog)
+                  for name, cls in sorted(reproductions.methods().items()) if cls.paper == p["id"]]
+    assert reproduced, "no paper in the catalog has a reproduction"
+    for paper_id, name in reproduced:
+        source = (built.site / "papers" / paper_id / "index.html").read_text(encoding="utf-8")
+        table = re.search(r'<table data-table="support-row">(.*?)</table>', source, re.DOTALL)
+        assert table, paper_id
+        columns = re.findall(r"<th><code>([^<]+)</code></th>", table.group(1))
+        shown = re.findall(r"<tr><th>([^<]+)</th>(.*?)</tr>", table.group(1).split("<tbody>")[1])
+        assert [html.unescape(family) for family, _ in shown] == families, paper_id
+        column = columns.index(name)
+        symbols = [re.findall(r'<td data-support="\w+">(\S+) ', cells)[column] for _, cells in shown]
+        assert symbols == rows[name], (paper_id, name)
+    print(f"{len(reproduced)} reproduced papers show their support row")
