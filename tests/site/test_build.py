@@ -345,3 +345,37 @@ def test_a_reproduced_papers_page_shows_its_support_matrix_row(built: Build) -> 
         symbols = [re.findall(r'<td data-support="\w+">(\S+) ', cells)[column] for _, cells in shown]
         assert symbols == rows[name], (paper_id, name)
     print(f"{len(reproduced)} reproduced papers show their support row")
+
+
+def test_home_counts_equal_the_readme_tables(built: Build) -> None:
+    """The home page's counts (papers, modality x mechanism, by year, by venue) equal the README
+    tables generated from the same catalog (`python -m tools tables`; tests/catalog keeps the
+    committed README equal to a fresh generation)."""
+    from tools import tables
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    generated = tables.render(readme, load_papers(built.catalog)).split(tables.START)[1].split(tables.END)[0]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in generated.splitlines() if line.startswith("| ")]
+    matrix_head = next(row for row in rows if row[0] == "modality")
+    readme_cells = {
+        f"{row[0]}/{mechanism}": row[i]
+        for row in rows if row[0] in ("image", "video", "audio")
+        for i, mechanism in enumerate(matrix_head[1:-1], 1)
+    }
+    year_head = next(row for row in rows if row[0] == "year")
+    readme_years = dict(zip(year_head[1:], next(row for row in rows if row[0] == "papers")[1:], strict=True))
+    venue_at = rows.index(next(row for row in rows if row[0] == "venue"))
+    readme_venues = {row[0]: row[1] for row in rows[venue_at + 2:] if len(row) == 2}
+
+    home = (built.site / "index.html").read_text(encoding="utf-8")
+    total = re.search(r"<strong>(\d+)</strong> papers</a>", home).group(1)
+    cells = dict(re.findall(r'data-cell="([a-z]+/[a-z]+)">(\d+)</a>', home))
+    spread = re.findall(r">([^<>]+)</a>&nbsp;\((\d+)\)", home)
+    years = {name: n for name, n in spread if name.isdigit()}
+    venues = {html.unescape(name): n for name, n in spread if not name.isdigit()}
+
+    assert f"**{total} papers**" in generated
+    assert cells == readme_cells
+    assert years == {year: n for year, n in readme_years.items() if n != "0"}
+    assert venues == readme_venues
+    print(f"home = README: {total} papers, {len(cells)} matrix cells, {len(years)} years, {len(venues)} venues")
