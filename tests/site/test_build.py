@@ -281,19 +281,19 @@ def test_the_build_ships_no_unused_lunr_packs_or_source_maps(built: Build) -> No
 
 
 @pytest.mark.parametrize("strict", [True, False], ids=["make-site", "make-serve"])
-def test_a_catalog_typo_is_reported_with_its_line_not_a_traceback(tmp_path: Path, strict: bool) -> None:
+def test_a_catalog_typo_is_reported_with_its_line_not_a_traceback(
+    tmp_path: Path, strict: bool, mkdocs_env: dict[str, str]
+) -> None:
     """`modalities: [imag]` once crashed the generator with a bare KeyError, and `mkdocs serve`
     then hung every request. A strict build stops with the validator's file:line message; the
     non-strict build `make serve` runs shows that message on the page instead."""
-    import os
     import shutil
     import subprocess
     import sys
 
-    from conftest import QUIET, ROOT
-
+    root = Path(__file__).resolve().parents[2]
     catalog = tmp_path / "catalog"
-    shutil.copytree(ROOT / "catalog", catalog)
+    shutil.copytree(root / "catalog", catalog)
     broken = catalog / "papers" / "chen2024image.yaml"
     text = broken.read_text(encoding="utf-8")
     assert "modalities: [image, video]" in text
@@ -302,7 +302,7 @@ def test_a_catalog_typo_is_reported_with_its_line_not_a_traceback(tmp_path: Path
     site = tmp_path / "public"
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict" if strict else "--no-strict", "--site-dir", str(site)],
-        cwd=ROOT, env={**os.environ, **QUIET, "SITE_CATALOG": str(catalog)}, capture_output=True, text=True,
+        cwd=root, env={**mkdocs_env, "SITE_CATALOG": str(catalog)}, capture_output=True, text=True,
         timeout=600,
     )
     log = result.stdout + result.stderr
