@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:  # mkdocs runs this file by path; the tools packag
 
 from tools import site_pages  # noqa: E402
 from tools.bib import bibliography  # noqa: E402
-from tools.catalog import load_papers, load_taxonomy  # noqa: E402
+from tools.catalog import Paper, load_papers, load_taxonomy  # noqa: E402
 from tools.export_json import catalog_json  # noqa: E402
 from tools.ids import load_redirects  # noqa: E402
 from tools.site_pages import SiteData  # noqa: E402
@@ -71,19 +71,21 @@ def added_dates(papers_dir: Path) -> dict[str, str]:
     return dates
 
 
-def load(repo_url: str | None = None) -> SiteData:
-    """The catalog, the registry and the results the pages are made from."""
+def load(repo_url: str | None = None, papers: list[Paper] | None = None) -> SiteData:
+    """The catalog, the registry and the results the pages are made from; `papers` are the
+    catalog's papers where the caller has validated (and so parsed) them already."""
     import reproductions
 
     root = catalog_root()
     return SiteData(
-        papers=load_papers(root),
+        papers=load_papers(root) if papers is None else papers,
         taxonomy=load_taxonomy(root) if (root / "taxonomy.yaml").exists() else {},
         methods=reproductions.methods(),
         results=load_results(results_root()),
         added=added_dates(root / "papers"),
         redirects=load_redirects(root),
         repo_url=repo_url,
+        support=support_matrix(),
     )
 
 
@@ -97,7 +99,7 @@ def generate(data: SiteData, docs_dir: Path) -> dict[str, str | bytes]:
         "index.md": site_pages.home((docs_dir / "index.md").read_text(encoding="utf-8"), data),
         "papers/index.md": site_pages.papers_index(data),
         "reproductions/index.md": site_pages.reproductions_index(data),
-        "reproductions/support.md": site_pages.support_page(support_table()),
+        "reproductions/support.md": site_pages.support_page(support_table(data)),
         "benchmarks.md": site_pages.benchmarks_page(data, plots),
         "contributing.md": contributing(data, docs_dir),
         "catalog.bib": bibliography(data.papers, data.taxonomy),
@@ -119,11 +121,19 @@ def generate(data: SiteData, docs_dir: Path) -> dict[str, str | bytes]:
     return files
 
 
-def support_table() -> str:
-    """The support matrix's Markdown table (builds one tiny model per family: about 2 s)."""
-    from reproductions.hf.support import markdown, matrix
+def support_matrix() -> dict[str, dict[str, tuple[str, str | None]]]:
+    """The support matrix (builds one tiny model per family: about 2 s), once per build: the
+    support page and every reproduced paper's page read it."""
+    from reproductions.hf.support import matrix
 
-    return markdown(matrix())
+    return matrix()
+
+
+def support_table(data: SiteData) -> str:
+    """The support matrix's Markdown table, the README's."""
+    from reproductions.hf.support import markdown
+
+    return markdown(data.support)
 
 
 def benchmark_plots(data: SiteData) -> dict[str, bytes]:
@@ -238,7 +248,8 @@ def main() -> None:
 
     from tools.validate import validate
 
-    errors = validate(catalog_root(), registry=False).errors
+    report = validate(catalog_root(), registry=False)
+    errors = report.errors
     if errors:
         log = logging.getLogger("mkdocs.plugins.catalog")
         for line in errors:
@@ -248,7 +259,7 @@ def main() -> None:
                 stream.write(error_page(errors))
         return
     config = mkdocs_gen_files.config
-    data = load(config.extra.get("repository"))
+    data = load(config.extra.get("repository"), report.papers)
     for path, content in generate(data, Path(config.docs_dir)).items():
         if isinstance(content, bytes):
             with mkdocs_gen_files.open(path, "wb") as stream:

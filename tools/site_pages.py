@@ -61,6 +61,9 @@ class SiteData:
     repo_url: str | None = None
     #: old paper id -> current id (`catalog/redirects.yaml`): the old URLs redirect
     redirects: dict[str, str] = field(default_factory=dict)
+    #: registry name -> model family -> (kind, reason): the support matrix
+    #: (`reproductions.hf.support.matrix()`, computed once per build)
+    support: dict[str, dict[str, tuple[str, str | None]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for paper in self.papers:
@@ -154,13 +157,18 @@ def front_matter(title: str, hide: Iterable[str] = ()) -> str:
 UNSEARCHED = "data-search-exclude"
 
 
-def fence(code: str, language: str, searched: bool = True) -> str:
-    """A fenced code block that `code` cannot close early (the fence outgrows any backtick run);
-    `searched=False` keeps it out of the search index."""
+def heading(title: str, searched: bool = True) -> str:
+    """A `##` heading; `searched=False` keeps its whole section out of the search index (the
+    theme's search skips a section whose heading carries the attribute), so a section whose
+    content is all excluded adds no empty entry to the index every visitor downloads."""
+    return f"## {title}\n\n" if searched else f'## {title} {{ {UNSEARCHED}="" }}\n\n'
+
+
+def fence(code: str, language: str) -> str:
+    """A fenced code block that `code` cannot close early (the fence outgrows any backtick run)."""
     longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
     ticks = "`" * max(3, longest + 1)
-    header = language if searched else f'{{ .{language} {UNSEARCHED}="" }}'
-    return f"{ticks} {header}\n{code.rstrip()}\n{ticks}\n"
+    return f"{ticks} {language}\n{code.rstrip()}\n{ticks}\n"
 
 
 def fill(template: str, parts: Mapping[str, str]) -> str:
@@ -469,31 +477,42 @@ def paper_markdown(paper: Paper, data: SiteData) -> str:
         venue_text += f" ({text(venue['presentation'])})"
     arxiv = paper.get("arxiv")
     doi = paper.get("doi")
+    # (label, value, searched): the index keeps what a reader types to find one paper (method,
+    # authors, venue, arXiv id, catalog id); dates and category values match hundreds of papers,
+    # and the papers table filters and sorts on them
     facts = [
-        ("Method", text(paper.get("method") or "")),
-        ("Authors", text(", ".join(paper.get("authors") or []))),
-        ("Date", text(when(paper))),
-        ("Venue", venue_text),
-        ("arXiv", link(url(f"https://arxiv.org/abs/{arxiv}"), text(arxiv), external=True) if arxiv else ""),
-        ("DOI", link(url(f"https://doi.org/{doi}"), text(doi), external=True) if doi else ""),
-        ("Modalities", _tags(source, "modalities", list(paper.get("modalities") or []), data)),
-        ("Mechanisms", _tags(source, "mechanisms", mechanisms_of(paper), data)),
-        ("Sub-mechanisms", text(", ".join(paper.get("submechanisms") or []))),
-        ("Cost", text(paper.get("cost") or "")),
-        ("Architecture", text(_join(paper.get("architecture")))),
-        ("Stage", text(_join(paper.get("stage")))),
-        ("Tasks", text(", ".join(paper.get("tasks") or []))),
-        ("Kind", text(paper.get("kind") or "")),
+        ("Method", text(paper.get("method") or ""), True),
+        ("Authors", text(", ".join(paper.get("authors") or [])), True),
+        ("Date", text(when(paper)), False),
+        ("Venue", venue_text, True),
+        ("arXiv", link(url(f"https://arxiv.org/abs/{arxiv}"), text(arxiv), external=True) if arxiv else "", True),
+        ("DOI", link(url(f"https://doi.org/{doi}"), text(doi), external=True) if doi else "", True),
+        ("Modalities", _tags(source, "modalities", list(paper.get("modalities") or []), data), False),
+        ("Mechanisms", _tags(source, "mechanisms", mechanisms_of(paper), data), False),
+        ("Sub-mechanisms", text(", ".join(paper.get("submechanisms") or [])), False),
+        ("Cost", text(paper.get("cost") or ""), False),
+        ("Architecture", text(_join(paper.get("architecture"))), False),
+        ("Stage", text(_join(paper.get("stage"))), False),
+        ("Tasks", text(", ".join(paper.get("tasks") or [])), False),
+        ("Kind", text(paper.get("kind") or ""), False),
         ("Catalog file", link(
             url(f"{data.repo_url.rstrip('/')}/blob/main/catalog/papers/{paper['id']}.yaml") if data.repo_url else None,
-            f"<code>catalog/papers/{paper['id']}.yaml</code>", external=True)),
+            # a span styled as code: the index keeps <code> tags, and only the id is searched
+            f'<span class="paper-file"><span {UNSEARCHED}>catalog/papers/</span>{paper["id"]}'
+            f"<span {UNSEARCHED}>.yaml</span></span>",
+            external=True), True),
     ]
-    # the spaces keep label and value apart in the search index ("Authors Saeed", not "AuthorsSaeed")
-    rows = "\n".join(f"<tr><th>{name}</th> <td>{value}</td> </tr>" for name, value in facts if value)
+    # labels stay out of the index; the spaces keep values apart in it ("Saeed", not "AuthorsSaeed")
+    rows = "\n".join(
+        f'<tr><th {UNSEARCHED}>{name}</th> <td>{value}</td> </tr>' if searched
+        else f"<tr {UNSEARCHED}><th>{name}</th> <td>{value}</td> </tr>"
+        for name, value, searched in facts
+        if value
+    )
     method, title = paper.get("method"), paper["title"]
     out = [  # the method name first in the page title: search ranks title words, researchers search "FastV"
         front_matter(f"{method}: {title}" if method and not title.lower().startswith(method.lower()) else title),
-        f'<h1 class="paper-title">{text(paper["title"])}</h1>\n',
+        f'<h1 class="paper-title" {UNSEARCHED}>{text(paper["title"])}</h1>\n',  # indexed as the page title
         f'<table data-table="paper-facts">\n{rows}\n</table>\n',
     ]
     links = [
@@ -502,9 +521,11 @@ def paper_markdown(paper: Paper, data: SiteData) -> str:
         if (target := url(value))
     ]
     if links:
-        out.append(f'## Links\n\n<ul class="paper-links" {UNSEARCHED}>\n' + "\n".join(links) + "\n</ul>\n")
+        out.append(heading("Links", searched=False) + '<ul class="paper-links">\n' + "\n".join(links) + "\n</ul>\n")
     if paper.get("notes"):
-        out.append(f'## Notes\n\n<p class="paper-notes">{text(paper["notes"])}</p>\n')
+        # prose about the paper, found by the papers table's own text filter; the site-wide index
+        # keeps what names one paper
+        out.append(heading("Notes", searched=False) + f'<p class="paper-notes">{text(paper["notes"])}</p>\n')
     checked = paper.get("checked")
     if checked:
         sources = "\n".join(
@@ -513,9 +534,9 @@ def paper_markdown(paper: Paper, data: SiteData) -> str:
             if (target := url(value))
         )
         out.append(
-            f'## Checked\n\n<p class="paper-checked" {UNSEARCHED}>These facts were checked against '
+            heading("Checked", searched=False) + '<p class="paper-checked">These facts were checked against '
             f'the pages below on {text(str(checked.get("date")))}.</p>\n\n'
-            f'<ul class="paper-sources" {UNSEARCHED}>\n{sources}\n</ul>\n'
+            f'<ul class="paper-sources">\n{sources}\n</ul>\n'
         )
     names = reproductions_of(paper, data)
     if names:
@@ -524,15 +545,44 @@ def paper_markdown(paper: Paper, data: SiteData) -> str:
             f"{text(summary(data.methods[name]))}</li>"
             for name in names
         )
-        out.append(f"## Reproduction\n\n<ul>\n{items}\n</ul>\n")
-    out.append("## BibTeX\n\n" + fence(bibtex(paper, data.taxonomy), "bibtex", searched=False))
+        out.append(  # the method page is indexed
+            heading("Reproduction", searched=False) + f"<ul>\n{items}\n</ul>\n" + support_rows(names, data, source)
+        )
+    out.append(heading("BibTeX", searched=False) + fence(bibtex(paper, data.taxonomy), "bibtex"))
     neighbours = related(paper, data.papers)
     if neighbours:
         out.append(
-            f"## Related papers\n\n<p {UNSEARCHED}>Papers that share a modality and a mechanism with "
-            "this one, most shared pairs first.</p>\n\n" + papers_list(neighbours, source)
+            heading("Related papers", searched=False) + "<p>Papers that share a modality and a mechanism "
+            "with this one, most shared pairs first.</p>\n\n" + papers_list(neighbours, source)
         )
     return "\n".join(out)
+
+
+def support_rows(names: list[str], data: SiteData, source: str) -> str:
+    """The support matrix's rows of `names`, turned on their side: which model families each
+    method runs in through `reproductions.hf.compress`, and why not where it does not."""
+    from reproductions.hf.support import SYMBOLS
+
+    rows = [name for name in names if name in data.support]
+    if not rows:
+        return ""
+    families = list(data.support[rows[0]])
+    head = "".join(f"<th><code>{text(name)}</code></th>" for name in rows)
+    body = "\n".join(
+        f"<tr><th>{text(family)}</th>"
+        + "".join(
+            f'<td data-support="{kind}">{SYMBOLS[kind]} {kind}{": " + text(reason) if reason else ""}</td>'
+            for kind, reason in (data.support[name][family] for name in rows)
+        )
+        + "</tr>"
+        for family in families
+    )
+    matrix_link = link(href(source, "reproductions/support.md"), "support matrix")
+    return (
+        f"\n<p>Where it runs in transformers, by model family (its row of the {matrix_link}):</p>\n\n"
+        f'<table data-table="support-row">\n<thead><tr><th>Model family</th>{head}</tr></thead>\n'
+        f"<tbody>\n{body}\n</tbody>\n</table>\n"
+    )
 
 
 def redirect_page(target: str) -> str:
@@ -792,22 +842,22 @@ def method_markdown(
         front_matter(f"{name}: reproduction"),
         f"# `{name}`\n",
         textwrap.dedent(body) + "\n",
-        f'<table data-table="method-facts">\n{rows}\n</table>\n',
-        "## Parameters\n\n| Parameter | Default |\n| --- | --- |\n" + parameters + "\n",
-        "## Usage\n\n" + fence(usage_snippet(cls), "python"),
+        f'<table data-table="method-facts" {UNSEARCHED}>\n{rows}\n</table>\n',  # the docstring says it in prose
+        heading("Parameters", searched=False) + "| Parameter | Default |\n| --- | --- |\n" + parameters + "\n",
+        heading("Usage", searched=False) + fence(usage_snippet(cls), "python"),
     ]
     if figure:
         out.append(
-            "## On a photograph\n\n"
-            f"![{name} on scikit-image's astronaut photograph]({posixpath.basename(figure)})\n\n"
+            heading("On a photograph", searched=False)
+            + f"![{name} on scikit-image's astronaut photograph]({posixpath.basename(figure)})\n\n"
             f"{figure_note or ''}\n"
         )
     elif figure_note:
-        out.append(f"## On a photograph\n\n{figure_note}\n")
+        out.append(heading("On a photograph", searched=False) + f"{figure_note}\n")
     out.append(f"## {DIFFERENCES}\n\n" + (differences or "None stated in the docstring.") + "\n")
     results = method_results(data, name)
     if results:
-        out.append("## Benchmarks\n\n" + results)
+        out.append(heading("Benchmarks", searched=False) + results)
     return "\n".join(out)
 
 
@@ -939,7 +989,7 @@ def results_table(
                 cells.append(text(read(record)))
         rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     return (
-        '<div class="results-wrap"><table data-table="results">'
+        f'<div class="results-wrap"><table data-table="results" {UNSEARCHED}>'
         f"<thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table></div>\n"
     )
 
@@ -1026,7 +1076,7 @@ def benchmarks_page(data: SiteData, plots: Iterable[str] = ()) -> str:
         images = "\n".join(
             f'<p><img src="{href(source, path)}" alt="{text(posixpath.basename(path))}"></p>' for path in shown
         )
-        out.append(f"## Plots\n\n{images}\n")
+        out.append(heading("Plots", searched=False) + f"{images}\n")
     out.append("## The held figure\n\n" + summary_table(run, source, data.methods))
     out.append("## Every measurement\n\n" + results_table(run["results"], source, data.methods, with_method=True))
     earlier = [doc for doc in data.results if doc is not run]

@@ -66,6 +66,9 @@ class Report:
 
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: every paper parsed, sorted by id: what `load_papers` returns when there is no error, so
+    #: a caller that validates first need not read the catalog again
+    papers: list[Paper] = field(default_factory=list)
 
     def error(self, where: str, line: int, field_name: str, found: str, expected: str) -> None:
         self.errors.append(f"{where}:{line}: {field_name}: found {found}; expected {expected}")
@@ -412,6 +415,7 @@ def validate(
         _registry(papers, report, exact=exact_registry)
     report.errors.sort(key=_position)
     report.warnings.sort(key=_position)
+    report.papers = sorted((loaded.paper for loaded in papers), key=lambda paper: str(paper.get("id")))
     return report
 
 

@@ -158,6 +158,18 @@
     readUrl();
     filter();
     order();
+    // The header row sticks to the page only where no box around the table scrolls (site.css):
+    // mark the table's box when the table fits it, again whenever either changes size.
+    var wrap = table.closest(".papers-table-wrap");
+    if (wrap && window.ResizeObserver) {
+      var fits = function () {
+        wrap.toggleAttribute("data-fits", table.getBoundingClientRect().width <= wrap.clientWidth + 1);
+      };
+      var observer = new ResizeObserver(fits);
+      observer.observe(wrap);
+      observer.observe(table);
+    }
+
     root.setAttribute("data-ready", "true");
     window.papersReadyAt = window.performance.now(); // ms since navigation start
     window.papersSetupMs = window.papersReadyAt - started; // ms spent in this setup

@@ -231,7 +231,8 @@ def test_paper_page_links_its_catalog_file_in_the_repository() -> None:
     linked = site_pages.paper_markdown(paper, SiteData(papers=[paper], taxonomy={}, repo_url="https://github.com/o/r"))
     assert 'href="https://github.com/o/r/blob/main/catalog/papers/doe2024tokens.yaml"' in linked
     plain = site_pages.paper_markdown(paper, SiteData(papers=[paper], taxonomy={}))
-    assert "<code>catalog/papers/doe2024tokens.yaml</code>" in plain and "blob/main" not in plain
+    shown = re.sub(r"<[^>]+>", "", plain.split('class="paper-file"', 1)[1].split("</td>")[0])
+    assert shown.endswith("catalog/papers/doe2024tokens.yaml") and "blob/main" not in plain
 
 
 def test_unknown_category_values_are_text_not_links() -> None:
