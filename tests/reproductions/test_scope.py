@@ -61,6 +61,7 @@ def test_add_combines_the_head_sum_of_attention():
     # (a mean over heads, 0.8, would give t0: 2 > 1.8); "multi": 0, 0, 1.6, 0.4 -> t2 as well
     heads = [[0.0, 0.0, 0.8, 0.2], [0.0, 0.0, 0.8, 0.2]]
     assert run(heads, keep=1, combine="add") == [2]
+    assert run(heads, keep=1) == [2]
     # saliency 0.1, 0.1, 0.3, 0.05: multi 0.2, 0.2, 0.3, 0.05 -> t2; add 2.1, 2.1, 1.3, 1.05 -> t0
     assert run([[0.1, 0.1, 0.3, 0.05]], keep=1) == [2]
     assert run([[0.1, 0.1, 0.3, 0.05]], keep=1, combine="add") == [0]
