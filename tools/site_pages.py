@@ -249,6 +249,18 @@ def when(paper: Paper) -> str:
     return f"{paper['year']}-{month:02d}" if isinstance(month, int) else str(paper["year"])
 
 
+def citation(paper: Paper) -> str:
+    """The paper as a plain-text reference: authors, title, where and when it appeared."""
+    authors = list(paper.get("authors") or [])
+    parts = [authors[0] if len(authors) == 1 else ", ".join(authors[:-1]) + f" and {authors[-1]}"]
+    parts.append(paper["title"].rstrip("."))
+    if paper.get("venue"):
+        parts.append(venue_label(paper))
+    elif paper.get("arxiv"):
+        parts.append(f"arXiv:{paper['arxiv']}, {paper['year']}")
+    return ". ".join(parts) + "."
+
+
 def venue_name(paper: Paper) -> str:
     return (paper.get("venue") or {}).get("name") or "arXiv"
 
@@ -548,7 +560,10 @@ def paper_markdown(paper: Paper, data: SiteData) -> str:
         out.append(  # the method page is indexed
             heading("Reproduction", searched=False) + f"<ul>\n{items}\n</ul>\n" + support_rows(names, data, source)
         )
-    out.append(heading("BibTeX", searched=False) + fence(bibtex(paper, data.taxonomy), "bibtex"))
+    out.append(
+        heading("Cite", searched=False) + f'<p class="paper-citation">{text(citation(paper))}</p>\n\n'
+        + fence(bibtex(paper, data.taxonomy), "bibtex")
+    )
     neighbours = related(paper, data.papers)
     if neighbours:
         out.append(

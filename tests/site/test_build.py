@@ -196,6 +196,12 @@ def test_paper_page_has_bibtex_and_related(built: Build) -> None:
     shown = "".join(page.text)
     assert f"@article{{{HOSTILE}," in shown
     assert "Related papers" in shown
+    # cite in plain text too: the authors in order, the title, and where it appeared
+    from tools.site_pages import citation
+
+    cited = citation(paper)
+    assert cited in shown
+    assert cited.startswith(paper["authors"][0]) and paper["title"].rstrip(".") in cited
     # both links are links, with their quotes and markup kept inside the attribute
     hrefs = [a.get("href") for tag, a in page.elements if tag == "a"]
     assert paper["links"]["code"] in hrefs
