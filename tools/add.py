@@ -22,6 +22,7 @@ from typing import Any
 
 import bibtexparser
 import yaml
+from bibtexparser.middlewares import LatexDecodingMiddleware
 
 from .catalog import (
     CATALOG,
@@ -110,8 +111,9 @@ def _author(name: str) -> str:
 
 
 def parse_bibtex(text: str) -> Paper:
-    """The paper fields of the first entry of a BibTeX text."""
-    library = bibtexparser.parse_string(text)
+    """The paper fields of the first entry of a BibTeX text, LaTeX accents decoded to Unicode
+    (`M{\\"u}ller` is stored and shown as Müller)."""
+    library = bibtexparser.parse_string(text, append_middleware=[LatexDecodingMiddleware()])
     if not library.entries:
         problem = f" ({len(library.failed_blocks)} block(s) failed to parse)" if library.failed_blocks else ""
         raise AddError(f"no BibTeX entry found{problem}; pass one @article{{...}} or @inproceedings{{...}}")

@@ -92,6 +92,25 @@ def test_from_bibtex_offline(catalog: Path, capsys) -> None:
     assert [line for line in validate(catalog, registry=False).errors if "checked" not in line] == []
 
 
+def test_bibtex_latex_accents_are_stored_as_unicode(catalog: Path, capsys) -> None:
+    source = catalog.parent / "accents.bib"
+    source.write_text(
+        r"""@article{muller2026uber,
+  title = {{\"U}ber Caf{\'e} Tokens for Vision-Language Models},
+  author = {M{\"u}ller, Anna and Sch\"{o}n, Bj{\o}rn},
+  journal = {arXiv preprint arXiv:2611.54321},
+  year = {2026}
+}
+""",
+        encoding="utf-8",
+    )
+    assert main(["--bibtex", str(source), "--root", str(catalog), "--mechanism", "similarity"]) == 0
+    written = next(p for p in (catalog / "papers").glob("*.yaml") if "2611.54321" in p.read_text(encoding="utf-8"))
+    paper = yaml.safe_load(written.read_text(encoding="utf-8"))
+    assert paper["authors"] == ["Anna Müller", "Bjørn Schön"]
+    assert paper["title"] == "Über Café Tokens for Vision-Language Models"
+
+
 def test_bibtex_duplicate_title_is_refused(catalog: Path, capsys) -> None:
     source = catalog.parent / "paper.bib"
     source.write_text(BIBTEX.replace("doi       = {10.48550/arXiv.2210.09461},\n", ""))
