@@ -869,7 +869,8 @@ def method_markdown(
         )
     elif figure_note:
         out.append(heading("On a photograph", searched=False) + f"{figure_note}\n")
-    out.append(f"## {DIFFERENCES}\n\n" + (differences or "None stated in the docstring.") + "\n")
+    # found on the method page; the index, which every visitor downloads, keeps what names it
+    out.append(heading(DIFFERENCES, searched=False) + (differences or "None stated in the docstring.") + "\n")
     results = method_results(data, name)
     if results:
         out.append(heading("Benchmarks", searched=False) + results)

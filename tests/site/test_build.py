@@ -248,7 +248,8 @@ INDEX_BUDGET_KB = 300
 #: BibTeX, links and sources, prose notes (the papers table's text filter searches those),
 #: code, parameter and result tables
 UNINDEXED_SECTIONS = ("#related-papers", "#checked", "#links", "#bibtex", "#notes", "#reproduction",
-                      "#parameters", "#usage", "#on-a-photograph", "#benchmarks")
+                      "#parameters", "#usage", "#on-a-photograph", "#benchmarks",
+                      "#differences-from-the-official-code")
 
 
 def test_the_search_index_holds_each_paper_once(built: Build) -> None:

@@ -165,7 +165,7 @@ def test_paper_page_escapes_every_field(hostile: dict) -> None:
     data = SiteData(papers=[hostile, fixture_paper()], taxonomy={})
     page = site_pages.paper_markdown(hostile, data)
     for raw in ("<script>", "<img", "<svg", "<b ", "<iframe", "javascript:alert('paper')"):
-        outside_code = page.split("## BibTeX")[0]
+        outside_code = page.split("## Cite")[0]
         assert raw not in outside_code, raw
     assert text(hostile["title"]) in page
     row = site_pages.paper_row(hostile, data, "papers/index.md")
