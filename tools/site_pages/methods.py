@@ -27,7 +27,7 @@ from .papers import tags
 
 #: the docstring heading every method uses for its deviations
 DIFFERENCES = "Differences from the official code"
-#: the stage a method acts at, in words (DESIGN.md)
+#: the stage a method acts at, in words (site/architecture.md; reproductions/hf/stages/)
 STAGES = {
     "encoder": "inside the vision / audio encoder, layer by layer",
     "projector": "on the encoder output, before the LLM",
