@@ -164,8 +164,10 @@ def test_newest_prefers_uncommitted_then_latest_commit() -> None:
 def test_paper_page_escapes_every_field(hostile: dict) -> None:
     data = SiteData(papers=[hostile, fixture_paper()], taxonomy={})
     page = site_pages.paper_markdown(hostile, data)
+    # the BibTeX block is code (shown as text); the plain-text citation before it is checked too
+    outside_code = re.sub(r"(`{3,}) bibtex\n.*?\n\1\n", "", page, flags=re.DOTALL)
+    assert "@" not in outside_code.split("## Cite")[1]  # the block was found and removed
     for raw in ("<script>", "<img", "<svg", "<b ", "<iframe", "javascript:alert('paper')"):
-        outside_code = page.split("## Cite")[0]
         assert raw not in outside_code, raw
     assert text(hostile["title"]) in page
     row = site_pages.paper_row(hostile, data, "papers/index.md")
