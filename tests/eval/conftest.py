@@ -1,0 +1,30 @@
+"""Fixtures of the lmms-eval tests: a tiny checkpoint per family and the tiny task suite, made
+once per session (saving a checkpoint takes a fraction of a second; each CLI run ~10 s)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip(
+    "lmms_eval", reason="lmms-eval is not installed: pip install -e '.[eval]' (make setup does)"
+)
+
+import eval_checkpoints  # noqa: E402
+import eval_tasks  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lmms_eval")
+
+
+@pytest.fixture(scope="session")
+def tasks(home: Path) -> Path:
+    return eval_tasks.write(home / "tasks")
+
+
+@pytest.fixture(scope="session")
+def llava(home: Path) -> Path:
+    return eval_checkpoints.save("llava", home / "llava")

@@ -1,0 +1,110 @@
+"""A tiny local lmms-eval task suite, written into a test's directory.
+
+Two tasks over the same 8 synthetic image questions (a JSON dataset, PNG images drawn with
+numpy): `tiny_open` asks for generated answers (`generate_until`), scored by the share of the
+answer's characters that the reply contains, so that a random model scores something and two
+runs that differ by one character differ in score; `tiny_choice` asks yes/no as a multiple
+choice (`loglikelihood`), scored by accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+QUESTIONS = 8
+
+UTILS = '''
+from PIL import Image
+
+
+def doc_to_visual(doc):
+    return [Image.open(doc["image"]).convert("RGB")]
+
+
+def doc_to_text(doc, lmms_eval_specific_kwargs=None):
+    return doc["question"]
+
+
+def doc_to_choice(doc):
+    return ["yes", "no"]
+
+
+def doc_to_target(doc):
+    return doc["answer"]
+
+
+def doc_to_choice_target(doc):
+    return 0 if doc["yes"] else 1
+
+
+def overlap(doc, results):
+    reply, answer = set(results[0]), set(doc["answer"])
+    return {"overlap": len(reply & answer) / len(answer)}
+'''
+
+COMMON = """dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+doc_to_visual: !function utils.doc_to_visual
+doc_to_text: !function utils.doc_to_text
+metadata:
+  - version: 0.0
+"""
+
+OPEN = """task: tiny_open
+output_type: generate_until
+doc_to_target: !function utils.doc_to_target
+generation_kwargs:
+  max_new_tokens: 6
+  temperature: 0
+  do_sample: false
+  until: ["ZZZZ"]
+process_results: !function utils.overlap
+metric_list:
+  - metric: overlap
+    aggregation: mean
+    higher_is_better: true
+"""
+
+CHOICE = """task: tiny_choice
+output_type: multiple_choice
+doc_to_choice: !function utils.doc_to_choice
+doc_to_target: !function utils.doc_to_choice_target
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+"""
+
+
+def write(directory: Path, sizes: tuple[int, int] = (32, 32)) -> Path:
+    """Write the suite into `directory` (for `--include_path`); images of `sizes` (height,
+    width), each a different colour gradient."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    docs = []
+    for i in range(QUESTIONS):
+        pixels = rng.integers(0, 256, (*sizes, 3), dtype=np.uint8)
+        path = directory / f"image{i}.png"
+        Image.fromarray(pixels).save(path)
+        colour = ["red", "green", "blue", "black"][i % 4]
+        docs.append({
+            "id": i,
+            "image": str(path),
+            "question": f"Is the picture mostly {colour}?",
+            "answer": colour,
+            "yes": i % 2 == 0,
+        })
+    data = directory / "questions.json"
+    data.write_text(json.dumps(docs))
+    (directory / "utils.py").write_text(UTILS)
+    common = COMMON.format(data=data)
+    (directory / "tiny_open.yaml").write_text(OPEN + common)
+    (directory / "tiny_choice.yaml").write_text(CHOICE + common)
+    return directory
