@@ -28,3 +28,13 @@ def tasks(home: Path) -> Path:
 @pytest.fixture(scope="session")
 def llava(home: Path) -> Path:
     return eval_checkpoints.save("llava", home / "llava")
+
+
+@pytest.fixture(scope="session")
+def qwen2_vl(home: Path) -> Path:
+    return eval_checkpoints.save("qwen2_vl", home / "qwen2_vl")
+
+
+@pytest.fixture(scope="session")
+def qwen2_5_vl(home: Path) -> Path:
+    return eval_checkpoints.save("qwen2_5_vl", home / "qwen2_5_vl")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
+import pytest
+import torch
 import transformers as tf
 from tokenizers import Tokenizer, decoders
 from tokenizers.models import BPE
@@ -41,9 +43,11 @@ LLAVA_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %} ASSISTANT:{% endif %}"
 )
 
-#: Qwen2-VL's ChatML format with its vision start / pad / end tokens
+#: Qwen2-VL's ChatML format with its vision start / pad / end tokens, and its default system turn
 QWEN_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.content is string %}{{ m.content }}"
+    "{% for m in messages %}{% if loop.first and m.role != 'system' %}<|im_start|>system\n"
+    "You are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ m.role }}\n{% if m.content is string %}{{ m.content }}"
     "{% else %}{% for c in m.content %}{% if c.type == 'image' %}"
     "<|vision_start|><|image_pad|><|vision_end|>{% elif c.type == 'video' %}"
     "<|vision_start|><|video_pad|><|vision_end|>{% else %}{{ c.text }}{% endif %}{% endfor %}"
@@ -90,14 +94,17 @@ def _llava_processor() -> tf.ProcessorMixin:
 
 
 def _qwen_processor() -> tf.ProcessorMixin:
-    """Qwen2-VL's processor at the tiny model's size: 4x4 patches merged 2x2, images resized to
-    at most 32x32 pixels (at most 16 tokens)."""
-    images = tf.Qwen2VLImageProcessorPil(
-        patch_size=4, temporal_patch_size=2, merge_size=2,
-        size={"shortest_edge": 8 * 8, "longest_edge": 32 * 32},
-    )
+    """Qwen2-VL's processor with its real patch size (14, merged 2x2: sides are multiples of 28,
+    as lmms-eval's `qwen2_vl` model resizes them), images and video frames of at most 112x112
+    pixels (at most 16 tokens per image or frame pair). Its video processor needs torchvision,
+    as transformers' Qwen2-VL processor does."""
+    grid = dict(patch_size=PATCH, temporal_patch_size=2, merge_size=2)
+    size = {"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
     return tf.Qwen2VLProcessor(
-        image_processor=images, tokenizer=tokenizer("<|image_pad|>"), chat_template=QWEN_TEMPLATE
+        image_processor=tf.Qwen2VLImageProcessorPil(**grid, size=size),
+        tokenizer=tokenizer("<|image_pad|>"),
+        video_processor=tf.Qwen2VLVideoProcessor(**grid, size=size),
+        chat_template=QWEN_TEMPLATE,
     )
 
 
@@ -109,11 +116,52 @@ PROCESSORS = {
 }
 
 
+#: Qwen2-VL's real patch side; the tiny builders' 4 would make lmms-eval's own `qwen2_vl` model
+#: (which rounds image sides to multiples of 28) resize images differently from the processor
+PATCH = 14
+
+
+def _model(family: str, seed: int) -> torch.nn.Module:
+    """The tiny model of `family`; Qwen's with the real patch side (and a window that holds
+    whole merged patches, for Qwen2.5-VL's windowed attention)."""
+    model, _ = BUILDERS[family](seed=seed)
+    if not family.startswith("qwen"):
+        return model
+    config = model.config
+    config.vision_config.patch_size = PATCH
+    if hasattr(config.vision_config, "window_size"):
+        config.vision_config.window_size = 4 * PATCH * 2
+    # weights 10x the default scale: replies then depend on the image and the question
+    config.initializer_range = config.text_config.initializer_range = 0.2
+    config.vision_config.initializer_range = 0.2
+    torch.manual_seed(seed)
+    return type(model)(config).eval()
+
+
 def save(family: str, directory: Path, seed: int = 0) -> Path:
     """Save the tiny `family` model with its processor into `directory` (a checkpoint dir)."""
-    model, _ = BUILDERS[family](seed=seed)
+    model = _model(family, seed)
     model.generation_config.pad_token_id = PAD
     model.generation_config.eos_token_id = 2
     model.save_pretrained(directory)
     PROCESSORS[family]().save_pretrained(directory)
     return directory
+
+
+def _torchvision() -> str | None:
+    """Why transformers' Qwen2-VL processor cannot be built here, or None."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception as error:  # PyPI's CUDA build beside a CPU torch raises RuntimeError
+        return (
+            "transformers' Qwen2-VL processor needs torchvision (its video processor), which "
+            f"cannot be imported here ({type(error).__name__}: {error}); PyPI's torchvision "
+            "wheels are CUDA builds that do not load beside the CPU torch 2.13 wheel (make setup "
+            "removes it): set TORCH_INDEX to a CPU wheel index, or use torch 2.14.1 with "
+            "torchvision 0.29.1"
+        )
+    return None
+
+
+#: skips a test that needs a Qwen processor, saying why
+needs_torchvision = pytest.mark.skipif(_torchvision() is not None, reason=str(_torchvision()))

@@ -83,14 +83,17 @@ metric_list:
 """
 
 
-def write(directory: Path, sizes: tuple[int, int] = (32, 32)) -> Path:
+def write(directory: Path, sizes: tuple[int, int] = (112, 112)) -> Path:
     """Write the suite into `directory` (for `--include_path`); images of `sizes` (height,
-    width), each a different colour gradient."""
+    width) made of random grey 8x8 blocks: LLaVA's processor brings them to 32x32, Qwen's keeps
+    112x112. Grey 8x8 blocks come back unchanged from JPEG at quality 85, which lmms-eval's own
+    `qwen2_vl` model applies to every image, so it sees the pixels the plugin sees."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     docs = []
     for i in range(QUESTIONS):
-        pixels = rng.integers(0, 256, (*sizes, 3), dtype=np.uint8)
+        levels = rng.integers(0, 256, (sizes[0] // 8, sizes[1] // 8, 1), dtype=np.uint8)
+        pixels = np.kron(levels, np.ones((8, 8, 3), dtype=np.uint8))
         path = directory / f"image{i}.png"
         Image.fromarray(pixels).save(path)
         colour = ["red", "green", "blue", "black"][i % 4]
