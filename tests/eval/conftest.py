@@ -38,3 +38,8 @@ def qwen2_vl(home: Path) -> Path:
 @pytest.fixture(scope="session")
 def qwen2_5_vl(home: Path) -> Path:
     return eval_checkpoints.save("qwen2_5_vl", home / "qwen2_5_vl")
+
+
+@pytest.fixture(scope="session")
+def qwen2_audio(home: Path) -> Path:
+    return eval_checkpoints.save("qwen2_audio", home / "qwen2_audio")

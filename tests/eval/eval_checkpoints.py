@@ -26,7 +26,9 @@ SPECIAL = {
     "<s>": 1,
     "</s>": 2,
     "<|video_pad|>": VIDEO,
-    "<audio>": AUDIO,
+    "<|AUDIO|>": AUDIO,
+    "<|audio_bos|>": 156,
+    "<|audio_eos|>": 159,
     "<|vision_start|>": START,
     "<|vision_end|>": END,
     "<|im_start|>": 157,
@@ -50,7 +52,8 @@ QWEN_TEMPLATE = (
     "<|im_start|>{{ m.role }}\n{% if m.content is string %}{{ m.content }}"
     "{% else %}{% for c in m.content %}{% if c.type == 'image' %}"
     "<|vision_start|><|image_pad|><|vision_end|>{% elif c.type == 'video' %}"
-    "<|vision_start|><|video_pad|><|vision_end|>{% else %}{{ c.text }}{% endif %}{% endfor %}"
+    "<|vision_start|><|video_pad|><|vision_end|>{% elif c.type == 'audio' %}"
+    "Audio 1: <|audio_bos|><|AUDIO|><|audio_eos|>\n{% else %}{{ c.text }}{% endif %}{% endfor %}"
     "{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
     "{% endif %}"
 )
@@ -108,11 +111,23 @@ def _qwen_processor() -> tf.ProcessorMixin:
     )
 
 
+def _qwen_audio_processor() -> tf.ProcessorMixin:
+    """Qwen2-Audio's processor at the tiny model's size: 16 mel bins, a 1 s window of 128
+    frames at 16 kHz (hop 125), which the encoder's stride and pooling make 32 tokens."""
+    features = tf.WhisperFeatureExtractor(
+        feature_size=16, sampling_rate=16000, hop_length=125, chunk_length=1, n_fft=400
+    )
+    return tf.Qwen2AudioProcessor(
+        feature_extractor=features, tokenizer=tokenizer("<image>"), chat_template=QWEN_TEMPLATE
+    )
+
+
 #: family -> its processor at the tiny model's size
 PROCESSORS = {
     "llava": _llava_processor,
     "qwen2_vl": _qwen_processor,
     "qwen2_5_vl": _qwen_processor,
+    "qwen2_audio": _qwen_audio_processor,
 }
 
 
@@ -122,18 +137,20 @@ PATCH = 14
 
 
 def _model(family: str, seed: int) -> torch.nn.Module:
-    """The tiny model of `family`; Qwen's with the real patch side (and a window that holds
-    whole merged patches, for Qwen2.5-VL's windowed attention)."""
+    """The tiny model of `family`, its weights at 10x the default scale for the Qwen families
+    (replies then depend on the media and the question); Qwen-VL's with the real patch side
+    (and a window that holds whole merged patches, for Qwen2.5-VL's windowed attention)."""
     model, _ = BUILDERS[family](seed=seed)
     if not family.startswith("qwen"):
         return model
     config = model.config
-    config.vision_config.patch_size = PATCH
-    if hasattr(config.vision_config, "window_size"):
-        config.vision_config.window_size = 4 * PATCH * 2
-    # weights 10x the default scale: replies then depend on the image and the question
     config.initializer_range = config.text_config.initializer_range = 0.2
-    config.vision_config.initializer_range = 0.2
+    media = getattr(config, "vision_config", None) or config.audio_config
+    media.initializer_range = media.init_std = 0.2
+    if family in ("qwen2_vl", "qwen2_5_vl"):
+        media.patch_size = PATCH
+        if hasattr(media, "window_size"):
+            media.window_size = 4 * PATCH * 2
     torch.manual_seed(seed)
     return type(model)(config).eval()
 

@@ -1,10 +1,11 @@
 """A tiny local lmms-eval task suite, written into a test's directory.
 
-Two tasks over the same 8 synthetic image questions (a JSON dataset, PNG images drawn with
-numpy): `tiny_open` asks for generated answers (`generate_until`), scored by the share of the
-answer's characters that the reply contains, so that a random model scores something and two
-runs that differ by one character differ in score; `tiny_choice` asks yes/no as a multiple
-choice (`loglikelihood`), scored by accuracy.
+Three tasks over the same 8 synthetic questions (a JSON dataset; PNG images and 1 s audio clips
+made with numpy; each clip a tone of its own pitch): `tiny_open` asks about the image for generated answers (`generate_until`),
+scored by the share of the answer's characters that the reply contains, so that a random model
+scores something and two runs that differ by one character differ in score; `tiny_choice` asks
+yes/no as a multiple choice (`loglikelihood`), scored by accuracy; `tiny_audio` asks about the
+clip, handed over as lmms-eval's audio tasks do (`{"array", "sampling_rate"}`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,16 @@ from PIL import Image
 QUESTIONS = 8
 
 UTILS = '''
+import numpy as np
 from PIL import Image
 
 
 def doc_to_visual(doc):
     return [Image.open(doc["image"]).convert("RGB")]
+
+
+def doc_to_audio(doc):
+    return [{"array": np.load(doc["audio"]), "sampling_rate": 16000}]
 
 
 def doc_to_text(doc, lmms_eval_specific_kwargs=None):
@@ -83,6 +89,31 @@ metric_list:
 """
 
 
+AUDIO = """task: tiny_audio
+output_type: generate_until
+doc_to_target: !function utils.doc_to_target
+generation_kwargs:
+  max_new_tokens: 6
+  temperature: 0
+  do_sample: false
+  until: ["ZZZZ"]
+process_results: !function utils.overlap
+metric_list:
+  - metric: overlap
+    aggregation: mean
+    higher_is_better: true
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+doc_to_visual: !function utils.doc_to_audio
+doc_to_text: !function utils.doc_to_text
+metadata:
+  - version: 0.0
+"""
+
+
 def write(directory: Path, sizes: tuple[int, int] = (112, 112)) -> Path:
     """Write the suite into `directory` (for `--include_path`); images of `sizes` (height,
     width) made of random grey 8x8 blocks: LLaVA's processor brings them to 32x32, Qwen's keeps
@@ -96,10 +127,14 @@ def write(directory: Path, sizes: tuple[int, int] = (112, 112)) -> Path:
         pixels = np.kron(levels, np.ones((8, 8, 3), dtype=np.uint8))
         path = directory / f"image{i}.png"
         Image.fromarray(pixels).save(path)
+        clip = directory / f"clip{i}.npy"
+        tone = np.sin(2 * np.pi * 250 * (i + 1) * np.arange(16000) / 16000)  # 1 s at 16 kHz
+        np.save(clip, (0.5 * tone + 0.05 * rng.standard_normal(16000)).astype(np.float32))
         colour = ["red", "green", "blue", "black"][i % 4]
         docs.append({
             "id": i,
             "image": str(path),
+            "audio": str(clip),
             "question": f"Is the picture mostly {colour}?",
             "answer": colour,
             "yes": i % 2 == 0,
@@ -110,4 +145,5 @@ def write(directory: Path, sizes: tuple[int, int] = (112, 112)) -> Path:
     common = COMMON.format(data=data)
     (directory / "tiny_open.yaml").write_text(OPEN + common)
     (directory / "tiny_choice.yaml").write_text(CHOICE + common)
+    (directory / "tiny_audio.yaml").write_text(AUDIO.format(data=data))
     return directory
