@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stats": ("tools.stats", "print the catalog's coverage and completeness figures"),
     "support": ("tools.support", "rewrite the README's method x model-family support matrix"),
     "bench": ("tools.bench", "run the reproduction benchmarks"),
+    "eval": ("tools.eval", "accuracy against cost: methods x budgets x tasks through lmms-eval"),
 }
 
 
