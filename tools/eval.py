@@ -109,6 +109,11 @@ def method_args(method: str, budget: int | float | None, side: int) -> dict[str,
     if method not in known:
         raise SystemExit(f"error: {method!r} is not a registered method: pick from {', '.join(known)}")
     cls = known[method]
+    if cls.stage == "encoder":
+        raise SystemExit(
+            f"error: {method} merges inside the encoder, layer by layer, so its token count is not "
+            "one knob on one set of tokens: run it with python -m lmms_eval and its own parameters"
+        )
     if "keep" in {f.name for f in dataclasses.fields(cls)}:
         return {"keep": budget}
     tokens = Tokens(features=torch.zeros(1, side * side, 8), layout=(side, side), special=0)

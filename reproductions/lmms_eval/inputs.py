@@ -2,9 +2,11 @@
 
 The processor of the checkpoint (`AutoProcessor`) decides everything family-specific: the chat
 template, how many placeholder tokens each image, video or audio clip expands to, resizing and
-frame sampling. lmms-eval hands media as PIL images, video file paths, and audio dicts
+the frames' layout. lmms-eval hands media as PIL images, video file paths, and audio dicts
 (`{"array", "sampling_rate"}`); each goes to the processor argument of its kind, and the prompt
-lists the media before the question, as lmms-eval's own HF models do.
+lists the media before the question, as lmms-eval's own HF models do. Videos are decoded here,
+`max_frames` frames spread evenly over the clip (as lmms-eval's `llava_hf` samples them), with
+decord: transformers' own loader of video files needs torchcodec.
 """
 
 from __future__ import annotations
@@ -75,14 +77,23 @@ def prompt(processor: Any, context: str, media: Media) -> str:
     return (" ".join(tokens) + "\n" if tokens else "") + context
 
 
+def frames(path: str, count: int) -> np.ndarray:
+    """`count` frames of the video at `path`, evenly spaced from the first to the last, as a
+    (frames, height, width, 3) uint8 array (fewer where the clip has fewer)."""
+    import decord
+
+    reader = decord.VideoReader(path, ctx=decord.cpu(0))
+    picked = np.unique(np.linspace(0, len(reader) - 1, count).round().astype(int))
+    return reader.get_batch(picked.tolist()).asnumpy()
+
+
 def encode(processor: Any, text: str, media: Media, max_frames: int) -> dict[str, Any]:
     """`processor(...)` on one prompt and its media, as PyTorch tensors."""
     kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
     if media.images:
         kwargs["images"] = media.images
     if media.videos:
-        kwargs["videos"] = media.videos
-        kwargs["num_frames"] = max_frames
+        kwargs["videos"] = [frames(path, max_frames) for path in media.videos]
     if media.audios:
         kwargs["audio"] = media.audios
         kwargs["sampling_rate"] = media.sampling_rate

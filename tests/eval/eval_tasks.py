@@ -5,7 +5,9 @@ made with numpy; each clip a tone of its own pitch): `tiny_open` asks about the 
 scored by the share of the answer's characters that the reply contains, so that a random model
 scores something and two runs that differ by one character differ in score; `tiny_choice` asks
 yes/no as a multiple choice (`loglikelihood`), scored by accuracy; `tiny_audio` asks about the
-clip, handed over as lmms-eval's audio tasks do (`{"array", "sampling_rate"}`).
+clip, handed over as lmms-eval's audio tasks do (`{"array", "sampling_rate"}`); `tiny_video`
+about a 16-frame MP4 (written with PyAV), handed over as a file path as lmms-eval's video tasks
+do.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ def doc_to_visual(doc):
 
 def doc_to_audio(doc):
     return [{"array": np.load(doc["audio"]), "sampling_rate": 16000}]
+
+
+def doc_to_video(doc):
+    return [doc["video"]]
 
 
 def doc_to_text(doc, lmms_eval_specific_kwargs=None):
@@ -89,7 +95,7 @@ metric_list:
 """
 
 
-AUDIO = """task: tiny_audio
+MEDIA = """task: tiny_{kind}
 output_type: generate_until
 doc_to_target: !function utils.doc_to_target
 generation_kwargs:
@@ -105,13 +111,29 @@ metric_list:
 dataset_path: json
 dataset_kwargs:
   data_files:
-    test: {data}
+    test: {{data}}
 test_split: test
-doc_to_visual: !function utils.doc_to_audio
+doc_to_visual: !function utils.doc_to_{kind}
 doc_to_text: !function utils.doc_to_text
 metadata:
   - version: 0.0
 """
+
+
+def video(path: Path, rng: np.random.Generator, frames: int = 16, side: int = 112) -> Path:
+    """An MP4 of `frames` grey-block frames, each frame's blocks drifting one step."""
+    import av
+
+    levels = rng.integers(0, 256, (side // 8, side // 8, 1), dtype=np.uint8)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width = stream.height = side
+        stream.pix_fmt = "yuv420p"
+        for t in range(frames):
+            pixels = np.kron(np.roll(levels, t, axis=1), np.ones((8, 8, 3), dtype=np.uint8))
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode())
+    return path
 
 
 def write(directory: Path, sizes: tuple[int, int] = (112, 112)) -> Path:
@@ -135,6 +157,7 @@ def write(directory: Path, sizes: tuple[int, int] = (112, 112)) -> Path:
             "id": i,
             "image": str(path),
             "audio": str(clip),
+            "video": str(video(directory / f"video{i}.mp4", rng)),
             "question": f"Is the picture mostly {colour}?",
             "answer": colour,
             "yes": i % 2 == 0,
@@ -145,5 +168,6 @@ def write(directory: Path, sizes: tuple[int, int] = (112, 112)) -> Path:
     common = COMMON.format(data=data)
     (directory / "tiny_open.yaml").write_text(OPEN + common)
     (directory / "tiny_choice.yaml").write_text(CHOICE + common)
-    (directory / "tiny_audio.yaml").write_text(AUDIO.format(data=data))
+    for kind in ("audio", "video"):
+        (directory / f"tiny_{kind}.yaml").write_text(MEDIA.format(kind=kind).format(data=data))
     return directory

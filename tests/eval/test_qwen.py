@@ -1,6 +1,6 @@
 """The plugin on tiny Qwen2-VL and Qwen2.5-VL checkpoints through the real CLI: uncompressed it
-answers as lmms-eval's own `qwen2_vl` model does; an llm-stage and a projector-stage method
-record their budgets in every sample (3-D M-RoPE positions kept)."""
+answers as lmms-eval's own `qwen2_vl` model does; llm- and projector-stage methods record their
+budgets in every sample (3-D M-RoPE positions kept), on images and on videos."""
 
 from __future__ import annotations
 
@@ -32,3 +32,16 @@ def test_qwen2_5_vl_records_the_budget(home: Path, tasks: Path, qwen2_5_vl: Path
     for count in counts:
         assert (count["media_before"], count["media_after"]) == (16, kept)
         assert count["tokens_after"] == count["tokens_before"] - (16 - kept)
+
+
+def test_videos_go_through_the_processor(home: Path, tasks: Path, qwen2_vl: Path):
+    """16-frame clips, 8 frames sampled, 2 per temporal patch, 4x4 merged patches each: 64."""
+    none = lmms_eval(home, tasks, "reproductions", f"pretrained={qwen2_vl},method=none", "tiny_video")
+    pooled = lmms_eval(home, tasks, "reproductions", f"pretrained={qwen2_vl},method=random,keep=16", "tiny_video")
+    for count in none.counts("tiny_video"):
+        assert count["media_before"] == count["media_after"] == 64
+    for after, before in zip(pooled.counts("tiny_video"), none.counts("tiny_video"), strict=True):
+        assert (after["media_before"], after["media_after"]) == (64, 16)
+        assert after["tokens_after"] == before["tokens_before"] - 48
+    replies = none.replies("tiny_video")
+    assert all(replies[i] != replies[i + 4] for i in range(4))  # same question, other clip
