@@ -5,14 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import eval_checkpoints
+import eval_tasks
 import pytest
-
-pytest.importorskip(
-    "lmms_eval", reason="lmms-eval is not installed: pip install -e '.[eval]' (make setup does)"
-)
-
-import eval_checkpoints  # noqa: E402
-import eval_tasks  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+#: why the tests of this folder skip where lmms-eval is missing (each module skips itself)
+NOT_INSTALLED = "lmms-eval is not installed: pip install -e '.[eval]' (make setup does)"
+
 
 @dataclass
 class Run:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from eval_cli import Run, lmms_eval
+from eval_cli import NOT_INSTALLED, Run, lmms_eval
+
+pytest.importorskip("lmms_eval", reason=NOT_INSTALLED)
 
 
 @pytest.fixture(scope="module")

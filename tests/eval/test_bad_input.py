@@ -9,7 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
-from eval_cli import env
+from eval_cli import NOT_INSTALLED, env
+
+pytest.importorskip("lmms_eval", reason=NOT_INSTALLED)
 
 from reproductions.lmms_eval.model import Reproductions
 

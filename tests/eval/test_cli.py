@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from eval_cli import Run, lmms_eval
+from eval_cli import NOT_INSTALLED, Run, lmms_eval
 from PIL import Image
+
+pytest.importorskip("lmms_eval", reason=NOT_INSTALLED)
 
 from reproductions.lmms_eval.inputs import Media, encode, prompt
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from eval_checkpoints import needs_torchvision
-from eval_cli import lmms_eval
+from eval_cli import NOT_INSTALLED, lmms_eval
+
+pytest.importorskip("lmms_eval", reason=NOT_INSTALLED)
 
 pytestmark = needs_torchvision
 

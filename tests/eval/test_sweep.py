@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from eval_cli import env
+from eval_cli import NOT_INSTALLED, env
+
+pytest.importorskip("lmms_eval", reason=NOT_INSTALLED)
 
 from reproductions.flops import DecoderShape, prefill_flops, token_schedule
 
