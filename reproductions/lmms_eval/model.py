@@ -65,11 +65,6 @@ class Reproductions(lmms):
     def batch_size(self) -> int:
         return 1
 
-    @property
-    def config(self) -> dict[str, Any]:
-        """The run's configuration: method, resolved parameters, stage options."""
-        return self.options.record(self.method)
-
     @contextlib.contextmanager
     def _compressing(self) -> Iterator[Report | None]:
         if self.method is None:
@@ -203,7 +198,8 @@ def _generation(kwargs: dict[str, Any], max_new_tokens: int, tokenizer: Any) -> 
 
 class _PrefillTimer:
     """Times the model's first forward call in a block (the prefill), and the time from the
-    block's start to that call's end (time to first token)."""
+    block's start (before the processor runs) to that call's end (time to first token). On a
+    GPU it waits for the device at both ends, so that queued kernels are counted."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
@@ -211,12 +207,19 @@ class _PrefillTimer:
         self._start = self._call_start = 0.0
         self._calls = 0
 
+    def _sync(self) -> None:
+        device = next(self.model.parameters()).device
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     def _before(self, *_: Any, **__: Any) -> None:
         if self._calls == 0:
+            self._sync()
             self._call_start = time.perf_counter()
 
     def _after(self, *_: Any, **__: Any) -> None:
         if self._calls == 0:
+            self._sync()
             now = time.perf_counter()
             self.prefill_s, self.first_output_s = now - self._call_start, now - self._start
         self._calls += 1
