@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ids": ("tools.ids", "give papers without real authors the id their first author gives"),
     "stats": ("tools.stats", "print the catalog's coverage and completeness figures"),
     "support": ("tools.support", "rewrite the README's method x model-family support matrix"),
+    "eval": ("tools.eval", "accuracy against cost: methods x budgets x tasks through lmms-eval"),
 }
 
 #: commands that live elsewhere now -> what to run instead
