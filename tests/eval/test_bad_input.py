@@ -45,7 +45,7 @@ def load(args: str, batch_size: int = 1) -> Reproductions:
         ("method=fastvv,keep=4", ["'fastvv' is not a registered method", "method=none", "fastv"]),
         ("method=fastv,kep=4", ["fastv takes the parameters keep, layer", "not kep"]),
         ("method=none,keep=4", ["takes no parameters", "keep"]),
-        ("method=fastv,keep=4,layer=9", ["cannot run in", "layer=9", "[1, 3]"]),
+        ("method=fastv,keep=4,layer=9", ["cannot run in", "layer=9", "[0, 3]"]),
         ("method=audio_pool,stride=2", ["cannot run in", "audio tokens", "pick a method for image"]),
         ("method=visionzip,dominant=4,contextual=2,layer=2", ["layer=", "drop layer="]),
         ("method=random,keep=-1", ["keep"]),
