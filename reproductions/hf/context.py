@@ -226,8 +226,9 @@ def _method(method: Method | str, layer: int | None, options: dict[str, Any]) ->
     return method, layer
 
 
-def _stage_options(method: Method, layer: int | None, schedule: list[int] | None, positions: str) -> dict[str, Any]:
-    """The options of the method's stage; refuses the options of another stage."""
+def stage_options(method: Method, layer: int | None, schedule: list[int] | None, positions: str) -> dict[str, Any]:
+    """The options of the method's stage; refuses the options of another stage (public: the
+    lmms-eval plugin checks them before it loads any weights)."""
     if positions not in ("original", "renumbered"):
         raise ValueError(f"positions={positions!r}: pass 'original' or 'renumbered'")
     if schedule is not None and method.stage != "encoder":
@@ -276,7 +277,7 @@ def compress(
     body raises.
     """
     method, layer = _method(method, layer, options)
-    stage_options = _stage_options(method, layer, schedule, positions)
+    for_stage = stage_options(method, layer, schedule, positions)
     model = _unwrapped(model)
     reason = why_unsupported(model, method, layer)
     if reason is not None:
@@ -293,7 +294,7 @@ def compress(
             "unless you trained or loaded them), so its outputs mean nothing until then",
             stacklevel=3,
         )
-    stage = STAGES[method.stage](model, method, adapter_for(model), **stage_options)
+    stage = STAGES[method.stage](model, method, adapter_for(model), **for_stage)
     with stage as report:
         yield report
     if report.calls and not stage.saw_media:

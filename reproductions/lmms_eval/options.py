@@ -17,7 +17,7 @@ import torch
 import transformers
 
 from ..hf import SUPPORTED, why_unsupported
-from ..hf.context import _stage_options
+from ..hf.context import stage_options
 from ..interface import Method
 from ..registry import get, methods
 
@@ -143,7 +143,7 @@ def check(options: Options) -> Method | None:
     if method is None:
         return None
     stage = options.stage_args(method)
-    _stage_options(method, **stage)
+    stage_options(method, **stage)
     config._attn_implementation = options.attn_implementation
     with torch.device("meta"):
         skeleton = cls(config)
