@@ -252,12 +252,55 @@ def validate_keep(keep: Budget) -> None:
         raise ValueError(f"keep={keep!r}: pass a positive number of tokens to keep")
 
 
-def check_int(name: str, value: Any, low: int | None = None, hint: str | None = None) -> None:
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_int(
+    name: str,
+    value: Any,
+    low: int | None = None,
+    hint: str | None = None,
+    *,
+    high: int | None = None,
+) -> None:
     """The shared validator of an int field (for `__post_init__`): raise `ValueError`
-    "name=value: hint" unless `value` is an int (a bool is not) of at least `low`."""
-    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
-        default = "pass an int" + ("" if low is None else f" >= {low}")
+    "name=value: hint" unless `value` is an int (a bool is not) in [low, high] (either end
+    omitted where None)."""
+    ok = _is_int(value) and (low is None or value >= low) and (high is None or value <= high)
+    if not ok:
+        if low is not None and high is not None:
+            default = f"pass an int in [{low}, {high}]"
+        else:
+            default = "pass an int" + ("" if low is None else f" >= {low}")
+            default += "" if high is None else f" <= {high}"
         raise ValueError(f"{name}={value!r}: {hint or default}")
+
+
+def check_ints(
+    name: str,
+    value: Any,
+    low: int | None = None,
+    hint: str | None = None,
+    *,
+    length: int | None = None,
+    increasing: bool = False,
+) -> tuple[int, ...]:
+    """The shared validator of a tuple (or list) of ints, returned as a tuple: raise
+    `ValueError` "name=value: hint" unless `value` holds ints (no bools) of at least `low`,
+    exactly `length` of them where given (else at least one), strictly increasing where asked."""
+    ok = isinstance(value, tuple | list) and (
+        len(value) == length if length is not None else len(value) > 0
+    )
+    ok = ok and all(_is_int(v) and (low is None or v >= low) for v in value)
+    if ok and increasing:
+        ok = all(a < b for a, b in zip(value, value[1:], strict=False))
+    if not ok:
+        count = "one or more" if length is None else str(length)
+        default = f"pass {count} ints" + ("" if low is None else f" >= {low}")
+        default += ", increasing" if increasing else ""
+        raise ValueError(f"{name}={value!r}: {hint or default}")
+    return tuple(value)
 
 
 def check_number(

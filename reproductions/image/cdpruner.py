@@ -8,7 +8,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Budget, Compression, Method, Tokens, resolve_keep, validate_keep
+from ..interface import (
+    Budget,
+    Compression,
+    Method,
+    Tokens,
+    check_number,
+    resolve_keep,
+    validate_keep,
+)
 from ..ops import cosine_matrix, select, with_special
 from ..registry import register
 
@@ -147,17 +155,12 @@ class CDPruner(Method):
 
     def __post_init__(self) -> None:
         validate_keep(self.keep)
-        theta = self.theta
-        if theta is not None and (
-            isinstance(theta, bool)
-            or not isinstance(theta, int | float)
-            or not math.isfinite(theta)
-            or not 0 <= theta < 1
-        ):
-            raise ValueError(
-                f"theta={theta!r}: pass None for the released code's linear relevance, or a "
-                "float in [0, 1) weighting relevance against diversity (the paper's 0.5)"
+        if self.theta is not None:
+            hint = (
+                "pass None for the released code's linear relevance, or a float in [0, 1) "
+                "weighting relevance against diversity (the paper's 0.5)"
             )
+            check_number("theta", self.theta, 0.0, 1.0, open_high=True, hint=hint)
 
     def compress(self, tokens: Tokens) -> Compression:
         s, x, text = tokens.special, tokens.features, tokens.text

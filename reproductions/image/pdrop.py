@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..interface import Compression, Method, Tokens, check_number
+from ..interface import Compression, Method, Tokens, check_ints, check_number
 from ..ops import select_top, work_dtype
 from ..registry import register
 from .fastv import FastV
@@ -56,18 +56,11 @@ class PyramidDrop(Method):
     example = {"layers": (1, 2, 3), "ratio": 0.5}
 
     def __post_init__(self) -> None:
-        layers = self.layers
-        if (
-            not isinstance(layers, tuple | list)
-            or not layers
-            or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in layers)
-            or list(layers) != sorted(set(layers))
-        ):
-            raise ValueError(
-                f"layers={layers!r}: pass the decoder layers to drop before, increasing ints "
-                ">= 1 (the released setting: (8, 16, 24))"
-            )
-        self.layers = tuple(layers)
+        hint = (
+            "pass the decoder layers to drop before, increasing ints >= 1 "
+            "(the released setting: (8, 16, 24))"
+        )
+        self.layers = check_ints("layers", self.layers, 1, hint, increasing=True)
         ratio = self.ratio
         hint = "pass lambda, the kept fraction per stage, in (0, 1]"
         check_number("ratio", ratio, 0, 1, open_low=True, hint=hint)

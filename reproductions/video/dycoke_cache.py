@@ -7,7 +7,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens, all_finite, check_int, validate_tokens
+from ..interface import (
+    Compression,
+    Method,
+    Tokens,
+    all_finite,
+    check_int,
+    check_number,
+    validate_tokens,
+)
 from ..ops import identity, select, top_k, work_dtype
 from ..registry import register
 
@@ -78,14 +86,10 @@ class DyCokeCache(Method):
         self._previous: Tensor | None = None  # state, not a hyperparameter: no dataclass field
         hint = "pass a decoder layer >= 1 (its scores come from layer - 1)"
         check_int("layer", self.layer, 1, hint)
-        for name in ("prune_ratio", "threshold"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"{name}={value!r}: pass a number")
-        if not 0.0 <= self.prune_ratio < 1.0:
-            raise ValueError(f"prune_ratio={self.prune_ratio!r}: pass a fraction in [0, 1)")
-        if not -1.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold={self.threshold!r}: pass a cosine similarity in [-1, 1]")
+        hint = "pass a fraction in [0, 1)"
+        check_number("prune_ratio", self.prune_ratio, 0.0, 1.0, open_high=True, hint=hint)
+        hint = "pass a cosine similarity in [-1, 1]"
+        check_number("threshold", self.threshold, -1.0, 1.0, hint=hint)
 
     def reset(self) -> None:
         """Forget the previous step's scores: call at the start of every generate / prefill."""

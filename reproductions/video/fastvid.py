@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, check_int, check_number
 from ..ops import (
     density_peaks,
     identity,
@@ -147,24 +147,12 @@ class FastVID(Method):
     benchmark = {"retention": 0.10, "segments": 8, "tau": 0.9}
 
     def __post_init__(self) -> None:
-        def number(name: str, low: float, high: float, low_open: bool = False) -> None:
-            value = getattr(self, name)
-            ok = not isinstance(value, bool) and isinstance(value, int | float)
-            if not ok or not (low < value if low_open else low <= value) or value > high:
-                bracket = "(" if low_open else "["
-                raise ValueError(f"{name}={value!r}: pass a number in {bracket}{low}, {high}]")
-
-        def count(name: str) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}: pass a positive int")
-
-        number("retention", 0.0, 1.0, low_open=True)
-        number("tau", -1.0, 1.0)
-        number("salient_ratio", 0.0, 1.0)
-        number("beta", 0.0, 1.0)
-        count("segments")
-        count("anchor_period")
+        check_number("retention", self.retention, 0.0, 1.0, open_low=True)
+        check_number("tau", self.tau, -1.0, 1.0)
+        check_number("salient_ratio", self.salient_ratio, 0.0, 1.0)
+        check_number("beta", self.beta, 0.0, 1.0)
+        check_int("segments", self.segments, 1, "pass a positive int")
+        check_int("anchor_period", self.anchor_period, 1, "pass a positive int")
 
     def output_count(self, tokens: Tokens) -> int | None:
         return None  # depends on the segmentation of each video

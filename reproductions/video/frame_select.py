@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, check_int, check_number
 from ..ops import cosine_matrix, identity, select, top_k, video_grid, with_special, work_dtype
 from ..registry import register
 
@@ -49,13 +49,12 @@ class FrameSelect(Method):
     benchmark = {"frames": 8}
 
     def __post_init__(self) -> None:
-        value = self.frames
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"frames={value!r}: pass an int count or a float fraction in (0, 1]")
-        if isinstance(value, float) and (not math.isfinite(value) or not 0.0 < value <= 1.0):
-            raise ValueError(f"frames={value!r}: a float is a fraction of the frames in (0, 1]")
-        if isinstance(value, int) and value < 1:
-            raise ValueError(f"frames={value!r}: pass a positive number of frames to keep")
+        if isinstance(self.frames, float):
+            hint = "a float is a fraction of the frames in (0, 1]"
+            check_number("frames", self.frames, 0.0, 1.0, open_low=True, hint=hint)
+        else:
+            hint = "pass a positive int count of frames to keep, or a float fraction in (0, 1]"
+            check_int("frames", self.frames, 1, hint)
 
     def frame_count(self, total: int) -> int:
         """Frames kept out of `total`: an int as is, a fraction floor(frames * T), at least 1."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, check_int, check_number
 from ..ops import identity, l2_norms, order, stack_rows, video_grid, work_dtype
 from ..registry import register
 
@@ -111,26 +111,15 @@ class FrameFusion(Method):
             ("similarity", -1.0, 1.0),
             ("min_ratio", 0.0, 1.0),
         ):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not low <= value <= high
-            ):
-                raise ValueError(f"{name}={value!r}: pass a number in [{low}, {high}]")
+            check_number(name, getattr(self, name), low, high)
         if self.cost == 0:
             raise ValueError("cost=0 leaves no computation: pass a cost in (0, 1]")
-        if isinstance(self.layers, bool) or not isinstance(self.layers, int) or self.layers < 2:
-            raise ValueError(f"layers={self.layers!r}: pass the number of decoder layers (>= 2)")
-        if (
-            isinstance(self.layer, bool)
-            or not isinstance(self.layer, int)
-            or not 0 <= self.layer <= self.layers - 2
-        ):
-            raise ValueError(
-                f"layer={self.layer!r}: pass the decoder layer K it acts at, an int in "
-                f"[0, {self.layers - 2}] (layers - 2: one merge step and one layer to prune at)"
-            )
+        check_int("layers", self.layers, 2, "pass the number of decoder layers (>= 2)")
+        hint = (
+            f"pass the decoder layer K it acts at, an int in [0, {self.layers - 2}] "
+            "(layers - 2: one merge step and one layer to prune at)"
+        )
+        check_int("layer", self.layer, 0, hint, high=self.layers - 2)
         if self.cost * self.layers <= self.layer:
             raise ValueError(
                 f"cost={self.cost} is spent by the {self.layer} full-cost layers before "

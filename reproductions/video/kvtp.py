@@ -8,7 +8,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Budget, Compression, Method, Tokens, resolve_keep, validate_keep
+from ..interface import (
+    Budget,
+    Compression,
+    Method,
+    Tokens,
+    check_int,
+    check_number,
+    resolve_keep,
+    validate_keep,
+)
 from ..ops import cosine_matrix, identity, l2_normalize, order, stack_rows, video_grid, work_dtype
 from ..registry import register
 
@@ -253,21 +262,17 @@ class KVTP(Method):
     def __post_init__(self) -> None:
         validate_keep(self.keep)
 
-        def number(name: str, low: float, low_open: bool) -> None:
-            value = getattr(self, name)
-            ok = not isinstance(value, bool) and isinstance(value, int | float)
-            if not ok or not math.isfinite(value) or (value <= low if low_open else value < low):
-                bound = f"> {low}" if low_open else f">= {low}"
-                raise ValueError(f"{name}={value!r}: pass a finite number {bound}")
-
-        number("temperature", 0.0, low_open=True)
-        number("scale", 0.0, low_open=False)
-        if isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1:
-            raise ValueError(f"chunk={self.chunk!r}: pass a positive int (text rows per query)")
+        # an open upper end at inf: finite numbers only
+        hint = "pass a finite number > 0.0"
+        check_number(
+            "temperature", self.temperature, 0.0, math.inf, open_low=True, open_high=True, hint=hint
+        )
+        hint = "pass a finite number >= 0.0"
+        check_number("scale", self.scale, 0.0, math.inf, open_high=True, hint=hint)
+        check_int("chunk", self.chunk, 1, "pass a positive int (text rows per query)")
         if self.pruner not in PRUNERS:
             raise ValueError(f"pruner={self.pruner!r}: pass one of {', '.join(PRUNERS)}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed={self.seed!r}: pass an int (the random pruner's seed)")
+        check_int("seed", self.seed, hint="pass an int (the random pruner's seed)")
 
     def output_count(self, tokens: Tokens) -> int:
         return resolve_keep(self.keep, tokens.count, tokens.special)

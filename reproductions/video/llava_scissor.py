@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, check_int, check_number
 from ..ops import cosine_matrix, identity, stack_rows, work_dtype
 from ..registry import register
 
@@ -162,26 +162,21 @@ class LLaVAScissor(Method):
     benchmark = {"tau": 0.9}
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.tau, bool)
-            or not isinstance(self.tau, int | float)
-            or not -1.0 <= self.tau <= 1.0
-        ):
-            raise ValueError(
-                f"tau={self.tau!r}: pass the cosine similarity threshold, a number in [-1, 1] "
-                "(0.9 by default; lower merges more)"
+        hint = (
+            "pass the cosine similarity threshold, a number in [-1, 1] (0.9 by default; lower "
+            "merges more)"
+        )
+        check_number("tau", self.tau, -1.0, 1.0, hint=hint)
+        if self.epsilon is not None:
+            hint = (
+                "pass the error tolerance of the approximate components, a positive finite "
+                "number (0.05 by default), or None for exact components"
             )
-        if self.epsilon is not None and (
-            isinstance(self.epsilon, bool)
-            or not isinstance(self.epsilon, int | float)
-            or not (math.isfinite(self.epsilon) and self.epsilon > 0)
-        ):
-            raise ValueError(
-                f"epsilon={self.epsilon!r}: pass the error tolerance of the approximate "
-                "components, a positive number (0.05 by default), or None for exact components"
+            # the open end at inf admits finite numbers only
+            check_number(
+                "epsilon", self.epsilon, 0.0, math.inf, open_low=True, open_high=True, hint=hint
             )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed={self.seed!r}: pass an int seed for the node sampling")
+        check_int("seed", self.seed, hint="pass an int seed for the node sampling")
 
     def output_count(self, tokens: Tokens) -> int | None:
         return None  # depends on the similarity graphs

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, check_int, check_number
 from ..ops import identity, l2_norms, slot_sizes, video_grid, work_dtype
 from ..registry import register
 
@@ -231,28 +231,24 @@ class STTM(Method):
     benchmark = {"threshold": 0.8, "temporal_threshold": 0.6, "root_level": 1}
 
     def __post_init__(self) -> None:
-        t = self.threshold
-        if t is not None and (
-            isinstance(t, bool) or not isinstance(t, int | float) or not -1.0 <= t <= 1.0
-        ):
-            raise ValueError(
-                f"threshold={t!r}: pass a cosine similarity in [-1, 1] (a node merges when all "
-                "its children are at least this similar to it), or None for no spatial merging"
+        if self.threshold is not None:
+            hint = (
+                "pass a cosine similarity in [-1, 1] (a node merges when all its children are "
+                "at least this similar to it), or None for no spatial merging"
             )
-        t = self.temporal_threshold
-        if t is not None and (
-            isinstance(t, bool) or not isinstance(t, int | float) or not 0.0 < t <= 1.0
-        ):
-            raise ValueError(
-                f"temporal_threshold={t!r}: pass a cosine similarity in (0, 1], or None for no "
-                "temporal merging (the released code disables it for values <= 0)"
+            check_number("threshold", self.threshold, -1.0, 1.0, hint=hint)
+        if self.temporal_threshold is not None:
+            hint = (
+                "pass a cosine similarity in (0, 1], or None for no temporal merging (the "
+                "released code disables it for values <= 0)"
             )
-        r = self.root_level
-        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
-            raise ValueError(
-                f"root_level={r!r}: pass a pyramid level >= 0 (0 = the coarsest, 2-sided grid; "
-                "the released configs use 1)"
+            check_number(
+                "temporal_threshold", self.temporal_threshold, 0.0, 1.0, open_low=True, hint=hint
             )
+        hint = (
+            "pass a pyramid level >= 0 (0 = the coarsest, 2-sided grid; the released configs use 1)"
+        )
+        check_int("root_level", self.root_level, 0, hint)
 
     def output_count(self, tokens: Tokens) -> int | None:
         if self.threshold is None and self.temporal_threshold is None:

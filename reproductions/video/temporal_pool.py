@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, check_ints
 from ..ops import identity, merge, slot_sizes, video_grid, window_slots, work_dtype
 from ..registry import register
 
@@ -94,13 +94,8 @@ class TemporalPool(Method):
         if self.size is None and self.stride is None:
             self.size = PLLAVA_SIZE
         name, value = ("size", self.size) if self.size is not None else ("stride", self.stride)
-        if (
-            not isinstance(value, tuple | list)
-            or len(value) != 3
-            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)
-        ):
-            raise ValueError(f"{name}={value!r}: pass three positive ints (T, H, W)")
-        setattr(self, name, tuple(value))
+        hint = "pass three positive ints (T, H, W)"
+        setattr(self, name, check_ints(name, value, 1, hint, length=3))
 
     def output_count(self, tokens: Tokens) -> int:
         grid = video_grid(tokens, self.name)
