@@ -100,6 +100,26 @@ class Compression:
     def count(self) -> int:
         return self.features.shape[1]
 
+    def then(self, second: Compression) -> Compression:
+        """`second`, computed on this compression's output tokens, as one compression of the
+        original tokens: an original token goes to the slot `second` gave its slot (-1 where
+        either dropped it), each final token stands at the original index of the token
+        `second` kept it at, and its size sums the sizes of the slots `second` merged into it.
+        The features are `second`'s."""
+        if second.source.shape != (self.features.shape[0], self.count):
+            raise ValueError(
+                f"the second compression's source is {tuple(second.source.shape)}, but this one "
+                f"outputs (B, K) = {(self.features.shape[0], self.count)} tokens: pass a "
+                "compression of this one's output"
+            )
+        kept = self.source >= 0
+        slots = second.source.gather(1, self.source.clamp_min(0))
+        source = torch.where(kept, slots, self.source)
+        positions = self.positions.gather(1, second.positions)
+        b, k = second.source.shape[0], second.count
+        sizes = self.sizes.new_zeros(b, k + 1).scatter_add_(1, second.source + 1, self.sizes)
+        return Compression(second.features, source, positions, sizes[:, 1:])
+
 
 @dataclass
 class Method:
