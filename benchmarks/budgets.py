@@ -200,9 +200,7 @@ def apply(method: Method, tokens: Tokens, passes: int) -> Any:
             break
         current = next_tokens(current, step)
         step = method(current)
-        source = torch.where(out.source >= 0, step.source.gather(1, out.source.clamp_min(0)), -1)
-        positions = out.positions.gather(1, step.positions)
-        out = dataclasses.replace(step, source=source, positions=positions)
+        out = out.then(step)
     return out
 
 
