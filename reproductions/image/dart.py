@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Budget, Compression, Method, Tokens, resolve_keep, validate_keep
+from ..interface import Budget, Compression, Method, Tokens, check_int, resolve_keep, validate_keep
 from ..ops import cosine_matrix, select, top_k, work_dtype
 from ..registry import register
 
@@ -76,15 +76,10 @@ class DART(Method):
 
     def __post_init__(self) -> None:
         validate_keep(self.keep)
-        if isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 1:
-            raise ValueError(
-                f"layer={self.layer!r}: pass K, the 0-based decoder layer to prune before, an int "
-                ">= 1 (the pivots' keys come from layer K - 1; released: 2)"
-            )
+        check_int("layer", self.layer, 1, "pass K, the 0-based decoder layer to prune before, an int "
+                  ">= 1 (the pivots' keys come from layer K - 1; released: 2)")
         for name in ("pivot_image", "pivot_text"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name}={value!r}: pass a count of pivots, an int >= 0 (released: 4)")
+            check_int(name, getattr(self, name), 0, "pass a count of pivots, an int >= 0 (released: 4)")
         if self.pivot_image + self.pivot_text == 0:
             raise ValueError("pivot_image + pivot_text is 0: pass at least one pivot (released: 4 and 4)")
 

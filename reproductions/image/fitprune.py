@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..interface import Budget, Compression, Method, Tokens, resolve_keep
+from ..interface import Budget, Compression, Method, Tokens, check_int, resolve_keep
 from ..ops import select_top, work_dtype
 from ..registry import register
 
@@ -126,12 +126,9 @@ class FitPrune(Method):
                     "layers, e.g. ((2, 89), (3, 36)): delete `count` visual tokens after `layer`"
                 )
             self.recipe = tuple((int(k), int(d)) for k, d in pairs)
-        ref = self.reference
-        if ref is not None and (isinstance(ref, bool) or not isinstance(ref, int) or ref < 1):
-            raise ValueError(
-                f"reference={ref!r}: pass the visual token count the recipe's counts are for "
-                "(576 for LLaVA-1.5), or None to take them as they are"
-            )
+        if self.reference is not None:
+            check_int("reference", self.reference, 1, "pass the visual token count the recipe's counts "
+                      "are for (576 for LLaVA-1.5), or None to take them as they are")
 
     def pairs(self) -> Recipe:
         """The recipe as (layer, count) pairs, counts for `reference` tokens."""

@@ -8,7 +8,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Budget, Compression, Method, Tokens, resolve_keep, validate_keep
+from ..interface import (
+    Budget,
+    Compression,
+    Method,
+    Tokens,
+    check_int,
+    check_number,
+    resolve_keep,
+    validate_keep,
+)
 from ..ops import order, select, top_k, with_special, work_dtype
 from ..registry import register
 
@@ -102,18 +111,11 @@ class HiPrune(Method):
 
     def __post_init__(self) -> None:
         validate_keep(self.keep)
-        a = self.alpha
-        if isinstance(a, bool) or not isinstance(a, int | float) or not 0 <= a <= 1:
-            raise ValueError(
-                f"alpha={a!r}: pass the share of the budget spent on anchor and buffer tokens, "
-                "a float in [0, 1] (the official uses 0.1)"
-            )
-        layer = self.object_layer
-        if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 1):
-            raise ValueError(
-                f"object_layer={layer!r}: pass the 1-based encoder layer of the anchors (official: "
-                "9 on LLaVA's CLIP, 16 on Qwen2.5-VL), or None for the official choice"
-            )
+        check_number("alpha", self.alpha, 0, 1, hint="pass the share of the budget spent on anchor "
+                     "and buffer tokens, a float in [0, 1] (the official uses 0.1)")
+        if self.object_layer is not None:
+            check_int("object_layer", self.object_layer, 1, "pass the 1-based encoder layer of the anchors "
+                      "(official: 9 on LLaVA's CLIP, 16 on Qwen2.5-VL), or None for the official choice")
 
     def encoder_layers(self, depth: int, feature: int) -> tuple[int, ...]:
         """The object layer (0-based) and the layer the projector reads."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, check_int
 from ..ops import input_sizes
 from ..registry import register
 
@@ -64,11 +64,8 @@ class VTW(Method):
     benchmark = {"layer": 15}
 
     def __post_init__(self) -> None:
-        if isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 1:
-            raise ValueError(
-                f"layer={self.layer!r}: pass K, the 0-based decoder layer from which the visual "
-                "tokens are withdrawn, an int >= 1 (the released LLaVA-1.5-7B run: 15)"
-            )
+        check_int("layer", self.layer, 1, "pass K, the 0-based decoder layer from which the visual "
+                  "tokens are withdrawn, an int >= 1 (the released LLaVA-1.5-7B run: 15)")
 
     def output_count(self, tokens: Tokens) -> int | None:
         return 0
