@@ -35,7 +35,7 @@ from .catalog import (
     write_atomic,
 )
 from .importer import _method_from_title, normalised_title
-from .sources import arxiv_id, venue_name
+from .sources import arxiv_id, known_venue
 
 ARXIV_API = "https://export.arxiv.org/api/query?id_list={}"
 ATOM = {"atom": "http://www.w3.org/2005/Atom", "arxiv": "http://arxiv.org/schemas/atom"}
@@ -156,7 +156,7 @@ def _venue_in(text: str) -> str | None:
     """The taxonomy venue a booktitle or journal names, by abbreviation or long name."""
     for word in re.findall(r"[A-Za-z]+(?: MM)?", text):
         if word.isupper() or word in ("NeurIPS", "Interspeech"):
-            name = venue_name(word)
+            name = known_venue(word)
             if name:
                 return name
     for long_name, name in LONG_VENUES:

@@ -54,7 +54,7 @@ def docstring_parts(cls: type) -> tuple[str, str | None]:
     return doc.strip(), None
 
 
-def summary(cls: type) -> str:
+def method_summary(cls: type) -> str:
     """The first sentence-paragraph of a method's docstring."""
     body, _ = docstring_parts(cls)
     first = body.split("\n\n", 1)[0]

@@ -19,7 +19,7 @@ from .markup import (
     text,
     url,
 )
-from .methods import summary
+from .methods import method_summary
 from .papers import papers_list, tags
 
 
@@ -97,7 +97,7 @@ def paper_markdown(paper: Paper, data: SiteData) -> str:
     if names:
         items = "\n".join(
             f"<li>{link(href(source, method_page(name)), f'<code>{text(name)}</code>')}: "
-            f"{text(summary(data.methods[name]))}</li>"
+            f"{text(method_summary(data.methods[name]))}</li>"
             for name in names
         )
         out.append(  # the method page is indexed
