@@ -6,7 +6,9 @@ the frames' layout. lmms-eval hands media as PIL images, video file paths, and a
 (`{"array", "sampling_rate"}`); each goes to the processor argument of its kind, and the prompt
 lists the media before the question, as lmms-eval's own HF models do. Videos are decoded here,
 `max_frames` frames spread evenly over the clip (as lmms-eval's `llava_hf` samples them), with
-decord: transformers' own loader of video files needs torchcodec.
+decord: transformers' own loader of video files needs torchcodec. Where the checkpoint's video
+processor cannot be built (transformers' need torchvision), `load_processor` builds the family's
+processor from its other parts, and that processor refuses videos.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import transformers
 from PIL import Image
+from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
 
 @dataclass
@@ -50,6 +54,40 @@ class Media:
         """The chat-template content items of the media, in the order images, videos, audio."""
         kinds = ["image"] * len(self.images) + ["video"] * len(self.videos) + ["audio"] * len(self.audios)
         return [{"type": kind} for kind in kinds]
+
+
+def load_processor(pretrained: str) -> Any:
+    """The checkpoint's `AutoProcessor`; where that fails because its video processor cannot be
+    built, the family's processor class from the parts that load (image processor, tokenizer, chat
+    template), which refuses videos with the reason."""
+    try:
+        return transformers.AutoProcessor.from_pretrained(pretrained)
+    except ImportError as failure:
+        try:
+            transformers.AutoVideoProcessor.from_pretrained(pretrained)
+        except ImportError as error:
+            reason = " ".join(str(error).split()).split(". ")[0]  # its first sentence
+        except Exception:
+            raise failure from None
+        else:
+            raise
+    family = PROCESSOR_MAPPING[type(transformers.AutoConfig.from_pretrained(pretrained))]
+
+    class WithoutVideos(family):
+        @classmethod
+        def get_attributes(cls) -> list[str]:
+            return [name for name in super().get_attributes() if name != "video_processor"]
+
+        def __call__(self, images: Any = None, text: Any = None, videos: Any = None, **kwargs: Any) -> Any:
+            if videos is not None:
+                raise ValueError(
+                    f"this checkpoint's video processor cannot be built here ({reason}): "
+                    "install a torchvision that loads beside this torch to evaluate videos"
+                )
+            return super().__call__(images=images, text=text, **kwargs)
+
+    WithoutVideos.__name__ = WithoutVideos.__qualname__ = family.__name__
+    return WithoutVideos.from_pretrained(pretrained)
 
 
 def _flat(items: list[Any]) -> list[Any]:

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-import transformers
 from accelerate import Accelerator
 from lmms_eval.api.instance import GenerationResult, Instance
 from lmms_eval.api.model import lmms
@@ -23,7 +22,7 @@ from loguru import logger
 from ..hf import Report, compress
 from ..hf.models import adapter_for
 from .counts import CompressionCounts, from_report, summarize
-from .inputs import Media, encode, prompt
+from .inputs import Media, encode, load_processor, prompt
 from .options import Options, architecture, check, parse
 
 
@@ -48,7 +47,7 @@ class Reproductions(lmms):
         self._model = cls.from_pretrained(
             self.options.pretrained, dtype=dtype, attn_implementation=self.options.attn_implementation
         ).to(self._device).eval()
-        self.processor = transformers.AutoProcessor.from_pretrained(self.options.pretrained)
+        self.processor = load_processor(self.options.pretrained)
         self.tokenizer = self.processor.tokenizer
         self.media_ids = list(adapter_for(self._model).tokens.values())
         logger.info(f"reproductions: {self.options.record(self.method)}")

@@ -2,7 +2,9 @@
 
 `AutoProcessor.from_pretrained(dir)` and `AutoConfig.from_pretrained(dir)` then load them exactly
 as they load a downloaded checkpoint, so the plugin and lmms-eval's own models take the same path
-they take on a GPU machine. The tokenizer is character level over printable ASCII, with each
+they take on a GPU machine. Where torchvision cannot load, a Qwen-VL checkpoint holds its
+processor's parts but the video processor (which needs torchvision): the plugin then builds the
+processor from them, for images only. The tokenizer is character level over printable ASCII, with each
 family's special tokens at the ids the tiny models use (`reproductions.hf.tiny.parts`).
 """
 
@@ -81,12 +83,12 @@ def tokenizer(image_token: str) -> tf.PreTrainedTokenizerFast:
     return fast
 
 
-def _llava_processor() -> tf.ProcessorMixin:
+def _llava_processor() -> list:
     """LLaVA-1.5's processor at the tiny model's size: 32x32 images, 8x8 patches, [CLS] dropped."""
     images = tf.CLIPImageProcessorPil(
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
     )
-    return tf.LlavaProcessor(
+    processor = tf.LlavaProcessor(
         image_processor=images,
         tokenizer=tokenizer("<image>"),
         patch_size=8,
@@ -94,35 +96,39 @@ def _llava_processor() -> tf.ProcessorMixin:
         num_additional_image_tokens=1,
         chat_template=LLAVA_TEMPLATE,
     )
+    return [processor]
 
 
-def _qwen_processor() -> tf.ProcessorMixin:
+def _qwen_processor() -> list:
     """Qwen2-VL's processor with its real patch size (14, merged 2x2: sides are multiples of 28,
     as lmms-eval's `qwen2_vl` model resizes them), images and video frames of at most 112x112
     pixels (at most 16 tokens per image or frame pair). Its video processor needs torchvision,
-    as transformers' Qwen2-VL processor does."""
+    as transformers' Qwen2-VL processor does: without it, the image processor and the tokenizer
+    (holding the chat template) alone."""
     grid = dict(patch_size=PATCH, temporal_patch_size=2, merge_size=2)
     size = {"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
-    return tf.Qwen2VLProcessor(
-        image_processor=tf.Qwen2VLImageProcessorPil(**grid, size=size),
-        tokenizer=tokenizer("<|image_pad|>"),
-        video_processor=tf.Qwen2VLVideoProcessor(**grid, size=size),
-        chat_template=QWEN_TEMPLATE,
-    )
+    images = tf.Qwen2VLImageProcessorPil(**grid, size=size)
+    text = tokenizer("<|image_pad|>")
+    if _torchvision() is not None:
+        text.chat_template = QWEN_TEMPLATE
+        return [images, text]
+    videos = tf.Qwen2VLVideoProcessor(**grid, size=size)
+    return [tf.Qwen2VLProcessor(images, text, videos, chat_template=QWEN_TEMPLATE)]
 
 
-def _qwen_audio_processor() -> tf.ProcessorMixin:
+def _qwen_audio_processor() -> list:
     """Qwen2-Audio's processor at the tiny model's size: 16 mel bins, a 1 s window of 128
     frames at 16 kHz (hop 125), which the encoder's stride and pooling make 32 tokens."""
     features = tf.WhisperFeatureExtractor(
         feature_size=16, sampling_rate=16000, hop_length=125, chunk_length=1, n_fft=400
     )
-    return tf.Qwen2AudioProcessor(
+    processor = tf.Qwen2AudioProcessor(
         feature_extractor=features, tokenizer=tokenizer("<image>"), chat_template=QWEN_TEMPLATE
     )
+    return [processor]
 
 
-#: family -> its processor at the tiny model's size
+#: family -> its processor at the tiny model's size (or the parts of it that can be built here)
 PROCESSORS = {
     "llava": _llava_processor,
     "qwen2_vl": _qwen_processor,
@@ -161,7 +167,8 @@ def save(family: str, directory: Path, seed: int = 0) -> Path:
     model.generation_config.pad_token_id = PAD
     model.generation_config.eos_token_id = 2
     model.save_pretrained(directory)
-    PROCESSORS[family]().save_pretrained(directory)
+    for part in PROCESSORS[family]():
+        part.save_pretrained(directory)
     return directory
 
 
@@ -180,5 +187,11 @@ def _torchvision() -> str | None:
     return None
 
 
-#: skips a test that needs a Qwen processor, saying why
+#: skips a test that needs a Qwen processor's video processor (or lmms-eval's own `qwen2_vl`
+#: model, which loads the whole processor), saying why
 needs_torchvision = pytest.mark.skipif(_torchvision() is not None, reason=str(_torchvision()))
+
+#: skips a test of what happens without torchvision where it loads
+lacks_torchvision = pytest.mark.skipif(
+    _torchvision() is None, reason="torchvision loads here: Qwen-VL processors read videos"
+)

@@ -1,20 +1,24 @@
 """The plugin on tiny Qwen2-VL and Qwen2.5-VL checkpoints through the real CLI: uncompressed it
 answers as lmms-eval's own `qwen2_vl` model does; llm- and projector-stage methods record their
-budgets in every sample (3-D M-RoPE positions kept), on images and on videos."""
+budgets in every sample (3-D M-RoPE positions kept), on images and on videos. Without torchvision
+the plugin reads images only (transformers' Qwen-VL video processor needs torchvision), and
+lmms-eval's own `qwen2_vl` model cannot load: those tests skip, saying why."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
-from eval_checkpoints import needs_torchvision
+from eval_checkpoints import lacks_torchvision, needs_torchvision
 from eval_cli import NOT_INSTALLED, lmms_eval
 
 pytest.importorskip("lmms_eval", reason=NOT_INSTALLED)
 
-pytestmark = needs_torchvision
+from reproductions.lmms_eval.inputs import load_processor
 
 
+@needs_torchvision
 def test_uncompressed_answers_as_lmms_evals_own_qwen2_vl(home: Path, tasks: Path, qwen2_vl: Path):
     ours = lmms_eval(home, tasks, "reproductions", f"pretrained={qwen2_vl},method=none", "tiny_open")
     own = lmms_eval(home, tasks, "qwen2_vl", f"pretrained={qwen2_vl},device_map=cpu", "tiny_open")
@@ -36,6 +40,7 @@ def test_qwen2_5_vl_records_the_budget(home: Path, tasks: Path, qwen2_5_vl: Path
         assert count["tokens_after"] == count["tokens_before"] - (16 - kept)
 
 
+@needs_torchvision
 def test_videos_go_through_the_processor(home: Path, tasks: Path, qwen2_vl: Path):
     """16-frame clips, 8 frames sampled, 2 per temporal patch, 4x4 merged patches each: 64."""
     none = lmms_eval(home, tasks, "reproductions", f"pretrained={qwen2_vl},method=none", "tiny_video")
@@ -47,3 +52,12 @@ def test_videos_go_through_the_processor(home: Path, tasks: Path, qwen2_vl: Path
         assert after["tokens_after"] == before["tokens_before"] - 48
     replies = none.replies("tiny_video")
     assert all(replies[i] != replies[i + 4] for i in range(4))  # same question, other clip
+
+
+@lacks_torchvision
+def test_without_torchvision_videos_are_refused_saying_why(qwen2_vl: Path):
+    processor = load_processor(str(qwen2_vl))
+    assert processor.image_processor is not None and processor.chat_template
+    clip = np.zeros((2, 56, 56, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="video processor cannot be built here.*torchvision"):
+        processor(text=["<|video_pad|>"], videos=[clip], return_tensors="pt")
