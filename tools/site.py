@@ -7,6 +7,8 @@ committed). Where the data comes from is configurable so tests can build the sit
 - `SITE_CATALOG`: the catalog folder (holding `papers/`, `taxonomy.yaml`, `schema.json`);
   default `catalog/` of this repository.
 - `SITE_BENCHMARKS`: the folder of benchmark result JSON; default `benchmarks/results/`.
+- `SITE_ACCURACY`: the folder of accuracy sweeps (`python -m tools eval --out <folder>/<name>`);
+  default `benchmarks/accuracy/`.
 
 Hand-written pages (`site/index.md`, `site/contributing.md`) hold `<!-- site:NAME -->` markers
 that the generated parts replace.
@@ -40,6 +42,18 @@ def catalog_root() -> Path:
 
 def results_root() -> Path:
     return Path(os.environ.get("SITE_BENCHMARKS") or ROOT / "benchmarks" / "results")
+
+
+def accuracy_root() -> Path:
+    return Path(os.environ.get("SITE_ACCURACY") or ROOT / "benchmarks" / "accuracy")
+
+
+def load_accuracy(folder: Path) -> list[dict[str, Any]]:
+    """Every committed sweep `folder/<name>/results.json` (sorted by name), tagged with its name."""
+    sweeps = []
+    for path in sorted(folder.glob("*/results.json")) if folder.is_dir() else []:
+        sweeps.append({**json.loads(path.read_text(encoding="utf-8")), "name": path.parent.name})
+    return sweeps
 
 
 def load_results(folder: Path) -> list[dict[str, Any]]:
@@ -82,6 +96,7 @@ def load(repo_url: str | None = None, papers: list[Paper] | None = None) -> Site
         taxonomy=load_taxonomy(root) if (root / "taxonomy.yaml").exists() else {},
         methods=reproductions.methods(),
         results=load_results(results_root()),
+        accuracy=load_accuracy(accuracy_root()),
         added=added_dates(root / "papers"),
         redirects=load_redirects(root),
         repo_url=repo_url,
@@ -94,7 +109,7 @@ def generate(data: SiteData, docs_dir: Path) -> dict[str, str | bytes]:
     from reproductions.interface import SIGNALS
     from tools import site_figures
 
-    plots = benchmark_plots(data)
+    plots = {**benchmark_plots(data), **accuracy_plots(data)}
     files: dict[str, str | bytes] = {
         "index.md": site_pages.home((docs_dir / "index.md").read_text(encoding="utf-8"), data),
         "papers/index.md": site_pages.papers_index(data),
@@ -146,6 +161,18 @@ def benchmark_plots(data: SiteData) -> dict[str, bytes]:
     with tempfile.TemporaryDirectory() as folder:
         paths = plot(run, Path(folder), "latest")
         return {f"benchmarks/{path.name}": path.read_bytes() for path in paths}
+
+
+def accuracy_plots(data: SiteData) -> dict[str, bytes]:
+    """The newest accuracy sweep's plots (`tools.eval_table.plot`: accuracy against TTFT and
+    against kept tokens, one curve per method), drawn from its table at build time."""
+    if not data.accuracy:
+        return {}
+    from tools.eval_table import plot
+
+    with tempfile.TemporaryDirectory() as folder:
+        paths = plot(data.accuracy[-1].get("rows") or [], Path(folder))
+        return {f"benchmarks/accuracy-{path.name}": path.read_bytes() for path in paths}
 
 
 #: (what is wrong, title word of the example paper, the edit that breaks its file)

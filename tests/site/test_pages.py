@@ -262,3 +262,30 @@ def test_a_paper_page_shows_where_and_when_it_was_checked(hostile: dict) -> None
     shown = site_pages.paper_markdown(hostile, SiteData(papers=[hostile], taxonomy={}))
     checked = shown.split("## Checked")[1].split("## ")[0]
     assert "<script>" not in checked and "&lt;script&gt;" in checked
+
+
+def _sweep_row(method: str, budget: int | None, score: float, kept: float, ttft: float, gain: float | None):
+    return {"model": "llava", "task": "pope", "method": method, "budget": budget, "params": {},
+            "score": score, "kept_tokens": kept, "ttft_s": ttft, "gain": gain}
+
+
+def test_benchmarks_page_shows_the_newest_accuracy_sweep_and_its_plot() -> None:
+    """The newest committed `python -m tools eval` table: a plot of accuracy against TTFT and
+    kept tokens drawn from it at build time, and one row per run with its gain over the best
+    control; without a sweep the page says how to make one."""
+    from tools.site import accuracy_plots
+
+    rows = [_sweep_row("none", None, 0.86, 576, 0.90, 0.0), _sweep_row("random", 64, 0.78, 64, 0.20, 0.0),
+            _sweep_row("pool", 64, 0.80, 64, 0.20, 0.0), _sweep_row("visionzip", 64, 0.84, 64, 0.21, 0.04)]
+    data = SiteData(papers=[], taxonomy={}, methods=reproductions.methods(),
+                    accuracy=[{"name": "older", "rows": []}, {"name": "llava-pope", "rows": rows}])
+    plots = accuracy_plots(data)
+    assert list(plots) == ["benchmarks/accuracy-llava-pope.png"]
+    assert plots["benchmarks/accuracy-llava-pope.png"].startswith(b"\x89PNG")
+    page = site_pages.benchmarks_page(data, list(plots))
+    section = page.split("## Accuracy")[1]
+    assert "llava-pope" in section and 'src="accuracy-llava-pope.png"' in section
+    assert section.count("<tr>") == 1 + len(rows)
+    assert "+0.040" in section and "visionzip/" in section  # the gain, and a link to the method
+    empty = site_pages.benchmarks_page(SiteData(papers=[], taxonomy={}), [])
+    assert "No accuracy sweep is committed yet" in empty.split("## Accuracy")[1]

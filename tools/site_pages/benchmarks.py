@@ -139,9 +139,51 @@ def method_results(data: SiteData, name: str) -> str | None:
     )
 
 
+def accuracy_section(data: SiteData, plots: Iterable[str], source: str) -> str:
+    """Accuracy against cost: the newest committed sweep of `python -m tools eval`, its plots
+    and one row per (model, task, method, budget) with the gain over the best control."""
+    out = ["## Accuracy\n\n"]
+    if not data.accuracy:
+        out.append(
+            "No accuracy sweep is committed yet. `python -m tools eval ... --out "
+            "benchmarks/accuracy/<name>` runs methods, budgets and tasks through lmms-eval with the "
+            f"controls beside them; see {link(href(source, 'evaluate.md'), 'Evaluate a method')}. "
+            "The next site build shows the newest sweep here.\n"
+        )
+        return "".join(out)
+    sweep = data.accuracy[-1]
+    out.append(f"The sweep <code>{text(sweep['name'])}</code>: each method's gain is its score minus "
+               "the best control's (uncompressed, `random` and `pool` at its budget).\n\n")
+    images = [p for p in plots if posixpath.basename(p).startswith("accuracy-")]
+    if images:
+        out.append("".join(f'<p><img src="{href(source, p)}" alt="{text(posixpath.basename(p))}"></p>\n'
+                           for p in images) + "\n")
+    head = ("model", "task", "method", "budget", "score", "kept tokens", "TTFT (ms)", "gain over best control")
+    body = "".join(
+        "<tr>" + "".join(f"<td>{cell}</td>" for cell in (
+            text(r.get("model")), text(r.get("task")), method_link(source, r.get("method"), data.methods),
+            text(r.get("budget")), _number(r.get("score")), _number(r.get("kept_tokens"), 1),
+            _median_ms({"median": r["ttft_s"]}) if r.get("ttft_s") is not None else "–",
+            _number(r.get("gain"), signed=True),
+        )) + "</tr>"
+        for r in sweep.get("rows") or []
+    )
+    out.append('<table class="accuracy"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
+               + f"</tr></thead><tbody>{body}</tbody></table>\n")
+    return "".join(out)
+
+
+def _number(value: Any, digits: int = 3, signed: bool = False) -> str:
+    if not isinstance(value, int | float):
+        return "–"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
 def benchmarks_page(data: SiteData, plots: Iterable[str] = ()) -> str:
-    """`benchmarks.md`: the latest run in full (setup, plots, the held figure, every record)."""
+    """`benchmarks.md`: the latest run in full (setup, plots, the held figure, every record),
+    then accuracy against cost (the newest committed sweep)."""
     source = "benchmarks.md"
+    plots = list(plots)
     out = [front_matter("Benchmarks", hide=["navigation", "toc"]), "# Benchmarks\n\n"]
     run = latest_run(data.results)
     if run is None:
@@ -150,6 +192,7 @@ def benchmarks_page(data: SiteData, plots: Iterable[str] = ()) -> str:
             "it writes JSON under `benchmarks/results/`, and the next site build shows it here and "
             "on each method's page.\n"
         )
+        out.append(accuracy_section(data, plots, source))
         return "\n".join(out)
     out.append(
         "Every registered method on the same footing: its own time, the LLM prefill, time to first "
@@ -158,7 +201,7 @@ def benchmarks_page(data: SiteData, plots: Iterable[str] = ()) -> str:
         "Measured on one machine: compare rows of one run, not runs on different machines.\n"
     )
     out.append("## Setup\n\n" + run_description(run))
-    shown = list(plots)
+    shown = [p for p in plots if not posixpath.basename(p).startswith("accuracy-")]
     if shown:
         images = "\n".join(
             f'<p><img src="{href(source, path)}" alt="{text(posixpath.basename(path))}"></p>' for path in shown
@@ -174,4 +217,5 @@ def benchmarks_page(data: SiteData, plots: Iterable[str] = ()) -> str:
             for doc in sorted(earlier, key=lambda d: str(d.get("created", "")), reverse=True)
         )
         out.append(f"## Earlier runs\n\n<ul>{items}</ul>\n")
+    out.append(accuracy_section(data, plots, source))
     return "\n".join(out)

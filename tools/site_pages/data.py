@@ -31,6 +31,9 @@ class SiteData:
     methods: dict[str, type] = field(default_factory=dict)
     #: benchmark result documents (`benchmarks/results/*.json`), each with its file name
     results: list[dict[str, Any]] = field(default_factory=list)
+    #: accuracy sweeps (`benchmarks/accuracy/<name>/results.json`, written by `python -m tools
+    #: eval`), each with its folder name under "name"
+    accuracy: list[dict[str, Any]] = field(default_factory=list)
     #: paper id -> ISO date the paper file was first committed (missing: not committed yet)
     added: dict[str, str] = field(default_factory=dict)
     #: repository URL (for links to files outside the docs), or None
