@@ -25,7 +25,9 @@ from ..hf import Report
 class CompressionCounts(TokenCounts):
     """One request: LLM input tokens and media tokens before and after compression, and the
     time of its prefill (the first forward call), to its first token, and of the whole call;
-    `rank` is the process that ran it (under `accelerate launch`)."""
+    `rank` is the process that ran it (under `accelerate launch`); `run` the run's configuration
+    with every method parameter resolved (lmms-eval's `config` keeps only the model_args as typed,
+    and a model has no way to add to it)."""
 
     tokens_before: int = 0
     tokens_after: int = 0
@@ -35,6 +37,7 @@ class CompressionCounts(TokenCounts):
     ttft_s: float = 0.0
     total_s: float = 0.0
     rank: int = 0
+    run: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -56,7 +59,7 @@ def from_report(report: Report | None, tokens: int, media: int) -> dict[str, int
 
 
 #: the numeric fields averaged into results["throughput"]
-SUMMED = [f.name for f in fields(CompressionCounts) if f.name not in ("reasoning_tokens", "rank")]
+SUMMED = [f.name for f in fields(CompressionCounts) if f.name not in ("reasoning_tokens", "rank", "run")]
 
 
 def summarize(

@@ -50,7 +50,9 @@ class Reproductions(lmms):
         self.processor = load_processor(self.options.pretrained)
         self.tokenizer = self.processor.tokenizer
         self.media_ids = list(adapter_for(self._model).tokens.values())
-        logger.info(f"reproductions: {self.options.record(self.method)}")
+        #: the run's configuration, every method parameter resolved: logged, and in every sample
+        self.record = self.options.record(self.method)
+        logger.info(f"reproductions: {self.record}")
 
     @property
     def model(self) -> torch.nn.Module:
@@ -109,6 +111,7 @@ class Reproductions(lmms):
             ttft_s=timer.first_output_s,
             total_s=total,
             rank=self._rank,
+            run=self.record,
         )
         return result, counts
 

@@ -4,6 +4,7 @@ tokens; two processes give exactly the one-process results."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import torch
 import transformers
 from eval_cli import NOT_INSTALLED, Run, lmms_eval
 from PIL import Image
+
+import reproductions
 
 pytest.importorskip("lmms_eval", reason=NOT_INSTALLED)
 
@@ -61,6 +64,10 @@ def test_fastv_keeps_its_budget_in_every_sample(none: Run, fastv: Run):
     assert throughput["avg_generate_until_media_after"] == 4
     assert throughput["avg_loglikelihood_requests"] == 16
     assert "method=fastv,keep=4,layer=2" in fastv.results["config"]["model_args"]
+    # every sample carries the run's configuration, the method's parameters resolved
+    run = fastv.counts("tiny_open")[0]["run"]
+    assert run["method"] == "fastv" and run["stage"] == "llm"
+    assert run["params"] == {**dataclasses.asdict(reproductions.get("fastv", keep=4, layer=2))}
     # compression reaches the log-likelihoods (FastV drops tokens from layer 2 on)
     assert fastv.replies("tiny_choice") != none.replies("tiny_choice")
 
