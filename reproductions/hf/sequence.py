@@ -41,6 +41,12 @@ class Span:
         return len(self.columns)
 
 
+def placed_here(placed: Tensor, piece: Tensor) -> bool:
+    """Whether `piece`, rows of the LLM input, is exactly the media item `placed` that the model
+    put there (in the input's dtype): how a span finds its item's compression or signals."""
+    return placed.shape == piece.shape and torch.equal(placed.to(piece.dtype), piece)
+
+
 def row_of(comp: Compression, row: int) -> Compression:
     """Batch row `row` of a Compression, as a batch of one."""
     return Compression(*(t[row : row + 1] for t in (comp.features, comp.source, comp.positions, comp.sizes)))
@@ -148,6 +154,13 @@ def rebuild(
         out[row, width - r.shape[0] :] = r
         index[row, width - w.shape[0] :] = w
     return out, index
+
+
+def unchanged(old: Tensor, new: Tensor, index: Tensor) -> bool:
+    """Whether the rebuilt sequence `new` (with its `index`) is `old` itself, every row in place:
+    then the call is left exactly as it was."""
+    n = old.shape[1]
+    return index.shape[1] == n and bool((index == torch.arange(n, device=index.device)).all()) and torch.equal(new, old)
 
 
 def valid_columns(index: Tensor, mask2d: Tensor | None) -> Tensor:

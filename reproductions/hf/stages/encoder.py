@@ -100,7 +100,8 @@ class EncoderMerging:
             if index == 0:
                 merging.reset()
             if merging.units is not None:
-                attention_mask = merging.no_padding(attention_mask)
+                merging.refuse_padding(attention_mask)
+                attention_mask = None  # it hides nothing
             residual = hidden_states
             x = layer.layer_norm1(hidden_states)
             bias = _bias(merging.patch_sizes(), attention_mask, x.dtype)
@@ -112,15 +113,14 @@ class EncoderMerging:
 
         return forward
 
-    def no_padding(self, mask: Tensor | None) -> None:
+    def refuse_padding(self, mask: Tensor | None) -> None:
         """Unit merging reorders and shortens the sequence, which a padding mask cannot follow:
-        a mask that hides nothing is dropped, one that hides patches refused."""
+        refuse a mask that hides patches (one that hides nothing the caller drops)."""
         if mask is not None and not bool((mask if mask.dtype == torch.bool else mask == 0).all()):
             raise ValueError(
                 "the encoder stage merges whole pooling units of full tiles; this call pads some "
                 "tiles (a patch attention mask): pass full-size tiles, or use a projector-stage method"
             )
-        return None
 
     def patch_sizes(self) -> Tensor | None:
         """The size of every current encoder token (a unit's size on each of its patches)."""

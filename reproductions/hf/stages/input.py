@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ...interface import Compression
 from ..report import Record
-from ..sequence import Span, rebuild, take, valid_columns
+from ..sequence import Span, placed_here, rebuild, take, unchanged, valid_columns
 from .base import Stage
 
 
@@ -47,7 +47,7 @@ class InputStage(Stage):
         """The compression a hook made of the image in this span, found by the span's content."""
         piece = embeds[span.row, span.columns.to(embeds.device)]
         for placed, comp, special in self.encoded:
-            if placed.shape == piece.shape and torch.equal(placed.to(piece.dtype), piece):
+            if placed_here(placed, piece):
                 return comp, special
         raise RuntimeError(
             f"{self.method.name}: the image at row {span.row}, tokens {span.start}-"
@@ -64,7 +64,7 @@ class InputStage(Stage):
         compressions = self.compress_spans(embeds)
         new, index = rebuild(embeds, self.spans, compressions)
         self.record(index, n, compressions)
-        if index.shape[1] == n and bool((index == torch.arange(n, device=index.device)).all()) and torch.equal(new, embeds):
+        if unchanged(embeds, new, index):
             return None  # nothing changed: leave the call exactly as it was
         self.cols = index
         kwargs = dict(kwargs)

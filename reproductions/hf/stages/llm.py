@@ -31,7 +31,7 @@ from ...interface import Compression, Method, Tokens
 from ..attention import key_states, probabilities, queries, queries_keys, repeat_heads, rope
 from ..models import Adapter
 from ..report import Record
-from ..sequence import mask_4d, row_of, take, valid_columns
+from ..sequence import mask_4d, row_of, take, unchanged, valid_columns
 from .base import argument, cache_of
 from .decoder import DecoderStage
 
@@ -175,7 +175,7 @@ class LlmStage(DecoderStage):
         new, sub = self.rebuild_rows(hidden, columns, comps)
         index = torch.where(sub >= 0, at.gather(1, sub.clamp_min(0)), -1)
         self.record(valid, valid_columns(index, outer), columns, comps)
-        if before is None and index.shape[1] == n and bool((index == torch.arange(n, device=index.device)).all()) and torch.equal(new, hidden):
+        if before is None and unchanged(hidden, new, index):
             return None
         return new, index
 

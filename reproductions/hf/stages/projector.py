@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ...interface import Compression, Method, Tokens
 from ..models import Adapter
-from ..sequence import Span, row_of
+from ..sequence import Span, placed_here, row_of
 from .input import InputStage
 from .signals import encoder_signals, received_signal
 
@@ -185,9 +185,7 @@ class ProjectorStage(InputStage):
         at = 0
         while at < len(piece):
             match = next(
-                (signals for placed, signals in self.tapped
-                 if at + len(placed) <= len(piece)
-                 and torch.equal(placed.to(piece.dtype), piece[at : at + len(placed)])),
+                (signals for placed, signals in self.tapped if placed_here(placed, piece[at : at + len(placed)])),
                 None,
             )
             if match is None:

@@ -11,14 +11,19 @@ from ..attention import encoder_queries_keys, probabilities, received
 from .base import argument
 
 
+def _queries_keys(module: nn.Module, args: tuple, kwargs: dict) -> tuple[Tensor, Tensor, Tensor, float]:
+    """The call's hidden states, its queries and keys as the module makes them, and its scale."""
+    hidden = argument(args, kwargs, "hidden_states")
+    q, k = encoder_queries_keys(module, hidden, kwargs.get("position_embeddings"))
+    return hidden, q, k, module.scale if hasattr(module, "scale") else module.scaling
+
+
 def encoder_signals(module: nn.Module, args: tuple, kwargs: dict, cls: bool) -> tuple[Tensor, Tensor]:
     """(B, heads, L) attention and (B, L, d) keys averaged over heads, of one call of an encoder
     attention module: the [CLS] row's attention where the encoder has a [CLS], else the attention
     each token receives averaged over its query rows (within each image or frame of a flat Qwen
     sequence, as the module's `cu_seqlens` bound it)."""
-    hidden = argument(args, kwargs, "hidden_states")
-    q, k = encoder_queries_keys(module, hidden, kwargs.get("position_embeddings"))
-    scale = module.scale if hasattr(module, "scale") else module.scaling
+    hidden, q, k, scale = _queries_keys(module, args, kwargs)
     keys = k.mean(1)  # ToMe / VisionZip read keys averaged over heads
     if cls:
         attention = probabilities(q[:, :, :1], k, scale)[:, :, 0]
@@ -44,7 +49,5 @@ def received_within(q: Tensor, k: Tensor, scale: float, kwargs: dict) -> Tensor:
 def received_signal(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
     """(B, L) `received` of one call of an encoder attention module: the attention each token
     receives, averaged over heads and every query row ([CLS] included), in float32."""
-    hidden = argument(args, kwargs, "hidden_states")
-    q, k = encoder_queries_keys(module, hidden, kwargs.get("position_embeddings"))
-    scale = module.scale if hasattr(module, "scale") else module.scaling
+    _, q, k, scale = _queries_keys(module, args, kwargs)
     return received_within(q, k, scale, kwargs).mean(1)
