@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from transformers.masking_utils import create_causal_mask
 
 from reproductions import Compression, Method, Tokens
 from reproductions.hf.models import adapter_for
@@ -113,6 +114,14 @@ def reference_sequence(
         new_mask[r, offset:] = mask[r, idx]
         new_pos[..., r, offset:] = positions[..., r, idx]
     return out, new_mask, new_pos
+
+
+def causal_mask(lm: nn.Module, h: Tensor, positions: Tensor) -> Any:
+    """The causal mask `lm` builds for the unpadded row `h` (1, L) at `positions`, no cache."""
+    return create_causal_mask(
+        config=lm.config, inputs_embeds=h, attention_mask=torch.ones(1, h.shape[1]), cache=None,
+        position_ids=positions,
+    )
 
 
 def logits_from(model: nn.Module, embeds: Tensor, mask: Tensor, positions: Tensor) -> Tensor:

@@ -4,19 +4,11 @@ rows and the rows after them, run before layer L + 1; layers <= L see every toke
 from __future__ import annotations
 
 import torch
-from hf_helpers import language_model_inputs
-from transformers.masking_utils import create_causal_mask
+from hf_helpers import causal_mask, language_model_inputs
 
 from reproductions import get
 from reproductions.hf import compress
 from reproductions.hf.tiny import BUILDERS, IMAGE
-
-
-def causal(lm, h, positions):
-    return create_causal_mask(
-        config=lm.config, inputs_embeds=h, attention_mask=torch.ones(1, h.shape[1]), cache=None,
-        position_ids=positions,
-    )
 
 
 def test_fitprune_equals_its_deletions_run_by_hand():
@@ -37,7 +29,7 @@ def test_fitprune_equals_its_deletions_run_by_hand():
         cos, sin = lm.rotary_emb(h, kept[None])
         media = set((one["input_ids"][0] == IMAGE).nonzero()[:, 0].tolist())
         for layer, delete in zip(lm.layers, (3, 2, 0, 0), strict=True):
-            pe, mask = (cos[:, kept], sin[:, kept]), causal(lm, h, kept[None])
+            pe, mask = (cos[:, kept], sin[:, kept]), causal_mask(lm, h, kept[None])
             if delete:
                 _, weights = layer.self_attn(layer.input_layernorm(h), position_embeddings=pe, attention_mask=mask)
                 top = weights[0].amax(0)

@@ -4,8 +4,7 @@ computes over the full input, and every layer runs on the kept rows (FrameFusion
 from __future__ import annotations
 
 import torch
-from hf_helpers import LastRowTopK, language_model_inputs, tiny
-from transformers.masking_utils import create_causal_mask
+from hf_helpers import LastRowTopK, causal_mask, language_model_inputs, tiny
 
 from reproductions import Tokens, get
 from reproductions.hf import compress, why_unsupported
@@ -25,13 +24,7 @@ def test_layer_zero_equals_every_layer_run_on_the_kept_rows():
         n = h.shape[1]
         pos = torch.arange(n)[None]
         pe = lm.rotary_emb(h, pos)
-        mask = create_causal_mask(
-            config=lm.config,
-            inputs_embeds=h,
-            attention_mask=torch.ones(1, n),
-            cache=None,
-            position_ids=pos,
-        )
+        mask = causal_mask(lm, h, pos)
         first = lm.layers[0]
         _, weights = first.self_attn(
             first.input_layernorm(h), position_embeddings=pe, attention_mask=mask
@@ -49,13 +42,7 @@ def test_layer_zero_equals_every_layer_run_on_the_kept_rows():
         kept = where[order]
         h = torch.cat([h[0, text], comp.features[0]])[order][None]
         pe_kept = (pe[0][:, kept], pe[1][:, kept])
-        kept_mask = create_causal_mask(
-            config=lm.config,
-            inputs_embeds=h,
-            attention_mask=torch.ones(1, len(kept)),
-            cache=None,
-            position_ids=kept[None],
-        )
+        kept_mask = causal_mask(lm, h, kept[None])
         for layer in lm.layers:
             h = layer(
                 h, attention_mask=kept_mask, position_embeddings=pe_kept, position_ids=kept[None]

@@ -12,12 +12,12 @@ import torch
 from hf_helpers import (
     Capture,
     LastRowTopK,
+    causal_mask,
     language_model_inputs,
     logits_from,
     reference_sequence,
     tiny,
 )
-from transformers.masking_utils import create_causal_mask
 
 from reproductions import Tokens, get, methods
 from reproductions.hf import compress
@@ -148,13 +148,7 @@ def test_llm_stage_equals_layers_run_by_hand(name, build):
         n = h.shape[1]
         pos = torch.arange(n)[None]
         pe = lm.rotary_emb(h, pos)
-        full_mask = create_causal_mask(
-            config=lm.config,
-            inputs_embeds=h,
-            attention_mask=torch.ones(1, n),
-            cache=None,
-            position_ids=pos,
-        )
+        full_mask = causal_mask(lm, h, pos)
         for layer in lm.layers[: k - 1]:
             h = layer(h, attention_mask=full_mask, position_embeddings=pe, position_ids=pos)
         last = lm.layers[k - 1]
@@ -181,13 +175,7 @@ def test_llm_stage_equals_layers_run_by_hand(name, build):
         kept, h = where[order], feats[order][None]
         cos, sin = pe
         pe_kept = (cos[:, kept], sin[:, kept])
-        kept_mask = create_causal_mask(
-            config=lm.config,
-            inputs_embeds=h,
-            attention_mask=torch.ones(1, len(kept)),
-            cache=None,
-            position_ids=kept[None],
-        )
+        kept_mask = causal_mask(lm, h, kept[None])
         for layer in lm.layers[k:]:
             h = layer(
                 h, attention_mask=kept_mask, position_embeddings=pe_kept, position_ids=kept[None]

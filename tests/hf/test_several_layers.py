@@ -7,23 +7,12 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from hf_helpers import language_model_inputs, tiny
-from transformers.masking_utils import create_causal_mask
+from hf_helpers import causal_mask, language_model_inputs, tiny
 
 from reproductions import get
 from reproductions.hf import compress, why_unsupported
 from reproductions.hf.stages.base import cache_of
 from reproductions.hf.tiny import IMAGE
-
-
-def causal(lm, h, positions):
-    return create_causal_mask(
-        config=lm.config,
-        inputs_embeds=h,
-        attention_mask=torch.ones(1, h.shape[1]),
-        cache=None,
-        position_ids=positions,
-    )
 
 
 def test_pdrop_equals_its_stages_run_by_hand():
@@ -42,7 +31,7 @@ def test_pdrop_equals_its_stages_run_by_hand():
         media = set((one["input_ids"][0] == IMAGE).nonzero()[:, 0].tolist())
         counts = [len(media) // 2, len(media) // 4]
         h = lm.layers[0](
-            h, attention_mask=causal(lm, h, kept[None]), position_embeddings=(cos, sin)
+            h, attention_mask=causal_mask(lm, h, kept[None]), position_embeddings=(cos, sin)
         )
         for stage, layer in enumerate(lm.layers[1:], start=1):
             pe = (cos[:, kept], sin[:, kept])
@@ -50,7 +39,7 @@ def test_pdrop_equals_its_stages_run_by_hand():
                 _, weights = layer.self_attn(
                     layer.input_layernorm(h),
                     position_embeddings=pe,
-                    attention_mask=causal(lm, h, kept[None]),
+                    attention_mask=causal_mask(lm, h, kept[None]),
                 )
                 is_media = torch.tensor([int(j) in media for j in kept])
                 scores = weights[0, :, -1].mean(0)[is_media]
@@ -62,7 +51,7 @@ def test_pdrop_equals_its_stages_run_by_hand():
                 pe = (cos[:, kept], sin[:, kept])
             h = layer(
                 h,
-                attention_mask=causal(lm, h, kept[None]),
+                attention_mask=causal_mask(lm, h, kept[None]),
                 position_embeddings=pe,
                 position_ids=kept[None],
             )
