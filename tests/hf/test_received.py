@@ -135,3 +135,18 @@ def test_hiprune_reads_the_object_layer_and_the_projectors_layer():
 def _depth(model) -> tuple[int, int]:
     attentions, feature = encoder_depth(adapter_for(model))
     return len(attentions), feature
+
+
+def test_received_in_blocks_equals_the_softmax_map(monkeypatch):
+    """Several blocks of query rows (a block budget of 3 rows here) and a mask that hides some
+    keys per query give the column means of the full softmax map."""
+    from reproductions.hf import attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 3, 7, 4, generator=g), torch.randn(2, 3, 7, 4, generator=g)
+    allowed = torch.rand(2, 1, 7, 7, generator=g) > 0.3
+    allowed[..., 0] = True  # every query sees a key
+    monkeypatch.setattr(attention, "BLOCK_SCORES", 3 * 3 * 7 * 2)
+    expected = (q @ k.transpose(-1, -2) * 0.5).masked_fill(~allowed, float("-inf")).softmax(-1).mean(-2)
+    torch.testing.assert_close(attention.received(q, k, 0.5, allowed), expected)
+    torch.testing.assert_close(attention.received(q, k, 0.5), (q @ k.transpose(-1, -2) * 0.5).softmax(-1).mean(-2))
