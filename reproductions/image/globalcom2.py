@@ -60,7 +60,7 @@ def anyres_image(places: Tensor) -> Anyres | None:
             "unpadded crops, on the grid of all crops side by side)"
         )
     sort = key.argsort()
-    # symmetric unpadding: the padded tiled grid spans rows 0 .. top + bottom (ceil: robust)
+    # unpadding cuts as many rows (columns) at the end as at the start: 2 * top + height rows
     grid = (-(-(2 * top + height) // h), -(-(2 * left + width) // w))
     return Anyres(thumb, (h, w), crop[sort], r[sort], c[sort], (top, left, height, width), grid)
 
@@ -82,7 +82,10 @@ class GlobalCom2(Method):
     s / ||s|| + g / ||g|| over the crop, g the thumbnail's scores resized bilinearly
     (align_corners=False) onto the unpadded tiled grid. Tokens that stand for no patch (the
     rows' newlines) are kept. Output: the thumbnail's tokens, then the crops' kept tokens and
-    the newlines in input order. An image without crops is kept whole, as officially.
+    the newlines in input order. An image without crops is kept whole, as officially
+    (`llava/model/llava_arch.py`: `compress_thumbnail`, `generate_scale_for_crop_features`,
+    `compress_crops`). In `reproductions.hf` it runs on LLaVA-NeXT; LLaVA-OneVision's SigLIP
+    has no [CLS].
 
     Parameters: `ratio` (the official `retention_ratio`, 0.25), `temperature` (10.0).
     Signals: `anyres` (each token's view and place), `cls_attention` (B, heads, N). The
@@ -96,6 +99,8 @@ class GlobalCom2(Method):
       unpadded tokens read as an index into the padded crop, which misplaces them wherever the
       crop was unpadded, and adds a newline to every row of the padded grid. Here the kept
       tokens stay where they are, among the input's newlines (the model's own packing).
+    - In `reproductions.hf` the crops are unpadded by transformers, `int(round(x, 7))` where the
+      official takes `int(x)`: the same rows unless float error lands just below an integer.
     - The official allocates from the first image's thumbnail for every image of a batch
       (`cls_attn_scores[0]`); here each image uses its own.
     - Scores are compared in float64 (the official: float16 on the GPU); ties go to the lower
