@@ -11,6 +11,7 @@ import math
 import torch
 
 from .interface import Method, Tokens
+from .ops import anyres_places
 
 #: the default grid per modality: small enough for tests, big enough for every example budget
 LAYOUTS: dict[str, tuple[int, ...]] = {"image": (8, 8), "video": (4, 4, 4), "audio": (64,)}
@@ -63,7 +64,17 @@ def example_tokens(
         "text_keys": lambda: randn(batch, queries, dim // 2),
         "frames": lambda: randn(batch, layout[0], dim),
         "audio": lambda: randn(batch, audio_tokens, dim),
+        "anyres": lambda: example_anyres(n).repeat(batch, 1, 1).to(device),
     }
     features = randn(batch, n, dim)
     given = {name: signals[name]() for name in method.needs}
     return Tokens(features=features, layout=tuple(layout), special=special, **given)
+
+
+def example_anyres(n: int) -> torch.Tensor:
+    """`anyres` places for n tokens: the largest s x s thumbnail whose crops (a row of s x s
+    tiles, no unpadding, no newlines) fill the rest; one token alone is a thumbnail."""
+    side = max((s for s in range(1, math.isqrt(n) + 1) if n % (s * s) == 0 and n // (s * s) >= 2), default=0)
+    if side == 0:
+        return anyres_places((1, 1), newline=False)
+    return anyres_places((side, side), (1, n // (side * side) - 1), newline=False)

@@ -42,6 +42,12 @@ SIGNALS: dict[str, str] = {
     "pivots); pass Tokens(text_keys=...)",
     "frames": "(B, T, Df) one global feature per video frame; pass Tokens(frames=...)",
     "audio": "(B, Na, Da) audio tokens aligned in time with the video; pass Tokens(audio=...)",
+    "anyres": "(B, N, 3) long: where each token of an anyres image (a global thumbnail and a grid "
+    "of crops, each crop a tile the size of the thumbnail's token grid: LLaVA-NeXT) lies, as "
+    "(view, row, column): view 0 the thumbnail, on its own grid; view 1 a crop, on the grid of "
+    "all crops side by side before unpadding (crop (i, j) covers rows i*h to i*h + h - 1 and "
+    "columns j*w to j*w + w - 1); (-1, -1, -1) a token that stands for no patch (a row's "
+    "newline); pass Tokens(anyres=...), e.g. from `reproductions.ops.anyres_places`",
 }
 
 
@@ -68,6 +74,7 @@ class Tokens:
     frames: Tensor | None = None
     audio: Tensor | None = None
     sizes: Tensor | None = None
+    anyres: Tensor | None = None
 
     @property
     def batch(self) -> int:
@@ -164,6 +171,11 @@ class Method:
     #: media span, the prompt) or "media" (the N media rows themselves, then those M rows:
     #: FitPrune's self- and cross-attention), so M = N + rows after
     attention_rows: ClassVar[str] = "after"
+    #: at the projector stage, which [CLS] attention `cls_attention` holds: "feature" (the
+    #: softmax attention of the encoder layer the projector reads) or "last_logits" (the
+    #: encoder's last layer's pre-softmax scores q k^T / sqrt(d): GlobalCom2's); encoders
+    #: without a [CLS] have no "last_logits"
+    cls_from: ClassVar[str] = "feature"
     #: False where the official statistic spans the batch (PruMerge's adaptive ratio)
     batch_independent: ClassVar[bool] = True
     #: True where every output token of size 1 is an input token, unchanged (pure selection)
@@ -344,12 +356,15 @@ def _check_signal(
         "text_keys": (3, (b, None, None)),
         "frames": (3, (b, tokens.grid[0] if tokens.layout else None, None)),
         "audio": (3, (b, None, None)),
+        "anyres": (3, (b, n, 3)),
     }
     rank, dims = expected[signal]
     ok = len(shape) == rank and all(d is None or d == s for d, s in zip(dims, shape, strict=True))
     if not ok:
         want = ", ".join("*" if d is None else str(d) for d in dims)
         raise ValueError(f"{signal} has shape {shape}; expected ({want}): {SIGNALS[signal]}")
+    if signal == "anyres" and value.is_floating_point():
+        raise ValueError(f"anyres must hold integer places, got {value.dtype}: {SIGNALS[signal]}")
     if values and not all_finite(value):
         raise ValueError(f"{signal} contains NaN or inf: pass finite values")
 

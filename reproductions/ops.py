@@ -322,3 +322,31 @@ def select_top(tokens: Tokens, scores: Tensor, count: int) -> Compression:
     ordinary = scores[:, tokens.special :]
     idx = top_k(ordinary, count - tokens.special) + tokens.special
     return select(tokens, with_special(tokens, idx))
+
+
+def anyres_places(
+    thumbnail: tuple[int, int],
+    grid: tuple[int, int] | None = None,
+    rows: tuple[int, int] | None = None,
+    columns: tuple[int, int] | None = None,
+    newline: bool = True,
+) -> Tensor:
+    """(N, 3) long `anyres` places of one image packed as LLaVA-NeXT packs it: the thumbnail's
+    (h, w) grid in raster order (view 0), then the grid of `grid` = (rows, columns) crops of
+    h x w tokens each, side by side (view 1), cut to the tiled rows [`rows`[0], `rows`[1]) and
+    columns [`columns`[0], `columns`[1]) (the unpadding; default: all), in raster order with a
+    newline (-1, -1, -1) after each row where `newline`. Without `grid`: the thumbnail alone,
+    followed by one newline where `newline` (LLaVA-NeXT's single-view image)."""
+    h, w = thumbnail
+    r, c = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    parts = [torch.stack([torch.zeros(h * w, dtype=torch.long), r.flatten(), c.flatten()], -1)]
+    blank = torch.full((1, 3), -1, dtype=torch.long)
+    if grid is None:
+        return torch.cat(parts + [blank] * newline)
+    top, bottom = rows or (0, grid[0] * h)
+    left, right = columns or (0, grid[1] * w)
+    cols = torch.arange(left, right)
+    for row in range(top, bottom):
+        line = torch.stack([torch.ones_like(cols), torch.full_like(cols, row), cols], -1)
+        parts += [line, blank] if newline else [line]
+    return torch.cat(parts)

@@ -52,10 +52,15 @@ def repeat_heads(k: Tensor, heads: int) -> Tensor:
     return k.repeat_interleave(heads // k.shape[1], dim=1)
 
 
+def logits(q: Tensor, k: Tensor, scale: float) -> Tensor:
+    """(q @ kᵀ) * scale, the attention scores before the softmax, in float32."""
+    return (q.float() @ k.float().transpose(-1, -2)) * scale
+
+
 def probabilities(q: Tensor, k: Tensor, scale: float, allowed: Tensor | None = None) -> Tensor:
     """softmax((q @ kᵀ) * scale) over the keys, in float32; `allowed` (bool, broadcastable to the
     scores) hides the keys a query may not see (causality, padding)."""
-    scores = (q.float() @ k.float().transpose(-1, -2)) * scale
+    scores = logits(q, k, scale)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
     return scores.softmax(-1)

@@ -16,8 +16,9 @@ Signals follow the agreed convention: `attention` (B, heads, M, N_media) with M 
 after the last media token up to the last prompt token, `text` the hidden states of those M
 rows (the input of layer K), `keys` for the cache stage the layer-K keys with heads flattened;
 `cls_attention` and `keys` for LLaVA's projector stage come from the encoder layer the projector
-reads (keys averaged over heads, as ToMe and VisionZip use them); `received` from the encoder
-layers the method names (`Method.encoder_layers`), averaged over heads and query rows. Where the projector stage acts
+reads (keys averaged over heads, as ToMe and VisionZip use them; `cls_from`: the last layer's
+logits); `anyres` each anyres image token's place; `received` from the encoder layers the method
+names (`Method.encoder_layers`), averaged over heads and query rows. Where the projector stage acts
 on the LLM input (every model but LLaVA), `text` is the prompt's real non-media token embeddings
 of the item's row and `frames` each video frame's mean token: one embedding space for both, as
 frame-selection methods require.
@@ -59,7 +60,7 @@ from ..registry import get, methods
 from .models import adapter_for
 from .report import Report
 from .stages import STAGES, decoder_layer
-from .stages.projector import at_projector_input, projector_signals, received_layers
+from .stages.projector import at_projector_input, encoder_cls, projector_signals, received_layers
 
 
 def _output_width(method: Method) -> str | None:
@@ -147,6 +148,9 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
             f"{m.name} needs {', '.join(missing)}, which {model_name} cannot supply at the "
             f"{m.stage} stage (it supplies: {', '.join(sorted(available)) or 'no signals'})"
         )
+    if m.stage == "projector" and m.cls_from == "last_logits" and not encoder_cls(a, m):
+        return (f"{m.name} reads the [CLS] attention logits of the encoder's last layer, but {model_name}'s "
+                "encoder has no [CLS] that its projector drops: pick one with CLIP (LLaVA-NeXT)")
     if m.stage == "projector" and "received" in m.needs:
         try:
             received_layers(a, m)

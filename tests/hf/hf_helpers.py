@@ -16,7 +16,8 @@ from transformers.masking_utils import create_causal_mask
 from reproductions import Compression, Method, Tokens
 from reproductions.hf.models import adapter_for
 from reproductions.hf.support import FAMILIES
-from reproductions.hf.tiny import BUILDERS, MODALITY
+from reproductions.hf.tiny import BUILDERS, IMAGE, MODALITY
+from reproductions.hf.tiny.parts import prompts
 from reproductions.ops import select, top_k
 
 
@@ -180,3 +181,14 @@ def cell_method(cls: type[Method], model: nn.Module, **overrides: Any) -> Method
     if "dominant" in names:  # VisionZip's counts, split as officially, for an 8-token span
         params |= {"dominant": 3, "contextual": 1}
     return cls(**{**params, **overrides})
+
+
+def llava_next_at(height: int, width: int) -> tuple[nn.Module, dict[str, Any]]:
+    """The tiny LLaVA-NeXT with both images of size (height, width), its placeholders counted by
+    the model's own packing (unpadding included)."""
+    model, inputs = BUILDERS["llava_next"]()
+    sizes = torch.tensor([[height, width]] * 2)
+    with torch.no_grad():
+        count = len(model.model.get_image_features(pixel_values=inputs["pixel_values"], image_sizes=sizes).pooler_output[0])
+    ids, mask = prompts([[(IMAGE, count)]] * 2, [7, 5], torch.Generator().manual_seed(0))
+    return model, {**inputs, "input_ids": ids, "attention_mask": mask, "image_sizes": sizes}

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from hf_helpers import llava_next_at
 from transformers import AttentionInterface
 
 from reproductions import Compression, Method, Tokens
 from reproductions.hf import compress
 from reproductions.hf.models import adapter_for
 from reproductions.hf.tiny import BUILDERS, MODALITY
-from reproductions.ops import select
+from reproductions.ops import anyres_places, select
 
 #: tiny builders whose family reads encoder signals through a tap, and the image-only LLaVA
 #: (SigLIP) whose projector stage reads them at its feature layer
@@ -210,3 +211,52 @@ def _vision_call(name: str) -> tuple:
     if "pixel_values" in inputs:
         return inputs["pixel_values"], inputs["image_grid_thw"]
     return inputs["pixel_values_videos"], inputs["video_grid_thw"]
+
+
+@dataclass
+class LastLogits(Recorder):
+    """Test-only: records what a method reading the last layer's [CLS] logits and the anyres
+    places is handed (GlobalCom2's signals)."""
+
+    modality = ("image",)
+    needs = ("cls_attention", "anyres")
+    cls_from = "last_logits"
+
+
+#: image size -> its crop grid and what unpadding keeps of the tiled grid (rows, columns)
+UNPADDED = {(32, 64): ((1, 2), {}), (16, 64): ((1, 2), {"rows": (1, 3)}), (32, 16): ((1, 1), {"columns": (1, 3)})}
+
+
+@pytest.mark.parametrize("size", UNPADDED, ids=[f"{h}x{w}" for h, w in UNPADDED])
+def test_anyres_places_and_last_layer_logits_on_llava_next(size):
+    """Each packed token of a LLaVA-NeXT image carries its place as the model packed it (the
+    4 x 4 thumbnail, then the crops' tiled grid as unpadding left it, a newline per row) and the
+    [CLS] logits of the last CLIP layer (not the feature layer) for its own view: their softmax
+    is the model's own attention row, so logits minus log weights is one constant per view and
+    head."""
+    model, inputs = llava_next_at(*size)
+    grid, cut = UNPADDED[size]
+    views = 1 + grid[0] * grid[1]
+    last = adapter_for(model).tap.attentions[-1]
+    last.config._attn_implementation = "eager_spy"
+    method = LastLogits()
+    WEIGHTS.clear()
+    with compress(model, method), torch.no_grad():
+        method.seen.clear()
+        model(**inputs)
+    weights = torch.cat([w for m, w, _ in WEIGHTS if m is last])  # (images x views, heads, 17, 17)
+    assert weights.shape[0] == 2 * views and len(method.seen) == 2
+    for image, tokens in enumerate(method.seen):
+        places = tokens.anyres[0]
+        assert places.dtype == torch.long and torch.equal(places, anyres_places((4, 4), grid, **cut))
+        drift = {}
+        for place, logit in zip(places.tolist(), tokens.cls_attention[0].T, strict=True):
+            view, r, c = place
+            if view < 0:
+                assert not logit.any()
+                continue
+            crop = 0 if view == 0 else 1 + (r // 4) * grid[1] + c // 4
+            seq = image * views + crop
+            offset = logit.double() - weights[seq, :, 0, 1 + (r % 4) * 4 + c % 4].double().log()
+            torch.testing.assert_close(offset, drift.setdefault(seq, offset))
+        assert len(drift) == views

@@ -2,8 +2,8 @@
 image's grid followed by the unpadded crops with one newline token per row, so an image's tokens
 fill no regular grid. The projector stage compresses the rows entering the LLM (one item per
 image). Each packed token carries its patch's [CLS] attention and keys from the CLIP feature
-layer of its crop: the model's own packing runs again on them (the newline, which stands for no
-patch, carries zeros)."""
+layer of its crop, and its `anyres` place (thumbnail or crop, row, column): the model's own
+packing runs again on them (the newline, which stands for no patch, carries zeros)."""
 
 from __future__ import annotations
 
@@ -32,5 +32,5 @@ def build(model: nn.Module) -> Adapter:
     tap = vision_tap(model)
     return Adapter(
         family="llava_next", **language_parts(model), tokens={"image": model.config.image_token_id},
-        signals=("cls_attention", "keys", "received") if tap is not None else (), tap=tap,
+        signals=("cls_attention", "keys", "received", "anyres") if tap is not None else (), tap=tap,
     )

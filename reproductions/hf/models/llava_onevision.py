@@ -3,7 +3,8 @@ tokens (no regular grid), and videos pooled 2x2 (ceil) after the projector, each
 one newline token. The projector stage compresses the rows entering the LLM; a video's frames
 carry the SigLIP feature layer's attention and keys, resized bilinearly onto the pooled grid by
 the model's own pooling (as FastVID's released OneVision code resizes its attention), and an
-image's packed tokens carry them packed by the model's own `pack_image_features`."""
+image's packed tokens carry them packed by the model's own `pack_image_features`, with their
+`anyres` places."""
 
 from __future__ import annotations
 
@@ -65,6 +66,6 @@ def build(model: nn.Module) -> OneVisionAdapter:
         video_trailer=1,
         gridded=("video",),  # anyres images are packed with newline tokens
         pooled_side=math.ceil(vc.image_size // vc.patch_size / 2),
-        signals=("cls_attention", "keys", "received") if tap is not None else (),
+        signals=("cls_attention", "keys", "received", "anyres") if tap is not None else (),
         tap=tap,
     )

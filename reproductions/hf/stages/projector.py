@@ -11,12 +11,13 @@ the encoder's tokens. An encoder without a [CLS] (SigLIP, the Qwen ViTs) gives, 
 released SigLIP port of VisPruner and LightCompress' Qwen2.5-VL ports of VisionZip and VisPruner
 rank tokens by. `received` (HiPrune's global attention) is the attention each token receives,
 averaged over heads and every query row, at the encoder layers the method names
-(`Method.encoder_layers`), pooled like `cls_attention`.
+(`Method.encoder_layers`), pooled like `cls_attention`. A method whose `cls_from` is
+"last_logits" (GlobalCom2) gets the last encoder layer's [CLS] logits instead; on anyres images
+`anyres` gives each packed token's view and place, packed by the model's own packing (`Repack`).
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -26,7 +27,7 @@ from ...interface import Compression, Method, Tokens
 from ..models import Adapter
 from ..sequence import Span, placed_here, row_of
 from .input import InputStage
-from .signals import encoder_signals, received_signal
+from .signals import Repack, encoder_signals, received_signal
 
 
 def at_projector_input(adapter: Adapter, method: Method) -> bool:
@@ -37,7 +38,7 @@ def at_projector_input(adapter: Adapter, method: Method) -> bool:
     return adapter.projector is not None and "text" not in method.needs
 
 
-ENCODER_SIGNALS = ("cls_attention", "keys", "received")
+ENCODER_SIGNALS = ("cls_attention", "keys", "received", "anyres")
 
 
 def encoder_depth(adapter: Adapter) -> tuple[list[nn.Module], int] | None:
@@ -49,6 +50,21 @@ def encoder_depth(adapter: Adapter) -> tuple[list[nn.Module], int] | None:
         attentions = list(adapter.tap.attentions)
         return attentions, next(i for i, m in enumerate(attentions) if m is adapter.tap.attention)
     return None
+
+
+def cls_module(adapter: Adapter, method: Method) -> nn.Module:
+    """The encoder attention module whose call gives `cls_attention` and `keys`: the layer the
+    projector reads, or the last layer for a method that reads its logits (`cls_from`)."""
+    attentions, feature = encoder_depth(adapter)
+    return attentions[-1 if method.cls_from == "last_logits" else feature]
+
+
+def encoder_cls(adapter: Adapter, method: Method) -> bool:
+    """Whether `cls_attention` comes from a [CLS] row (an encoder with a [CLS] that the model
+    drops before its projector), not from the attention each token receives."""
+    if at_projector_input(adapter, method):
+        return bool(getattr(adapter, "has_cls", False)) and adapter.encoder_special > 0
+    return adapter.tap is not None and adapter.tap.special > 0
 
 
 def received_layers(adapter: Adapter, method: Method) -> dict[int, nn.Module]:
@@ -92,7 +108,7 @@ class ProjectorStage(InputStage):
             self.hook(module.register_forward_pre_hook(self._received(index), with_kwargs=True))
         if a.tap is not None and set(ENCODER_SIGNALS) & set(self.method.needs):
             if {"cls_attention", "keys"} & set(self.method.needs):
-                self.hook(a.tap.attention.register_forward_pre_hook(self._tap_attention, with_kwargs=True))
+                self.hook(cls_module(a, self.method).register_forward_pre_hook(self._tap_attention, with_kwargs=True))
             if a.tap.output is not None:
                 self.hook(a.tap.output.register_forward_hook(self._tap_output, with_kwargs=True))
             if a.tap.packer is not None:
@@ -103,7 +119,7 @@ class ProjectorStage(InputStage):
         if a.feature_layer is not None:
             layer = a.encoder_layers[a.feature_layer]
             self.hook(layer.register_forward_hook(self._encoder_output))
-            self.hook(layer.self_attn.register_forward_pre_hook(self._encoder_attention, with_kwargs=True))
+            self.hook(cls_module(a, self.method).register_forward_pre_hook(self._encoder_attention, with_kwargs=True))
 
     def _received(self, index: int):
         """A pre-hook on encoder layer `index`'s attention recording `received` there."""
@@ -122,7 +138,7 @@ class ProjectorStage(InputStage):
     def _encoder_attention(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if self.inside_projector or not {"cls_attention", "keys"} & set(self.method.needs):
             return
-        attention, keys = encoder_signals(module, args, kwargs, cls=self.adapter.has_cls)
+        attention, keys = encoder_signals(module, args, kwargs, self.adapter.has_cls, self.method.cls_from == "last_logits")
         self.captured["keys"] = keys
         self.captured["cls_attention"] = attention
 
@@ -156,7 +172,8 @@ class ProjectorStage(InputStage):
 
     # ------------------------------------------------------------------ encoder-tap families
     def _tap_attention(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        attention, keys = encoder_signals(module, args, kwargs, cls=self.adapter.tap.special > 0)
+        attention, keys = encoder_signals(module, args, kwargs, self.adapter.tap.special > 0,
+                                          self.method.cls_from == "last_logits")
         self.patch = {"cls_attention": self.per_token(attention), "keys": self.per_token(keys.transpose(1, 2))}
 
     def per_token(self, x: Tensor) -> Tensor:
@@ -234,8 +251,9 @@ class ProjectorStage(InputStage):
         if wanted and self.adapter.tap is not None:
             found = [self.tapped_signals(embeds, self.spans[i]) for i in members]
             for name in wanted:
-                value = torch.stack([f[name] for f in found]).to(rows.dtype)
-                signals[name] = value.transpose(1, 2) if name == "keys" else value
+                value = torch.stack([f[name] for f in found])
+                value = value.round().long() if name == "anyres" else value.to(rows.dtype)
+                signals[name] = value.transpose(1, 2) if name in ("keys", "anyres") else value
         return Tokens(features=rows, layout=first.layout, **signals)
 
     def sequence_signals(self, embeds: Tensor, span: Span, rows: Tensor) -> dict[str, Tensor]:
@@ -253,40 +271,3 @@ class ProjectorStage(InputStage):
                     text[other.columns.to(embeds.device)] = False
             signals["text"] = embeds[span.row, text][None]
         return signals
-
-
-class Repack:
-    """For the compress context, the family's packing method (`pack_image_features`) also packs
-    the last encoder call's signals, as it packs the crops' features: unpadding, resizing and
-    newlines (zeros) alike; each packed image is recorded with its signals. `remove()` restores
-    the method."""
-
-    def __init__(self, module: nn.Module, name: str, stage: ProjectorStage) -> None:
-        self.module, self.name = module, name
-        original = getattr(module, name)
-        signature = inspect.signature(original)
-
-        def pack(*args: Any, **kwargs: Any) -> Any:
-            packed, lengths = original(*args, **kwargs)
-            if stage.encoder_patch() is None:
-                return packed, lengths
-            bound = signature.bind(*args, **kwargs)
-            crops = [len(f) for f in bound.arguments["image_features"]]
-            patches = bound.arguments["image_features"][0].shape[1]
-
-            def signal(x: Tensor) -> list[Tensor]:  # (C, crops * patches) -> per image (tokens, C)
-                bound.arguments["image_features"] = list(x.T.reshape(-1, patches, x.shape[0]).split(crops))
-                bound.arguments["image_newline"] = x.new_zeros(x.shape[0])
-                return original(*bound.args, **bound.kwargs)[0]
-
-            patch = stage.encoder_patch()
-            names = list(patch)
-            for placed, *values in zip(packed, *(signal(patch[name]) for name in names), strict=True):
-                stage.tapped.append((placed, {name: v.T for name, v in zip(names, values, strict=True)}))
-            return packed, lengths
-
-        setattr(module, name, pack)
-
-    def remove(self) -> None:
-        if self.name in vars(self.module):
-            delattr(self.module, self.name)
