@@ -192,8 +192,9 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
 
 def support(model: nn.Module, method: Method | str, layer: int | None = None) -> tuple[str, str | None]:
     """A support-matrix cell: ("runs", None); ("inherent", reason) where the method's modality is
-    not the model's or the method changes the token width (no pretrained projector reads it);
-    else ("missing", reason): something this integration could supply but does not yet."""
+    not the model's, the method changes the token width (no pretrained projector reads it), or
+    it needs an input layout the model does not have (`anyres` crops); else ("missing", reason):
+    something this integration could supply but does not yet."""
     reason = why_unsupported(model, method, layer)
     if reason is None:
         return "runs", None
@@ -201,12 +202,13 @@ def support(model: nn.Module, method: Method | str, layer: int | None = None) ->
         cls = methods().get(method)
         method = cls(**cls.example) if cls is not None else None
     try:
-        tokens = adapter_for(_unwrapped(model)).tokens
+        adapter = adapter_for(_unwrapped(model))
     except ValueError:
         return "missing", reason
     inherent = method is not None and (
-        not _modality_fits(method, tokens)
+        not _modality_fits(method, adapter.tokens)
         or (method.stage == "projector" and _output_width(method) is not None)
+        or ("anyres" in method.needs and getattr(adapter.tap, "packer", None) is None)
     )
     return ("inherent" if inherent else "missing"), reason
 
