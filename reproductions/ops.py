@@ -313,6 +313,34 @@ def window_bookkeeping(tokens: Tokens, source: Tensor, count: int) -> tuple[Tens
     return positions, slot_sizes(tokens, source, count)
 
 
+def max_min_diverse(x: Tensor, k: int, weights: Tensor | None = None) -> Tensor:
+    """(B, k) indices of rows of `x` (B, N, D) picked by DivPrune's greedy max-min rule.
+
+    Distance is 1 - cosine, each column j scaled by `weights[b, j]` where given (SEATS'
+    attention-weighted distance). The first pick is the token whose nearest other token is
+    farthest (the official "second smallest entry of its column", the smallest being itself);
+    every next pick is the token whose distance to the picked set is largest. Ties go to the
+    lowest index. Picked tokens are never picked again. Returned in pick order.
+    """
+    b, n = x.shape[:2]
+    if k == 0 or n == 1:
+        return torch.zeros(b, k, dtype=torch.long, device=x.device)
+    dist = 1.0 - cosine_matrix(x)  # (B, N, N), row i: distances from token i
+    if weights is not None:
+        dist = dist * weights.to(dist.dtype).unsqueeze(1)
+    rows = torch.arange(b, device=x.device)
+    picks = torch.empty(b, k, dtype=torch.long, device=x.device)
+    picked = torch.zeros(b, n, dtype=torch.bool, device=x.device)
+    scores = dist.topk(2, dim=1, largest=False).values[:, 1]  # per column, as officially
+    for step in range(k):
+        best = scores.masked_fill(picked, -math.inf).argmax(dim=1)  # first max: lowest index
+        picks[:, step] = best
+        picked[rows, best] = True
+        to_best = dist[rows, best]  # (B, N)
+        scores = to_best if step == 0 else torch.minimum(scores, to_best)
+    return picks
+
+
 def select_top(tokens: Tokens, scores: Tensor, count: int) -> Compression:
     """Keep the special tokens and the `count - special` best-scored ordinary tokens.
 
