@@ -114,7 +114,7 @@ def method_markdown(
     out = [
         front_matter(f"{name}: reproduction"),
         f"# `{name}`\n",
-        textwrap.dedent(body) + "\n",
+        searched_first(textwrap.dedent(body)),
         f'<table data-table="method-facts" {UNSEARCHED}>\n{rows}\n</table>\n',  # the docstring says it in prose
         heading("Parameters", searched=False) + "| Parameter | Default |\n| --- | --- |\n" + parameters + "\n",
         heading("Usage", searched=False) + fence(usage_snippet(cls), "python"),
@@ -133,6 +133,16 @@ def method_markdown(
     if results:
         out.append(heading("Benchmarks", searched=False) + results)
     return "\n".join(out)
+
+
+def searched_first(body: str) -> str:
+    """The docstring's first paragraph, searched, and the rest shown but left out of the search
+    index (which every visitor downloads): the summary names the method; the paper page and this
+    page hold the details."""
+    first, _, rest = body.partition("\n\n")
+    if not rest.strip():
+        return first + "\n"
+    return f"{first}\n\n<div {UNSEARCHED} markdown>\n\n{rest}\n\n</div>\n"
 
 
 def parameter_defaults(cls: type) -> list[tuple[str, str]]:
@@ -162,7 +172,7 @@ def reproductions_index(data: SiteData) -> str:
             f"<td>{text(cls.stage)}</td><td>{text(', '.join(cls.needs) or '-')}</td><td>{paper_cell}</td></tr>"
         )
     table = (
-        '<table data-table="methods"><thead><tr><th>Method</th><th>Modalities</th><th>Mechanisms</th>'
+        f'<table data-table="methods" {UNSEARCHED}><thead><tr><th>Method</th><th>Modalities</th><th>Mechanisms</th>'
         "<th>Stage</th><th>Needs</th><th>Paper</th></tr></thead><tbody>\n"
         + "\n".join(rows)
         + "\n</tbody></table>\n"
