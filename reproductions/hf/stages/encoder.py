@@ -4,6 +4,7 @@ There the method merges whole pooling units (a token's 2x2 or 4x4 patches, conca
 before the pooling the merged units are put back on the grid (each unit holding its merged
 unit's patches), so every merged unit leaves one distinct LLM token; the kept one stands for
 them all. The merged, projected tokens replace each image's span of the LLM input (`input.py`).
+The Qwen ViTs, which run every image as one flat sequence, merge in `packed.py`.
 
 Each encoder layer runs, for the duration of `compress`, a forward bound to that one layer
 instance (the class is untouched; the instance attribute is deleted on exit) that does what the
@@ -22,8 +23,6 @@ forward runs inside the layer's normal call.
 
 from __future__ import annotations
 
-import dataclasses
-import types
 from typing import Any
 
 import torch
@@ -33,6 +32,8 @@ from ...interface import Compression, Method, Tokens
 from ...ops import proportional_attention_bias
 from ..sequence import row_of
 from .input import InputStage
+from .merging import Merging
+from .packed import PackedMerging
 
 
 def _bias(sizes: Tensor | None, mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -43,23 +44,14 @@ def _bias(sizes: Tensor | None, mask: Tensor | None, dtype: torch.dtype) -> Tens
     return bias if mask is None else bias + mask
 
 
-class EncoderMerging:
-    """Installs the merging forward on every encoder layer and tracks the merges of one call."""
+class EncoderMerging(Merging):
+    """The merging of CLIP / SigLIP encoder layers; tracks the merges of one call."""
 
     def __init__(
         self, method: Method, layers: nn.ModuleList, schedule: list[int] | None, special: int,
         units: Tensor | None = None, unmerge_at: int | None = None,
     ) -> None:
-        if schedule is not None and len(schedule) != len(layers):
-            raise ValueError(
-                f"schedule has {len(schedule)} entries for {len(layers)} encoder layers: pass "
-                "one merge count per layer"
-            )
-        if schedule is not None and not any(f.name == "r" for f in dataclasses.fields(method)):
-            raise ValueError(f"schedule= sets ToMe's r per layer; {method.name} has no r")
-        self.method = method
-        self.layers = layers
-        self.schedule = schedule
+        super().__init__(method, layers, schedule)
         self.special = special
         #: grid families: the patches of each pooling unit (U, k), merged whole, and the layer
         #: after which the units go back on the grid for the model's own pooling
@@ -73,20 +65,6 @@ class EncoderMerging:
         self.source: Tensor | None = None  # (B, N0): slot of each input token, -1 dropped
         self.positions: Tensor | None = None  # (B, N): input index each current token stands at
         self.after: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
-
-    def install(self) -> None:
-        for index, layer in enumerate(self.layers):
-            layer.forward = types.MethodType(self._forward_for(index), layer)
-
-    def remove(self) -> None:
-        for layer in self.layers:
-            if "forward" in vars(layer):
-                del layer.forward
-
-    def _method_for(self, index: int) -> Method:
-        if self.schedule is None:
-            return self.method
-        return dataclasses.replace(self.method, r=self.schedule[index])
 
     def _forward_for(self, index: int):
         merging = self
@@ -190,15 +168,20 @@ class EncoderStage(InputStage):
     def __init__(self, *args: Any, schedule: list[int] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         a = self.adapter
-        units = a.tap.units if a.projector is None else None
-        self.merging = EncoderMerging(
-            self.method, a.encoder_layers, schedule, special=int(getattr(a, "has_cls", False)),
-            units=units, unmerge_at=a.feature_layer if units is not None else None,
+        units = a.tap.units if a.projector is None and a.packed is None else None
+        self.merging: Merging = (
+            PackedMerging(self.method, a.packed, a.outer, schedule) if a.packed is not None else
+            EncoderMerging(
+                self.method, a.encoder_layers, schedule, special=int(getattr(a, "has_cls", False)),
+                units=units, unmerge_at=a.feature_layer if units is not None else None,
+            )
         )
 
     def install_hooks(self) -> None:
         self.merging.install()
-        if self.adapter.projector is not None:
+        if self.adapter.packed is not None:
+            self.hook(self.adapter.packed.register_forward_hook(self._packed))
+        elif self.adapter.projector is not None:
             self.hook(self.adapter.projector.register_forward_hook(self._projector))
         else:
             self.hook(self.adapter.tap.output.register_forward_hook(self._pooled, with_kwargs=True))
@@ -233,6 +216,11 @@ class EncoderStage(InputStage):
             kept = positions[b].to(placed.device)
             comp = Compression(placed[kept][None], source[b][None], kept[None], sizes[b][None])
             self.encoded.append((placed, comp, 0))
+
+    def _packed(self, module: nn.Module, args: tuple, output: Any) -> None:
+        """Qwen ViTs: each image of an image call, placed as the model will place it."""
+        if self.merging.active:
+            self.encoded = [(placed, comp, 0) for placed, comp in self.merging.items(output.pooler_output)]
 
     def compress_spans(self, embeds: Tensor) -> dict[int, tuple[Compression, int]]:
         return {i: self.encoded_image(embeds, span) for i, span in enumerate(self.spans) if span.modality == "image"}
