@@ -116,10 +116,10 @@ def test_the_last_block_run_by_hand(family):
     torch.testing.assert_close(logits[valid], expected[valid], rtol=0, atol=1e-5)
 
 
-def deeper(family):
+def deeper(family, attn):
     """The tiny model with a third ViT block; Qwen2.5-VL / Omni: full attention in the last only,
     so a windowed block follows a merge."""
-    model, inputs = tiny(family, "eager")
+    model, inputs = tiny(family, attn)
     config = copy.deepcopy(model.config)
     config.vision_config.depth = 3
     if hasattr(config.vision_config, "fullatt_block_indexes"):
@@ -165,12 +165,13 @@ def vit_by_hand(visual, seen, grid, schedule):
     return out[torch.argsort(block_to_grid(visual, grid))], taps, kept
 
 
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_every_block_run_by_hand(family):
+def test_every_block_run_by_hand(family, attn):
     """Merges in every block of a three-block ViT: the merger's and DeepStack mergers' outputs
     (each unit holding the token of the unit it went into) equal the ViT run by hand; in
     Qwen2.5-VL / Omni a windowed block after a merge attends within the kept units' windows."""
-    model, inputs = deeper(family)
+    model, inputs = deeper(family, attn)
     seen, _ = first_block_inputs(model, inputs)
     schedule = [2, 1, 1]
     with torch.no_grad():

@@ -15,6 +15,13 @@ splitting, window un-reordering and placeholder checks hold and each image's tok
 compression. A DeepStack layer tapped before later merges is thereby folded with them in the
 LLM input (`input.py` averages a kept token's units, which repeat each tapped unit by its size):
 ToMe's size-weighted average. Videos pass untouched (ToMe is an image method).
+
+Differences from ToMe's official code (single patches of a classification ViT, absolute position
+embeddings): the tokens are merge units; the keys carry the 2-D rotary embedding (the ViT's only
+position signal, as ToMe's keys carry the absolute one); A / B alternate in block order. Blocks
+after a merge attend through the model's eager or SDPA attention (the additive log-size bias rules
+out flash kernels). The ViT's own `last_hidden_state` and recorded hidden states are the shorter
+sequences.
 """
 
 from __future__ import annotations
