@@ -71,20 +71,28 @@ def encoder_queries_keys(attn: nn.Module, hidden: Tensor, position_embeddings: t
     forward makes them: batched (CLIP, SigLIP, InternViT with its q/k norms) or over a flat
     (L, D) sequence with 2-D rotary embeddings (the Qwen ViTs: fused `qkv` or `q`/`k`; B = 1)."""
     if hidden.dim() == 2:
-        n = hidden.shape[0]
-        if hasattr(attn, "qkv"):
-            q, k, _ = attn.qkv(hidden).reshape(n, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
-        else:
-            q, k = (proj(hidden).reshape(n, attn.num_heads, -1) for proj in (attn.q, attn.k))
-        cos, sin = position_embeddings
-        q, k = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision(q, k, cos, sin)
-        return q.transpose(0, 1)[None], k.transpose(0, 1)[None]
+        return flat_queries_keys_values(attn, hidden, position_embeddings)[:2]
     b, n, _ = hidden.shape
     q, k = attn.q_proj(hidden), attn.k_proj(hidden)
     if hasattr(attn, "q_norm"):
         q, k = attn.q_norm(q), attn.k_norm(k)
     q, k = (x.view(b, n, attn.num_heads, -1).transpose(1, 2) for x in (q, k))
     return q, k
+
+
+def flat_queries_keys_values(
+    attn: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(1, heads, L, head_dim) queries and keys (rotated) and values of a Qwen ViT attention
+    module over a flat (L, D) sequence, as its forward makes them (fused `qkv` or `q`/`k`/`v`)."""
+    n = hidden.shape[0]
+    if hasattr(attn, "qkv"):
+        q, k, v = attn.qkv(hidden).reshape(n, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+    else:
+        q, k, v = (proj(hidden).reshape(n, attn.num_heads, -1) for proj in (attn.q, attn.k, attn.v))
+    cos, sin = position_embeddings
+    q, k = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision(q, k, cos, sin)
+    return q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None]
 
 
 #: float32 scores per block of query rows in `received`: about 8 MB, which stays in cache (the

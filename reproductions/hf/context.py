@@ -131,10 +131,9 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
         )
     if m.stage == "encoder" and (a.encoder_layers is None or "image" not in m.modality):
         return (
-            f"{m.name} is an encoder-stage method; reproductions.hf merges inside the CLIP / "
-            "SigLIP encoders of LLaVA (projector reading one layer), Gemma 3 and Idefics3, which "
-            f"this {model_name} is not (its encoder's layers, windows or pooling are not "
-            "handled by the merging yet)"
+            f"{m.name} is an encoder-stage method; reproductions.hf merges inside the encoders of "
+            "LLaVA (projector reading one layer), Gemma 3, Idefics3, InternVL and the Qwen ViTs, which this "
+            f"{model_name} is not (its encoder's crops, tiles or pooling are not handled yet)"
         )
     available = set(STAGES[m.stage].signals)
     if m.stage == "projector":

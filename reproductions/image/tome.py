@@ -96,10 +96,16 @@ class ToMe(Method):
       embeddings and RoPE ids stay meaningful.
     - Ties in the ranking of matches go to the lowest A index (the official argsort does not
       promise an order).
-    - Inside `reproductions.hf` on Gemma 3 and Idefics3, whose encoders pool fixed blocks of
-      patches into each LLM token, the tokens ToMe matches and merges are those blocks (their
-      patches concatenated, keys averaged), so that each merged block leaves one LLM token; the
-      official code merges single patches of a classification ViT.
+    - Inside `reproductions.hf` on Gemma 3, Idefics3, InternVL and the Qwen ViTs (Qwen2-VL,
+      Qwen2.5-VL, Qwen2.5-Omni, Qwen3-VL), whose encoders pool fixed blocks of patches into each
+      LLM token (InternVL: the pixel shuffle's 2x2; Qwen: each 2x2 merge unit), the tokens ToMe
+      matches and merges are those blocks (their patches concatenated, keys averaged, each patch
+      weighted by its block's size in the proportional attention; InternViT's [CLS] a special
+      token), so that each merged block leaves one LLM token; the official code merges single
+      patches of a classification ViT. In the Qwen ViTs the keys are those
+      the attention uses (after the 2-D rotary embedding), merging stays within each image, the
+      sets A / B alternate in the order the blocks see the units (Qwen2.5-VL: window order), and
+      a merged unit attends in its destination's window.
     """
 
     r: int = 8

@@ -40,9 +40,9 @@ def test_unsupported_model_lists_the_supported_ones():
         ),
         ("llava", lambda: LastRowTopK(keep=3, layer=9), r"layer K in \[0, 3\]"),
         (
-            "qwen2_vl",
+            "llava_next",
             lambda: get("tome", r=2),
-            "SigLIP encoders of LLaVA",
+            "merges inside the encoders of LLaVA",
         ),
         ("llava", lambda: get("pixel_unshuffle", factor=2), "projector trained for that width"),
     ],

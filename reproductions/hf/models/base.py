@@ -68,6 +68,9 @@ class Adapter:
     #: vision encoder layers, and the index of the one whose output the projector reads
     encoder_layers: nn.ModuleList | None = None
     feature_layer: int | None = None
+    #: the Qwen ViT (flat per-image sequences cut by `cu_seqlens`, a merger over each merge
+    #: unit), in whose blocks the encoder stage merges (`stages/packed.py`)
+    packed: nn.Module | None = None
     #: signals the projector stage can give from the encoder (LLaVA: [CLS] attention, keys,
     #: attention received at any encoder layer)
     signals: tuple[str, ...] = ()

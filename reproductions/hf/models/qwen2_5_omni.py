@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .base import Adapter, language_parts
-from .qwen2_vl import vision_tap
+from .qwen2_vl import vision_encoder, vision_tap
 
 INTERLEAVED = (
     "Qwen2.5-Omni interleaves a video's audio with its frames in 2-second chunks "
@@ -37,4 +37,5 @@ def build(model: nn.Module) -> OmniAdapter:
         gridded=("image", "video", "audio"),
         signals=("cls_attention", "keys", "received"),
         tap=vision_tap(model.model.visual),
+        **vision_encoder(model.model.visual),
     )

@@ -2,7 +2,8 @@
 M-RoPE position ids that spell out each span's (t, h, w) grid. The projector stage compresses
 the rows entering the LLM; kept tokens keep their 3-D ids. Qwen3-VL's DeepStack adds features of
 early ViT layers to the visual tokens after its first decoder layers: the projector stage
-compresses them with the tokens (`stages/input.py`), and the llm / cache stages act after them."""
+compresses them with the tokens (`stages/input.py`), and the llm / cache stages act after them.
+The encoder stage merges whole 2x2 merge units inside the ViT's blocks (`stages/packed.py`)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,11 @@ def vision_tap(visual: nn.Module) -> EncoderTap:
 
     return EncoderTap(attention=visual.blocks[-1].attn, output=visual, special=0, items=items,
                       attentions=tuple(block.attn for block in visual.blocks))
+
+
+def vision_encoder(visual: nn.Module) -> dict:
+    """The ViT's blocks, in which the encoder stage merges (`stages/packed.py`)."""
+    return {"encoder_layers": visual.blocks, "feature_layer": len(visual.blocks) - 1, "packed": visual}
 
 
 @dataclass
@@ -109,6 +115,7 @@ def build(model: nn.Module) -> Adapter:
         gridded=("image", "video"),  # M-RoPE ids spell out each grid
         signals=("cls_attention", "keys", "received"),
         tap=vision_tap(model.model.visual),
+        **vision_encoder(model.model.visual),
         deepstack_layers=len(getattr(config.vision_config, "deepstack_visual_indexes", ())),
         **({"spatial_merge_size": config.vision_config.spatial_merge_size} if qwen3 else {}),
     )

@@ -1,7 +1,7 @@
 """Families that read an image as square tiles of pixel-shuffled tokens: Idefics3 / SmolVLM
 (each tile one run of placeholders between its row/column markers) and InternVL (an image's
 tiles one run). Each tile is one item on a square grid; the projector stage compresses the rows
-entering the LLM."""
+entering the LLM, the encoder stage merges each tile's pooling units inside its encoder."""
 
 from __future__ import annotations
 
@@ -90,4 +90,16 @@ def build_internvl(model: nn.Module) -> TileAdapter:
         gridded=("image",),
         **({"signals": ("cls_attention", "keys", "received"), "tap": internvl_tap(model, side)}
            if isinstance(config.vision_feature_layer, int) else {}),
+        **internvl_encoder(model),
     )
+
+
+def internvl_encoder(model: nn.Module) -> dict:
+    """InternViT's layers, in which the encoder stage merges the pixel shuffle's 2x2 units (its
+    [CLS] never merges) where the model reads the last layer without its [CLS]; else a reason."""
+    config, layers = model.config, model.model.vision_tower.encoder.layer
+    if config.vision_feature_layer == -1 and config.vision_feature_select_strategy == "default":
+        return {"encoder_layers": layers, "feature_layer": len(layers) - 1}
+    return {"unsupported_stages": {"encoder": (
+        f"the encoder stage merges InternViT's units up to the layer the model reads, the last, without its "
+        f"[CLS]; this model reads layer {config.vision_feature_layer!r} ({config.vision_feature_select_strategy})")}}

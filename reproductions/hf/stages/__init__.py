@@ -2,7 +2,7 @@
 its hooks on entry and removes them in `finally`:
 
 - `projector.py`: the media tokens entering the LLM (LLaVA: at the encoder output);
-- `encoder.py`: ToMe-style merging inside LLaVA's vision encoder;
+- `encoder.py`: ToMe-style merging inside the vision encoder (`packed.py`: the Qwen ViTs);
 - `llm.py`: at decoder layer K during prefill (FastV-style);
 - `cache.py`: the KV cache entries during decoding (DyCoke's stage 2).
 
