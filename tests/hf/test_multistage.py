@@ -1,5 +1,5 @@
-"""A method that spans two stages (PruneVid: merging before the LLM, pruning inside it) runs both
-in one context, the later stage on the sequence the earlier one handed on: its logits, its first
+"""A method that spans two stages (PruneVid, HoliTom: merging before the LLM, pruning or merging
+inside it) runs both in one context, the later stage on the sequence the earlier one handed on: its logits, its first
 decoding step and its loss equal the decoder run by hand; both stages record every prefill in
 every video family; every hook goes on exit, on an exception and when a stage fails to start;
 the reason a cell cannot run is its first part's."""
@@ -122,20 +122,28 @@ def test_labels_follow_both_stages():
     torch.testing.assert_close(loss, expected, rtol=0, atol=1e-6)
 
 
+#: (method, its parameters, the media tokens its llm part keeps of m)
+TWO_STAGES = [
+    ("prunevid", PRUNEVID, lambda m: m // 2),  # one group (all static), int(m / 2) of it
+    ("holitom", {"retention": 0.5, "layer": 2, "r": 0.5}, lambda m: max(1, round(m / 2))),
+]
+
+
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("name,params,kept", TWO_STAGES, ids=[case[0] for case in TWO_STAGES])
 @torch.no_grad()
-def test_both_stages_act_in_every_video_family(family):
+def test_both_stages_act_in_every_video_family(family, name, params, kept):
     """Fails if the llm stage is skipped, or sees the prompt instead of the shortened sequence."""
     model, inputs = tiny(family)
     hooks = hook_count(model)
-    with compress(model, "prunevid", **PRUNEVID) as report:
+    with compress(model, name, **params) as report:
         model.generate(**inputs, max_new_tokens=3, do_sample=False)
     assert hook_count(model) == hooks
     projector, llm = report.records
     assert (projector.stage, llm.stage) == ("projector", "llm")
     assert llm.media_before == projector.media_after and llm.tokens_before == projector.tokens_after
     assert all(m < n for m, n in zip(projector.media_after, projector.media_before, strict=True))
-    assert llm.media_after == [m // 2 for m in llm.media_before]
+    assert llm.media_after == [kept(m) for m in llm.media_before]
 
 
 @torch.no_grad()
