@@ -351,9 +351,11 @@ class HoliTomInner(Method):
         others = rest.nonzero()[:, 1].view(b, -1)  # ascending: the order they are folded in
         pick = lambda idx: x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # noqa: E731
         target = cosine_matrix(pick(others), pick(top)).argmax(dim=-1)  # into `top`
-        joined = torch.nn.functional.one_hot(target, kept)  # (B, n - kept, kept)
-        rank = (joined.cumsum(dim=1) * joined).sum(-1)  # 1 .. j among its target's members
-        count = joined.sum(dim=1)  # j per kept token
+        grouped = target.sort(dim=-1, stable=True)  # members by target, each in index order
+        first = torch.searchsorted(grouped.values, grouped.values)  # where its group starts
+        at = torch.arange(target.shape[1], device=x.device).expand_as(target)
+        rank = torch.empty_like(target).scatter_(1, grouped.indices, at - first + 1)  # 1 .. j
+        count = torch.zeros(b, kept, dtype=torch.long, device=x.device).scatter_add_(1, target, torch.ones_like(target))
         order = top.sort(dim=-1)
         slot = torch.empty_like(order.indices).scatter_(1, order.indices, torch.arange(kept, device=x.device).expand(b, -1))
         source = torch.full((b, n), -1, dtype=torch.long, device=x.device)
