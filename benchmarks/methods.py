@@ -9,7 +9,8 @@ Presets (batch 1, inputs from `reproductions.examples.example_tokens`, float32, 
 - video: LLaVA-OneVision, 32 frames of 14 x 14 tokens, D=896, 14 heads; target 100 ms.
 - audio: Whisper, 1500 frames (30 s), D=1280, 20 heads; target 20 ms.
 
-A method runs on the presets of its modalities. Its parameters are its class's `benchmark`
+A method runs on the presets of its modalities; one that spans several stages is timed part
+by part (`prunevid.projector`, `prunevid.llm`), each on inputs of its own stage. Its parameters are its class's `benchmark`
 ClassVar dict when it declares one (one dict for every preset, or one per preset name);
 otherwise its `example` parameters with `keep`, where it has one, set to 1/9 of the tokens
 (64 of 577 on the image preset). The "params" column says which. Each call is warmed up,
@@ -119,21 +120,22 @@ def run(presets: list[str], names: list[str], repeats: int) -> list[dict[str, An
             if preset.modality not in feature_modalities:
                 continue
             params, origin = parameters(cls, key)
-            row = {"method": name, "preset": key, "target": preset.target_ms}
-            row["params"] = f"{origin}: " + ", ".join(
+            shown = f"{origin}: " + ", ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
             )
-            try:
-                tokens = preset_tokens(cls, preset)
-                times = time_call(cls(**params), tokens, repeats)
-            except (ValueError, RuntimeError) as error:
-                rows.append({**row, "error": str(error)})
-                continue
-            median, p95 = statistics.median(times), percentile(times, 95)
-            verdict = "OK" if median <= preset.target_ms else "SLOW"
-            rows.append(
-                {**row, "n": tokens.count, "median": median, "p95": p95, "verdict": verdict}
-            )
+            for part in cls(**params).parts():  # a method of several stages: each part alone
+                row = {"method": type(part).name, "preset": key, "target": preset.target_ms, "params": shown}
+                try:
+                    tokens = preset_tokens(type(part), preset)
+                    times = time_call(part, tokens, repeats)
+                except (ValueError, RuntimeError) as error:
+                    rows.append({**row, "error": str(error)})
+                    continue
+                median, p95 = statistics.median(times), percentile(times, 95)
+                verdict = "OK" if median <= preset.target_ms else "SLOW"
+                rows.append(
+                    {**row, "n": tokens.count, "median": median, "p95": p95, "verdict": verdict}
+                )
     return rows
 
 

@@ -65,6 +65,7 @@ def example_tokens(
         "frames": lambda: randn(batch, layout[0], dim),
         "audio": lambda: randn(batch, audio_tokens, dim),
         "anyres": lambda: example_anyres(n).repeat(batch, 1, 1).to(device),
+        "timespan": lambda: timespan(batch, special, layout),
     }
     features = randn(batch, n, dim)
     given = {name: signals[name]() for name in method.needs}
@@ -78,3 +79,13 @@ def example_anyres(n: int) -> torch.Tensor:
     if side == 0:
         return anyres_places((1, 1), newline=False)
     return anyres_places((side, side), (1, n // (side * side) - 1), newline=False)
+
+
+def timespan(batch: int, special: int, layout: tuple[int, ...]) -> torch.Tensor:
+    """(B, N, 2) the frames each token of a frame-major `layout` stands for: its own frame, for
+    every token before any merging; a special token stands for the whole clip."""
+    frames = layout[0] if len(layout) == 3 else 1
+    own = torch.arange(math.prod(layout)) // (math.prod(layout) // frames)
+    first = torch.cat([torch.zeros(special, dtype=torch.long), own])
+    last = torch.cat([torch.full((special,), frames - 1), own])
+    return torch.stack([first, last], dim=-1).expand(batch, -1, -1).clone()

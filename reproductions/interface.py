@@ -3,7 +3,9 @@
 A method is a dataclass of hyperparameters whose call is a pure function from `Tokens` to a
 `Compression`. Where it acts in a model (`stage`) and which signals it reads (`needs`) are
 declared as class variables, so the integration layer, the docs and the conformance suite can
-read them without running anything.
+read them without running anything. A method that acts at several stages (PruneVid: merging
+before the LLM, pruning inside it) declares its single-stage `parts`, one per stage in model
+order, each an ordinary method with its own stage, signals and `compress`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from .checks import check_ints as check_ints
 from .checks import check_number as check_number
 
 Stage = Literal["encoder", "projector", "llm", "cache"]
+#: the stages in the order a model runs them
+STAGE_ORDER: tuple[str, ...] = ("encoder", "projector", "llm", "cache")
 Modality = Literal["image", "video", "audio"]
 Mechanism = Literal["transformation", "similarity", "attention", "query"]
 Budget = int | float
@@ -48,6 +52,9 @@ SIGNALS: dict[str, str] = {
     "all crops side by side before unpadding (crop (i, j) covers rows i*h to i*h + h - 1 and "
     "columns j*w to j*w + w - 1); (-1, -1, -1) a token that stands for no patch (a row's "
     "newline); pass Tokens(anyres=...), e.g. from `reproductions.ops.anyres_places`",
+    "timespan": "(B, N, 2) long: the first and last frame each video token stands for (one "
+    "frame, or the frames an earlier stage merged it over), frames numbered across the row's "
+    "videos; pass Tokens(timespan=...)",
 }
 
 
@@ -73,6 +80,7 @@ class Tokens:
     text_keys: Tensor | None = None
     frames: Tensor | None = None
     audio: Tensor | None = None
+    timespan: Tensor | None = None
     sizes: Tensor | None = None
     anyres: Tensor | None = None
 
@@ -176,6 +184,13 @@ class Method:
     #: encoder's last layer's pre-softmax scores q k^T / sqrt(d): GlobalCom2's); encoders
     #: without a [CLS] have no "last_logits"
     cls_from: ClassVar[str] = "feature"
+    #: at the llm stage, True where `attention` is the softmax of the layer's queries and keys
+    #: before the rotary embedding, over every real column with no causal mask (PruneVid's
+    #: `attn_weights_wo_pos`); False: the attention the layer computes
+    attention_raw: ClassVar[bool] = False
+    #: at the llm stage, True where decoding steps see only the kept media tokens at the layers
+    #: before K too (PruneVid cuts their KV cache after the prefill); False: all of them there
+    prunes_earlier_cache: ClassVar[bool] = False
     #: False where the official statistic spans the batch (PruMerge's adaptive ratio)
     batch_independent: ClassVar[bool] = True
     #: True where every output token of size 1 is an input token, unchanged (pure selection)
@@ -194,11 +209,60 @@ class Method:
     #: the hyperparameter that sets the output count of a method without `keep` (a stride, a
     #: merge count, a ratio); None where the count is set by the data (similarity thresholds)
     budget_knob: ClassVar[str | None] = None
+    #: a method that acts at several stages: its single-stage methods, one per stage in model
+    #: order, each built by `parts()` from this method's hyperparameters of the same names.
+    #: Its `stage` (the first), `modality`, `mechanisms`, `needs`, `uses`, `grid`, `copies`
+    #: and `batch_independent` follow from them. () for a method of one stage.
+    parts_of: ClassVar[tuple[type[Method], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        parts = cls.__dict__.get("parts_of", ())
+        if not parts:
+            return
+        stages = [part.stage for part in parts]
+        if len(parts) < 2 or any(part.parts_of for part in parts) or stages != sorted(set(stages), key=STAGE_ORDER.index):
+            raise TypeError(
+                f"{cls.__name__}.parts_of must list two or more single-stage methods, one per "
+                f"stage in model order {STAGE_ORDER}; got stages {stages}"
+            )
+
+        def union(attribute: str) -> tuple:
+            return tuple(dict.fromkeys(x for part in parts for x in getattr(part, attribute)))
+
+        cls.stage = stages[0]
+        cls.modality, cls.mechanisms = union("modality"), union("mechanisms")
+        cls.needs, cls.uses = union("needs"), union("uses")
+        cls.grid = any(part.grid for part in parts)
+        cls.copies = all(part.copies for part in parts)
+        cls.batch_independent = all(part.batch_independent for part in parts)
 
     def __call__(self, tokens: Tokens) -> Compression:
+        if self.parts_of:
+            raise ValueError(
+                f"{self.name} acts at the {' and '.join(self.stages())} stages, on different "
+                "tokens at each: call each of its parts() on the tokens of its stage (inside a "
+                "model, reproductions.hf.compress runs them all)"
+            )
         validate_tokens(tokens, self)
         self.check_inputs(tokens)
         return self.compress(tokens)
+
+    def parts(self) -> tuple[Method, ...]:
+        """The single-stage methods this method runs, in model order, each built from this
+        method's hyperparameters of the same names: (self,) for a method of one stage."""
+        if not self.parts_of:
+            return (self,)
+        mine = {f.name: getattr(self, f.name) for f in fields(self)}
+        return tuple(
+            part(**{f.name: mine[f.name] for f in fields(part) if f.init and f.name in mine})
+            for part in self.parts_of
+        )
+
+    @classmethod
+    def stages(cls) -> tuple[str, ...]:
+        """Every stage the method acts at, in model order."""
+        return tuple(part.stage for part in cls.parts_of) or (cls.stage,)
 
     def check_inputs(self, tokens: Tokens) -> None:
         """Checks of the inputs that only this method makes (after the shared ones of
@@ -357,6 +421,7 @@ def _check_signal(
         "frames": (3, (b, tokens.grid[0] if tokens.layout else None, None)),
         "audio": (3, (b, None, None)),
         "anyres": (3, (b, n, 3)),
+        "timespan": (3, (b, n, 2)),
     }
     rank, dims = expected[signal]
     ok = len(shape) == rank and all(d is None or d == s for d, s in zip(dims, shape, strict=True))

@@ -21,6 +21,8 @@ def register(name: str):
         if name in _METHODS and _METHODS[name] is not cls:
             raise ValueError(f"a method named {name!r} is already registered: {_METHODS[name]}")
         cls.name = name
+        for part in cls.parts_of:  # a multi-stage method's parts: "prunevid.llm", its paper
+            part.name, part.paper = f"{name}.{part.stage}", part.paper or cls.paper
         _METHODS[name] = cls
         return cls
 

@@ -258,7 +258,7 @@ def link_registry(root: Path = CATALOG) -> list[str]:
             continue
         paper["reproductions"] = sorted({*(paper.get("reproductions") or []), name})
         if not paper.get("stage") and getattr(cls, "stage", None):
-            paper["stage"] = [cls.stage]
+            paper["stage"] = list(cls.stages())
         write_atomic(path, dump_paper(paper))
         changed.append(f"{show(path)}: reproductions += {name}")
     return changed

@@ -7,7 +7,8 @@
 
 Where to find each thing:
 
-- `context.py`: `compress()` and `why_unsupported()`; it picks the adapter and the stage;
+- `context.py`: `compress()`; it picks the adapter and the stage (one per part of a method that
+  spans several); `unsupported.py`: `why_unsupported()` and the support-matrix cell;
 - `stages/`: one module per stage (projector, encoder, llm, cache), each a context that
   installs its hooks and removes them in `finally`;
 - `models/`: one adapter per model family (where its media tokens are, its grids and positions);

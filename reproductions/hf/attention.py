@@ -40,11 +40,11 @@ def queries_keys(attn: nn.Module, hidden: Tensor, position_embeddings: tuple[Ten
     return q, repeat_heads(k, q.shape[1])
 
 
-def key_states(attn: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor]) -> Tensor:
+def key_states(attn: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """(B, kv heads, L, head_dim) keys of a decoder attention module after RoPE, as its KV cache
-    holds them."""
+    holds them (before RoPE without `position_embeddings`)."""
     k = _heads(attn, attn.k_proj, "k_norm", hidden)
-    return rope(attn, k, k, position_embeddings)[1]
+    return k if position_embeddings is None else rope(attn, k, k, position_embeddings)[1]
 
 
 def repeat_heads(k: Tensor, heads: int) -> Tensor:

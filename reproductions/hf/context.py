@@ -2,7 +2,9 @@
 
 It only picks: the model family's adapter (`models/`), and the stage the method declares
 (`stages/`), whose context installs the hooks on entry and removes them on exit, also when the
-body raises. `why_unsupported` says why a (model, method) cell cannot run.
+body raises; a method that spans several stages (`Method.parts`) gets one stage per part, all
+in one context, each after the one before (`Stage.follow`). `why_unsupported`
+(`unsupported.py`) says why a (model, method) cell cannot run.
 
 Every generation mode works: num_return_sequences and beam search, use_cache=False, sampling.
 `labels=` gives the model's own loss on the kept positions (each kept token predicts the next
@@ -49,167 +51,19 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..interface import Method
 from ..registry import get, methods
 from .models import adapter_for
 from .report import Report
-from .stages import STAGES, decoder_layer
-from .stages.projector import at_projector_input, encoder_cls, projector_signals, received_layers
+from .stages import STAGES
+from .unsupported import support, unwrapped, why_unsupported
 
-
-def _output_width(method: Method) -> str | None:
-    """A reason where `method` changes the feature width (pixel shuffle, frame stacking): its
-    output needs a projector trained for the new width, which the model does not have. Read
-    from the method's declared `output_width`, at the width it reads (a learned-query method's
-    own `dim`)."""
-    width = getattr(method, "dim", 8)
-    out = method.output_width(width)
-    if out != width:
-        return (
-            f"{method.name} turns {width}-wide tokens into {out}-wide ones, which need a "
-            "projector trained for that width; it cannot run inside a pretrained model's "
-            "projector stage"
-        )
-    return None
-
-
-def _modality_fits(method: Method, tokens: dict[str, int]) -> bool:
-    """Whether the model carries tokens of a modality the method works on; a method that reads
-    one modality as the signal of another (OmniZip: a video guided by its audio) needs them all,
-    so a model without audio, or without video, can never run it."""
-    media = [signal for signal in method.needs if signal in ("image", "video", "audio")]
-    if media:
-        return all(x in tokens for x in (*method.modality, *media))
-    return any(x in tokens for x in method.modality)
-
-
-def _unwrapped(model: nn.Module) -> nn.Module:
-    """The module a `torch.compile` wrapper holds (hooks go on it; the wrapper recompiles)."""
-    if isinstance(model, torch._dynamo.eval_frame.OptimizedModule):
-        return model._orig_mod
-    return model
-
-
-def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = None) -> str | None:
-    """Why `compress(model, method)` cannot run (a sentence naming what would), or None.
-
-    `method` is a `Method` or a registry name (built with its example hyperparameters). It never
-    raises for an unsupported model or method: the reason is the answer."""
-    model = _unwrapped(model)
-    if isinstance(method, str):
-        cls = methods().get(method)
-        if cls is None:
-            return f"{method!r} is not a registered method; registered: {', '.join(sorted(methods()))}"
-        method = cls(**cls.example)
-    try:
-        a = adapter_for(model)
-    except ValueError as error:
-        return str(error)
-    m, model_name = method, type(model).__name__
-    if not _modality_fits(m, a.tokens):
-        together = any(x in m.needs for x in ("image", "video", "audio"))
-        return (
-            f"{m.name} works on {('+' if together else '/').join(m.modality)} tokens but {model_name} carries "
-            f"{'/'.join(a.tokens)} tokens: pick a method for {'/'.join(a.tokens)}"
-        )
-    if m.stage in a.unsupported_stages:
-        return f"{m.name} ({m.stage} stage) on {model_name}: {a.unsupported_stages[m.stage]}"
-    carried = [x for x in m.modality if x in a.tokens]
-    if all(x in a.unsupported for x in carried):
-        return f"{m.name} on {model_name}: " + "; ".join(a.unsupported[x] for x in carried)
-    if m.grid and not any(x in a.gridded for x in m.modality):
-        return (
-            f"{m.name} works on the grid of its tokens, but {model_name} packs its "
-            f"{'/'.join(carried)} tokens with no regular grid (anyres tiles and newline tokens): "
-            "pick a method that takes tokens without a layout"
-        )
-    if m.stage == "encoder" and (a.encoder_layers is None or "image" not in m.modality):
-        return (
-            f"{m.name} is an encoder-stage method; reproductions.hf merges inside the encoders of "
-            "LLaVA (projector reading one layer), Gemma 3, Idefics3, InternVL and the Qwen ViTs, which this "
-            f"{model_name} is not (its encoder's crops, tiles or pooling are not handled yet)"
-        )
-    available = set(STAGES[m.stage].signals)
-    if m.stage == "projector":
-        available |= projector_signals(a, m)
-        width = _output_width(m)
-        if width is not None:
-            return width
-    missing = [s for s in m.needs if s not in available]
-    if missing:
-        return (
-            f"{m.name} needs {', '.join(missing)}, which {model_name} cannot supply at the "
-            f"{m.stage} stage (it supplies: {', '.join(sorted(available)) or 'no signals'})"
-        )
-    if m.stage == "projector" and m.cls_from == "last_logits" and not encoder_cls(a, m):
-        return (f"{m.name} reads the [CLS] attention logits of the encoder's last layer, but {model_name}'s "
-                "encoder has no [CLS] that its projector drops: pick one with CLIP (LLaVA-NeXT)")
-    if m.stage == "projector" and "received" in m.needs:
-        try:
-            received_layers(a, m)
-        except ValueError as error:
-            return f"{m.name} on {model_name}: {error}"
-    cls_token = m.stage == "projector" and at_projector_input(a, m) and a.encoder_special > 0
-    if m.special_tokens is not None and 0 not in m.special_tokens and not cls_token:
-        return (
-            f"{m.name} takes {m.special_tokens} leading [CLS] tokens, which {model_name} does not "
-            f"have at the {m.stage} stage (only LLaVA's CLIP encoder has one, at the projector stage)"
-        )
-    if m.stage in ("llm", "cache"):
-        several = m.decoder_layers() if m.stage == "llm" else ()
-        if several and layer is not None:
-            return f"{m.name} acts at its layers {several}: set them on the method, not with layer="
-        first = 0 if m.stage == "llm" else 1
-        for k in several or (decoder_layer(m, layer),):
-            if not isinstance(k, int) or not first <= k < len(a.layers):
-                return (
-                    f"{m.name}.layer={k!r}: the {m.stage} stage needs a decoder layer K in "
-                    f"[{first}, {len(a.layers) - 1}] (its attention comes from layer K - 1"
-                    + (", or layer 0's own at K = 0)" if first == 0 else ")")
-                )
-        k = min(several or (decoder_layer(m, layer),))
-        if k < a.deepstack_layers:
-            return (
-                f"{m.name}.layer={k}: {model_name}'s DeepStack adds vision features to the visual "
-                f"tokens after decoder layers 0-{a.deepstack_layers - 1}, which need every visual "
-                f"token; pick layer >= {a.deepstack_layers}"
-            )
-        implementation = a.language_model.config._attn_implementation
-        if implementation not in ("eager", "sdpa"):
-            return (
-                f"attn_implementation={implementation!r}: the {m.stage} stage builds its own "
-                "attention masks; load the model with attn_implementation='sdpa' or 'eager'"
-            )
-    return None
-
-
-def support(model: nn.Module, method: Method | str, layer: int | None = None) -> tuple[str, str | None]:
-    """A support-matrix cell: ("runs", None); ("inherent", reason) where the method's modality is
-    not the model's, the method changes the token width (no pretrained projector reads it), or
-    it needs an input layout the model does not have (`anyres` crops); else ("missing", reason):
-    something this integration could supply but does not yet."""
-    reason = why_unsupported(model, method, layer)
-    if reason is None:
-        return "runs", None
-    if isinstance(method, str):
-        cls = methods().get(method)
-        method = cls(**cls.example) if cls is not None else None
-    try:
-        adapter = adapter_for(_unwrapped(model))
-    except ValueError:
-        return "missing", reason
-    inherent = method is not None and (
-        not _modality_fits(method, adapter.tokens)
-        or (method.stage == "projector" and _output_width(method) is not None)
-        or ("anyres" in method.needs and getattr(adapter.tap, "packer", None) is None)
-    )
-    return ("inherent" if inherent else "missing"), reason
+__all__ = ["compress", "stage_options", "support", "why_unsupported"]
 
 
 def _method(method: Method | str, layer: int | None, options: dict[str, Any]) -> tuple[Method, int | None]:
@@ -231,32 +85,32 @@ def _method(method: Method | str, layer: int | None, options: dict[str, Any]) ->
     return method, layer
 
 
-def stage_options(method: Method, layer: int | None, schedule: list[int] | None, positions: str) -> dict[str, Any]:
-    """The options of the method's stage; refuses the options of another stage (public: the
-    lmms-eval plugin checks them before it loads any weights)."""
+def stage_options(
+    method: Method, layer: int | None, schedule: list[int] | None, positions: str
+) -> list[dict[str, Any]]:
+    """The options of each of the method's stages (one per part, in order); refuses an option
+    that none of its stages takes (public: the lmms-eval plugin checks them before it loads any
+    weights)."""
+    stages = method.stages()
+    where = f"{method.name} acts at the {' and '.join(stages)} stage"
     if positions not in ("original", "renumbered"):
         raise ValueError(f"positions={positions!r}: pass 'original' or 'renumbered'")
-    if schedule is not None and method.stage != "encoder":
-        raise ValueError(
-            f"schedule= sets merges per encoder layer, but {method.name} acts at the "
-            f"{method.stage} stage: drop schedule="
-        )
-    if layer is not None and method.stage not in ("llm", "cache"):
-        raise ValueError(
-            f"layer= picks the decoder layer of llm / cache methods, but {method.name} "
-            f"acts at the {method.stage} stage: drop layer="
-        )
-    if positions == "renumbered" and method.stage not in ("projector", "encoder"):
+    if schedule is not None and "encoder" not in stages:
+        raise ValueError(f"schedule= sets merges per encoder layer, but {where}: drop schedule=")
+    if layer is not None and not {"llm", "cache"} & set(stages):
+        raise ValueError(f"layer= picks the decoder layer of llm / cache methods, but {where}: drop layer=")
+    if positions == "renumbered" and not {"projector", "encoder"} & set(stages):
         raise ValueError(
             "positions='renumbered' numbers the shorter sequence 0, 1, ... with 1-D RoPE ids: it "
             "applies to the projector and encoder stages of LLaVA, LLaVA-OneVision and "
             "Qwen2-Audio; pass positions='original' here"
         )
-    if method.stage in ("llm", "cache"):
-        return {"layer": layer}
-    options: dict[str, Any] = {"positions": positions}
-    if method.stage == "encoder":
-        options["schedule"] = schedule
+    options: list[dict[str, Any]] = []
+    for stage in stages:
+        if stage in ("llm", "cache"):
+            options.append({"layer": layer})
+        else:
+            options.append({"positions": positions} | ({"schedule": schedule} if stage == "encoder" else {}))
     return options
 
 
@@ -278,12 +132,14 @@ def compress(
     count per encoder layer (default: its `r` in every layer). `positions`: "original" (kept
     tokens keep their position ids, M-RoPE included) or "renumbered" (the shorter sequence is
     numbered 0, 1, ..., which is what the official LLaVA code of projector-stage methods does,
-    since LLaVA builds a new, shorter sequence). Every hook is removed on exit, also when the
-    body raises.
+    since LLaVA builds a new, shorter sequence). A method that spans several stages (PruneVid)
+    runs each of its parts at its stage, in model order, each on the sequence the one before
+    handed on; `layer` is its llm / cache part's, `schedule` and `positions` its encoder /
+    projector part's. Every hook is removed on exit, also when the body raises.
     """
     method, layer = _method(method, layer, options)
-    for_stage = stage_options(method, layer, schedule, positions)
-    model = _unwrapped(model)
+    for_parts = stage_options(method, layer, schedule, positions)
+    model = unwrapped(model)
     reason = why_unsupported(model, method, layer)
     if reason is not None:
         raise ValueError(reason)
@@ -299,8 +155,17 @@ def compress(
             "unless you trained or loaded them), so its outputs mean nothing until then",
             stacklevel=3,
         )
-    stage = STAGES[method.stage](model, method, adapter_for(model), **for_stage)
-    with stage as report:
+    adapter = adapter_for(model)
+    parts = method.parts()
+    stages = [STAGES[p.stage](model, p, adapter, **o) for p, o in zip(parts, for_parts, strict=True)]
+    if len(stages) > 1:  # one report, one record per stage and call
+        stages[0].report = Report(method=method.name, stage=" + ".join(method.stages()))
+    for before, after in zip(stages, stages[1:], strict=False):
+        after.follow(before)
+    report, stage = stages[0].report, stages[0]
+    with ExitStack() as stack:
+        for each in stages:
+            stack.enter_context(each)
         yield report
     if report.calls and not stage.saw_media:
         warnings.warn(

@@ -23,7 +23,9 @@ class Span:
     `columns`: where its placeholder tokens lie in the row, ascending (one run of placeholders,
     or several: Qwen3-VL writes a video frame by frame, a timestamp before each); `layout`: the
     grid the tokens fill ((H, W), (T, H, W) or (T,)), None where the model packs them
-    irregularly; `item`: its index among the items of its modality in (batch, sequence) order.
+    irregularly; `item`: its index among the items of its modality in (batch, sequence) order;
+    `frames`: where an earlier stage of the context compressed the span, the (length, 2) first
+    and last frame each of its tokens stands for.
     """
 
     row: int
@@ -31,6 +33,17 @@ class Span:
     modality: str
     layout: tuple[int, ...] | None
     item: int
+    frames: Tensor | None = None
+
+    def timespan(self) -> Tensor | None:
+        """(length, 2) the first and last frame each token stands for: `frames`, else its own
+        frame of a (T, H, W) layout; None for a span without frames."""
+        if self.frames is not None:
+            return self.frames
+        if self.layout is None or len(self.layout) != 3:
+            return None
+        own = torch.arange(self.length) // (self.layout[1] * self.layout[2])
+        return torch.stack([own, own], dim=-1)
 
     @property
     def start(self) -> int:
@@ -113,20 +126,22 @@ def take(x: Tensor, index: Tensor, dim: int, fill: float | int = 0) -> Tensor:
 
 def rebuild(
     hidden: Tensor, spans: list[Span], compressions: dict[int, tuple[Compression, int]]
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, dict[int, Tensor]]:
     """The shorter sequence where each compressed span is replaced by its compression.
 
     `compressions[i]` is (Compression over the tokens of `spans[i]`, number of leading special
     tokens the method saw, which have no placeholder of their own). Output token k of a span
     takes the position of the placeholder `columns[max(positions[k] - special, 0)]` and is
     emitted where the run of placeholders holding that position starts, in the method's output
-    order (a one-run span: all at its start). Returns (new hidden (B, L', D), index (B, L')), rows
-    left-padded with zeros (index -1) to the longest row.
+    order (a one-run span: all at its start). Returns (new hidden (B, L', D), index (B, L'), the
+    new row of each output token of each compressed span), rows left-padded with zeros (index
+    -1) to the longest row.
     """
     b, n = hidden.shape[:2]
     rows: list[Tensor] = []
     indices: list[Tensor] = []
     device = hidden.device
+    slots: dict[int, Tensor] = {}  # the output tokens' places in their row, before padding
     for row in range(b):
         own = [(i, s) for i, s in enumerate(spans) if s.row == row and i in compressions]
         keep = torch.ones(n, dtype=torch.bool, device=device)
@@ -141,10 +156,14 @@ def rebuild(
             at = columns[(comp.positions[0].to(device) - special).clamp_min(0)]
             starts = columns[torch.cat([torch.ones(1, dtype=torch.bool, device=device), columns.diff() != 1])]
             run_start = starts[torch.searchsorted(starts, at, right=True) - 1]
+            slots[i] = torch.arange(len(at), device=device) + sum(len(w) for w in where)
             where.append(at)
             pieces.append(comp.features[0].to(hidden.dtype))
             keys.append(run_start * (n + 1) + 1 + torch.arange(len(at), device=device))
         order = torch.cat(keys).argsort(stable=True)
+        place = torch.empty_like(order).scatter_(0, order, torch.arange(len(order), device=device))
+        for i, _ in own:
+            slots[i] = place[slots[i]] - len(order)  # counted from the row's end
         rows.append(torch.cat(pieces)[order])
         indices.append(torch.cat(where)[order])
     width = max(r.shape[0] for r in rows)
@@ -153,6 +172,35 @@ def rebuild(
     for row, (r, w) in enumerate(zip(rows, indices, strict=True)):
         out[row, width - r.shape[0] :] = r
         index[row, width - w.shape[0] :] = w
+    return out, index, {i: at + width for i, at in slots.items()}
+
+
+def rebuild_rows(
+    hidden: Tensor, columns: list[Tensor], comps: list[Compression | None]
+) -> tuple[Tensor, Tensor]:
+    """The llm stage's rows: those of `hidden` (B, n, D) outside the media `columns`, and each
+    row's media compression, each token at the row of `hidden` it stands at, in that order;
+    rows left-padded to the longest. Returns (rows, the row of `hidden` each stands at)."""
+    b, n, d = hidden.shape
+    rows, indices = [], []
+    for r in range(b):
+        keep = torch.ones(n, dtype=torch.bool, device=hidden.device)
+        keep[columns[r]] = False
+        where = torch.arange(n, device=hidden.device)[keep]
+        feats = hidden[r, keep]
+        if comps[r] is not None:
+            where = torch.cat([where, columns[r][comps[r].positions[0]]])
+            feats = torch.cat([feats, comps[r].features[0].to(hidden.dtype)])
+            order = where.argsort(stable=True)
+            where, feats = where[order], feats[order]
+        rows.append(feats)
+        indices.append(where)
+    width = max(len(w) for w in indices)
+    out = hidden.new_zeros(b, width, d)
+    index = torch.full((b, width), -1, dtype=torch.long, device=hidden.device)
+    for r in range(b):
+        out[r, width - len(indices[r]) :] = rows[r]
+        index[r, width - len(indices[r]) :] = indices[r]
     return out, index
 
 

@@ -11,8 +11,8 @@ the README table (`python -m tools support`) and the site page are generated fro
 from __future__ import annotations
 
 from ..registry import methods
-from .context import support
 from .tiny import BUILDERS
+from .unsupported import support
 
 #: the matrix's columns: family -> the tiny model that stands for it
 FAMILIES: dict[str, str] = {

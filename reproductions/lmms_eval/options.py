@@ -61,7 +61,7 @@ class Options:
         return {
             "method": self.method,
             "params": resolved,
-            "stage": method.stage if method is not None else None,
+            "stage": " + ".join(method.stages()) if method is not None else None,
             "layer": self.layer,
             "positions": self.positions,
         }

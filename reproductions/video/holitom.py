@@ -1,4 +1,4 @@
-"""HoliTom (outer-LLM part): global temporal segmentation, then temporal and spatial merging."""
+"""HoliTom: global temporal segmentation and merging before the LLM, similarity merging in it."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from torch import Tensor
 
 from ..interface import Compression, Method, Tokens, check_int, check_number
 from ..ops import (
+    cosine_matrix,
     density_peaks,
     l2_norms,
+    merge,
     pairwise_distance,
     stack_rows,
     top_k,
@@ -96,16 +98,13 @@ class Kept:
         self.features.append(features)
 
 
-@register("holitom")
 @dataclass
-class HoliTom(Method):
-    """HoliTom without inner-LLM merging, "HoliTom (w/o M)": the outer-LLM token merging.
+class HoliTomOuter(Method):
+    """HoliTom's outer-LLM merging: global temporal segmentation, temporal and spatial merging.
 
-    "HoliTom: Holistic Token Merging for Fast Video Large Language Models" (Shao et al.,
-    NeurIPS 2025, arXiv 2505.21334), on one video's projected tokens (T frames x P = H * W, after
-    LLaVA-OneVision / LLaVA-Video's 2D pooling). The released code runs this part alone when
-    `HOLITOM_k` / `HOLITOM_r` are unset (it prints "HoliTom (w/o M)", the paper's ablation row);
-    its inner-LLM merging at decoder layer k is not reproduced here (see below).
+    Part 1 of HoliTom (see `holitom`), on one video's projected tokens (T frames x P = H * W,
+    after LLaVA-OneVision / LLaVA-Video's 2D pooling). The released code runs this part alone
+    when `HOLITOM_k` / `HOLITOM_r` are unset ("HoliTom (w/o M)", the paper's ablation row).
 
     1. Segmentation: a position is static between frames t and t + 1 when the cosine of its
        tokens exceeds `tau`. Frames are partitioned into windows of consecutive frames (at most
@@ -134,10 +133,9 @@ class HoliTom(Method):
     on the segmentation, so rows of a batch must segment alike (else a ValueError asks for one
     video at a time, as the released code takes one).
 
-    Differences from the official code (`holitom/llava_arch.py`):
-    - Inner-LLM merging (`HOLITOM_k`, `HOLITOM_r`: at decoder layer k, each visual token outside
-      the (1 - r) most attended by the last row is averaged into its most cosine-similar kept
-      one) is not here: the interface has no way yet for one method to act at two stages.
+    Official: `holitom/llava_arch.py`.
+
+    Differences from the official code:
     - The released code adds unseeded uniform noise (1e-6) to the densities and leaves `topk`
       ties unspecified; here ties go to the lowest index (attention and density scores alike).
       Where a window keeps one static token, k = min(K, 1) = 1 makes every density equal, so
@@ -292,4 +290,119 @@ class HoliTom(Method):
         )
 
 
-__all__ = ["HoliTom", "Kept", "cluster", "segment", "static_counts"]
+@dataclass
+class HoliTomInner(Method):
+    """HoliTom's inner-LLM merging: at decoder layer K, each video token the last prompt token
+    attends to least is averaged into the kept token it is most similar to.
+
+    Part 2 of HoliTom (see `holitom`). The scores are layer K - 1's attention from the last
+    prompt row to the video tokens, averaged over heads. The round(N (1 - `r`)) best-scored
+    tokens stay (Python `round`); every other one is merged into the kept token of highest
+    cosine similarity between the layer-K input states (the first in score order on ties):
+    the released code folds them in one at a time in index order, h = (h + x) / 2, so a kept
+    token with members x_1 < ... < x_j becomes h / 2^j + sum_i x_i / 2^(j - i + 1). Layers >= K
+    see the kept tokens, at their own positions.
+
+    Parameters (the released runs, `scripts/*.sh`): `layer` K (`HOLITOM_k`) 18, `r`
+    (`HOLITOM_r`, the share merged away) 0.5; the code's own defaults, where the variables are
+    set empty, are 3 and 0.5. Official: `Qwen2Model_holitom.forward` in
+    `holitom/modeling_qwen2.py`.
+
+    Differences from the official code:
+    - The sequential in-place averages are computed as the weighted mean they amount to (equal
+      up to rounding), in float32 (float64 for float64 input).
+    - Ties in the attention go to the lowest index (`topk` leaves them unspecified); at least
+      one token stays (round(N (1 - r)) = 0 leaves the released code nothing to merge into).
+    - The released code takes the span of the first image of the first row for every row, with
+      LLaVA-OneVision's trailing newline token of the video among the candidates; here each
+      row's own video tokens (all of them, several videos alike), the newline staying text.
+    - The attention is recomputed in float32; the released code reads the eager weights in the
+      model dtype.
+    """
+
+    layer: int = 18
+    r: float = 0.5
+
+    stage = "llm"
+    paper = "shao2025holitom"
+    modality = ("video",)
+    mechanisms = ("attention", "similarity")
+    needs = ("attention",)
+    copies = False  # a kept token absorbs the ones merged into it
+    identity = {"r": 0.0}
+    example = {"layer": 2, "r": 0.5}
+
+    def __post_init__(self) -> None:
+        check_int("layer", self.layer, 0, hint="pass the decoder layer K the merging happens at, an int >= 0")
+        check_number("r", self.r, 0.0, 1.0, open_high=True, hint="pass the share of the video tokens merged away, in [0, 1)")
+
+    def output_count(self, tokens: Tokens) -> int | None:
+        return tokens.special + max(1, round((tokens.count - tokens.special) * (1 - self.r)))
+
+    def compress(self, tokens: Tokens) -> Compression:
+        b, n, special = tokens.batch, tokens.count, tokens.special
+        kept = self.output_count(tokens) - special
+        scores = tokens.attention[:, :, -1, special:].float().mean(dim=1)
+        top = top_k(scores, kept, sorted_by_position=False) + special  # score order
+        x = tokens.features.to(work_dtype(tokens.features))
+        rest = torch.ones(b, n, dtype=torch.bool, device=x.device)
+        rest[:, :special] = False
+        rest.scatter_(1, top, False)
+        others = rest.nonzero()[:, 1].view(b, -1)  # ascending: the order they are folded in
+        pick = lambda idx: x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # noqa: E731
+        target = cosine_matrix(pick(others), pick(top)).argmax(dim=-1)  # into `top`
+        grouped = target.sort(dim=-1, stable=True)  # members by target, each in index order
+        first = torch.searchsorted(grouped.values, grouped.values)  # where its group starts
+        at = torch.arange(target.shape[1], device=x.device).expand_as(target)
+        rank = torch.empty_like(target).scatter_(1, grouped.indices, at - first + 1)  # 1 .. j
+        count = torch.zeros(b, kept, dtype=torch.long, device=x.device).scatter_add_(1, target, torch.ones_like(target))
+        order = top.sort(dim=-1)
+        slot = torch.empty_like(order.indices).scatter_(1, order.indices, torch.arange(kept, device=x.device).expand(b, -1))
+        source = torch.full((b, n), -1, dtype=torch.long, device=x.device)
+        source[:, :special] = torch.arange(special, device=x.device)
+        source.scatter_(1, top, slot + special)
+        source.scatter_(1, others, slot.gather(1, target) + special)
+        weights = torch.ones(b, n, dtype=x.dtype, device=x.device)
+        weights.scatter_(1, top, 0.5 ** count.to(x.dtype))
+        weights.scatter_(1, others, 0.5 ** (count.gather(1, target) - rank + 1).to(x.dtype))
+        positions = torch.cat([source.new_tensor(range(special)).expand(b, -1), order.values], dim=1)
+        return merge(tokens, source, special + kept, weights=weights, positions=positions)
+
+
+@register("holitom")
+@dataclass
+class HoliTom(Method):
+    """HoliTom: merge the video's tokens over time and space before the LLM, then merge the
+    least attended ones into their most similar neighbours inside it.
+
+    "HoliTom: Holistic Token Merging for Fast Video Large Language Models" (Shao et al.,
+    NeurIPS 2025, arXiv 2505.21334), as released (`cokeshao/HoliTom`). Two parts, one per
+    stage: `holitom.projector` (`HoliTomOuter`: global temporal segmentation, temporal and
+    density-peak spatial merging) and `holitom.llm` (`HoliTomInner`: at decoder layer K,
+    similarity merging of the tokens the last prompt token attends to least). The
+    hyperparameters are the parts' own; `r` = 0 runs the outer part alone, the paper's
+    "HoliTom (w/o M)".
+
+    Differences from the official code: those of its parts (see each).
+    """
+
+    retention: float = 0.1
+    tau: float = 0.8
+    beta: float = 0.6
+    contextual: float = 0.0
+    neighbours: int = 7
+    max_window: int = 1024
+    layer: int = 18
+    r: float = 0.5
+
+    paper = "shao2025holitom"
+    parts_of = (HoliTomOuter, HoliTomInner)
+    identity = {**HoliTomOuter.identity, **HoliTomInner.identity}
+    example = {**HoliTomOuter.example, **HoliTomInner.example}
+    benchmark = {"retention": 0.1, "tau": 0.8}
+
+    def __post_init__(self) -> None:
+        self.parts()  # each part checks its own hyperparameters
+
+
+__all__ = ["HoliTom", "HoliTomInner", "HoliTomOuter", "Kept", "cluster", "segment", "static_counts"]

@@ -1,4 +1,5 @@
-"""Every promise of the shared interface, checked over every registered method.
+"""Every promise of the shared interface, checked over every registered method, and over each
+part of a method that acts at several stages (its `parts()`: `prunevid.projector`, ...).
 
 The promises are listed in the README ("Use a method") and in `reproductions/interface.py`.
 """
@@ -15,7 +16,18 @@ import reproductions
 from reproductions.examples import example_tokens
 from reproductions.interface import Tokens, check_compression
 
-METHODS = {name: cls for name, cls in reproductions.methods().items() if not cls.trainable}
+#: the registered method each single-stage method is (or is a part of), by its name
+WHOLE = {
+    type(part).name: whole
+    for whole in reproductions.methods().values()
+    for part in whole(**whole.example).parts()
+}
+METHODS = {
+    type(part).name: type(part)
+    for whole in reproductions.methods().values()
+    if not whole.trainable
+    for part in whole(**whole.example).parts()
+}
 DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 
 
@@ -48,7 +60,10 @@ def test_registry_metadata(cls):
     assert set(cls.modality) <= {"image", "video", "audio"} and cls.modality
     assert set(cls.mechanisms) <= {"transformation", "similarity", "attention", "query"}
     assert cls.__doc__ and len(cls.__doc__.strip()) > 40, "document what the method computes"
-    assert reproductions.get(cls.name, **cls.example) == cls(**cls.example)
+    whole = WHOLE[cls.name]
+    assert reproductions.get(whole.name, **whole.example) == whole(**whole.example)
+    assert cls in [type(part) for part in whole(**whole.example).parts()]
+    assert cls.paper == whole.paper and cls.stage in whole.stages()
 
 
 def test_the_grid_is_needed_exactly_where_declared(cls):

@@ -1,4 +1,5 @@
-"""holitom: the window segmentation, the raised ratio, temporal and density-peak merging."""
+"""holitom: the window segmentation, the raised ratio, temporal and density-peak merging (its
+projector part), and the similarity merging at decoder layer K (its llm part)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 
 from reproductions import Tokens, get
 from reproductions.interface import check_compression
-from reproductions.video.holitom import cluster, segment, static_counts
+from reproductions.video.holitom import HoliTomInner, HoliTomOuter, cluster, segment, static_counts
 
 
 def test_static_counts_follow_runs_of_static_pairs():
@@ -53,7 +54,7 @@ def test_a_static_window_becomes_its_temporal_mean_and_raises_the_ratio():
     e1, e2 = [1.0, 0.0], [0.0, 1.0]
     x = torch.tensor([[e1, e2, e1, [0.0, -1.0], [2.0, 0.0], e2]], dtype=torch.float64)
     tokens = Tokens(features=x, layout=(3, 1, 2), cls_attention=torch.ones(1, 1, 6))
-    out = get("holitom", retention=0.5)(tokens)
+    out = HoliTomOuter(retention=0.5)(tokens)
     check_compression(out, tokens)
     assert out.positions.tolist() == [[0, 1, 3, 5]]
     assert out.source.tolist() == [[0, 1, 0, 2, 0, 3]]
@@ -64,7 +65,7 @@ def test_a_static_window_becomes_its_temporal_mean_and_raises_the_ratio():
     # the most attended (position 0: attention 2 > 1)
     attention = torch.tensor([[[2.0, 1.0] * 3]])
     tokens = Tokens(features=x, layout=(3, 1, 2), cls_attention=attention)
-    assert get("holitom", retention=0.5, tau=1.0)(tokens).positions.tolist() == [[0, 2, 4]]
+    assert HoliTomOuter(retention=0.5, tau=1.0)(tokens).positions.tolist() == [[0, 2, 4]]
 
 
 def test_dynamic_tokens_keep_the_most_attended_then_contextual_clusters():
@@ -73,13 +74,13 @@ def test_dynamic_tokens_keep_the_most_attended_then_contextual_clusters():
     x = torch.tensor([0.0, 1.0, 3.0, 10.0, 11.0, 100.0, 200.0], dtype=torch.float64)
     attention = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.9, 0.8]).view(1, 1, 7)
     tokens = Tokens(features=x.view(1, 7, 1), layout=(1, 1, 7), cls_attention=attention)
-    out = get("holitom", retention=0.7, contextual=0.6)(tokens)
+    out = HoliTomOuter(retention=0.7, contextual=0.6)(tokens)
     check_compression(out, tokens)
     assert out.positions.tolist() == [[0, 1, 2, 5, 6]]
     assert out.features.flatten().tolist() == pytest.approx([0.0, 1.0, 6.0, 100.0, 200.0])
     assert out.sizes.tolist() == [[1.0, 1.0, 3.0, 1.0, 1.0]]
     # attention alone (contextual 0, as released): the 5 most attended
-    plain = get("holitom", retention=0.7)(tokens)
+    plain = HoliTomOuter(retention=0.7)(tokens)
     assert plain.positions.tolist() == [[2, 3, 4, 5, 6]]
 
 
@@ -87,7 +88,7 @@ def test_identity_and_bad_parameters():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 2 * 4, 3, generator=g)
     tokens = Tokens(features=x, layout=(2, 2, 2), cls_attention=torch.rand(1, 2, 8, generator=g))
-    out = get("holitom", retention=1.0, max_window=1)(tokens)
+    out = HoliTomOuter(retention=1.0, max_window=1)(tokens)
     assert torch.equal(out.features, x)
     for bad in (
         {"retention": 0.0},
@@ -96,8 +97,34 @@ def test_identity_and_bad_parameters():
         {"neighbours": 0},
         {"max_window": True},
         {"contextual": 2.0},
+        {"r": 1.0},
+        {"layer": -1},
     ):
         with pytest.raises(ValueError):
             get("holitom", **bad)
     with pytest.raises(ValueError, match="cls_attention"):
-        get("holitom")(Tokens(features=x, layout=(2, 2, 2)))
+        HoliTomOuter()(Tokens(features=x, layout=(2, 2, 2)))
+    with pytest.raises(ValueError, match="parts"):
+        get("holitom")(tokens)
+    assert get("holitom", r=0.0, layer=4).parts() == (HoliTomOuter(), HoliTomInner(layer=4, r=0.0))
+
+
+def test_inner_merging_folds_each_dropped_token_into_its_most_similar_kept_one_in_index_order():
+    # 5 tokens; the last row's attention (mean of 2 heads) ranks 1, 3, 4 first; round(5 x 0.4)
+    # = 2 are merged away: token 0 is most similar to 1, token 2 too. The released code folds
+    # them in index order, h1 = ((h1 + h0) / 2 + h2) / 2 = h1 / 4 + h0 / 4 + h2 / 2.
+    x = torch.tensor([[[1.0, 0.1], [1.0, 0.0], [0.9, 0.2], [0.0, 1.0], [-1.0, 0.0]]], dtype=torch.float64)
+    attention = torch.zeros(1, 2, 3, 5, dtype=torch.float64)
+    attention[0, 0, -1] = torch.tensor([0.0, 0.5, 0.1, 0.2, 0.2])
+    attention[0, 1, -1] = torch.tensor([0.1, 0.3, 0.0, 0.3, 0.3])
+    attention[0, :, 0] = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0])  # other rows are not read
+    tokens = Tokens(features=x, attention=attention)
+    out = HoliTomInner(r=0.4)(tokens)
+    check_compression(out, tokens)
+    assert out.positions.tolist() == [[1, 3, 4]]
+    assert out.source.tolist() == [[0, 0, 0, 1, 2]]
+    assert out.sizes.tolist() == [[3.0, 1.0, 1.0]]
+    expected = x[0, 1] / 4 + x[0, 0] / 4 + x[0, 2] / 2
+    assert torch.allclose(out.features[0, 0], expected)
+    assert torch.equal(out.features[0, 1:], x[0, 3:])
+    assert torch.equal(HoliTomInner(r=0.0)(tokens).features, x)

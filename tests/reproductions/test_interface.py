@@ -1,6 +1,7 @@
 """The shared helpers of `reproductions/interface.py`: field validators and `Compression.then`."""
 
 import math
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 from reproductions import get
 from reproductions.interface import (
     Compression,
+    Method,
     Tokens,
     check_compression,
     check_int,
@@ -88,3 +90,34 @@ def test_then_refuses_a_compression_of_other_tokens():
     first = _compression([[0, 1, -1]], [[0, 1]], [[1, 1]])
     with pytest.raises(ValueError, match="compression of this one's output"):
         first.then(_compression([[0, 1, 2]], [[0, 1, 2]], [[1, 1, 1]]))
+
+
+def test_a_method_of_several_stages_lists_one_single_stage_part_per_stage_in_model_order():
+    @dataclass
+    class Early(Method):
+        keep: int = 4
+        stage = "projector"
+        needs = ("frames",)
+
+    @dataclass
+    class Late(Method):
+        keep: int = 4
+        layer: int = 2
+        stage = "llm"
+        copies = False
+        needs = ("attention",)
+
+    @dataclass
+    class Both(Method):
+        keep: int = 3
+        layer: int = 5
+        parts_of = (Early, Late)
+
+    early, late = Both().parts()
+    assert early == Early(keep=3) and late == Late(keep=3, layer=5)  # same names, same values
+    assert Both.stages() == ("projector", "llm") and Both.stage == "projector"
+    assert Both.needs == ("frames", "attention") and not Both.copies
+    assert Early(keep=3).parts() == (Early(keep=3),) and Early.stages() == ("projector",)
+    for parts in ((Late, Early), (Early,), (Early, Early)):
+        with pytest.raises(TypeError, match="model order"):
+            type("Wrong", (Method,), {"parts_of": parts})

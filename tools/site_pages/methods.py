@@ -62,9 +62,21 @@ def method_summary(cls: type) -> str:
 
 
 def usage_snippet(cls: type) -> str:
-    """A snippet that runs: the method built from its `example` params on `example_tokens`."""
+    """A snippet that runs: the method built from its `example` params on `example_tokens` (a
+    method of several stages: each of its parts on tokens of its own stage)."""
     params = ", ".join(f"{name}={value!r}" for name, value in dict(cls.example).items())
     arguments = f"{cls.name!r}, {params}" if params else repr(cls.name)
+    if cls.parts_of:
+        return (
+            "from reproductions import get\n"
+            "from reproductions.examples import example_tokens\n"
+            "\n"
+            f"method = get({arguments})\n"
+            "for part in method.parts():  # one method per stage, in model order\n"
+            "    tokens = example_tokens(part)  # random tokens of its stage, plus its signals\n"
+            "    out = part(tokens)\n"
+            '    print(tokens.features.shape, "->", out.features.shape, part.name, part.stage)\n'
+        )
     return (
         "from reproductions import get\n"
         "from reproductions.examples import example_tokens\n"
@@ -88,6 +100,10 @@ def method_markdown(
     name = cls.name
     source = method_page(name)
     body, differences = docstring_parts(cls)
+    if cls.parts_of:  # each part says what it computes and how it differs, under its name
+        parts = [(part, *docstring_parts(part)) for part in cls.parts_of]
+        body += "".join(f"\n\n**`{part.name}`** ({part.stage} stage): {text_of}" for part, text_of, _ in parts)
+        differences = "\n\n".join(f"**`{part.name}`**:\n\n{diff}" for part, _, diff in parts if diff)
     paper = data.by_id.get(cls.paper) if cls.paper else None
     if paper:
         paper_cell = link(href(source, paper_page(paper["id"])), text(paper["title"]))
@@ -99,7 +115,7 @@ def method_markdown(
     facts = [
         ("Registry name", f"<code>{text(name)}</code>"),
         ("Paper", paper_cell),
-        ("Stage", f"<code>{text(cls.stage)}</code>: {text(STAGES.get(cls.stage, ''))}"),
+        ("Stage" if not cls.parts_of else "Stages", stages_cell(cls)),
         ("Modalities", text(", ".join(cls.modality))),
         ("Mechanisms", tags(source, "mechanisms", list(cls.mechanisms), data) or "none (baseline)"),
         ("Signals it needs", f"<ul>{needs}</ul>"),
@@ -145,6 +161,16 @@ def searched_first(body: str) -> str:
     return f"{first}\n\n<div {UNSEARCHED} markdown>\n\n{rest}\n\n</div>\n"
 
 
+def stages_cell(cls: type) -> str:
+    """Where the method acts: its stage, or each stage of its parts with the part's name."""
+    parts = cls.parts_of or (cls,)
+    return "<br>".join(
+        f"<code>{text(part.stage)}</code>: {text(STAGES.get(part.stage, ''))}"
+        + (f" (<code>{text(part.name)}</code>)" if cls.parts_of else "")
+        for part in parts
+    )
+
+
 def parameter_defaults(cls: type) -> list[tuple[str, str]]:
     """(name, default as code) of each hyperparameter in `cls.parameters()`; factories are called,
     fields the caller cannot set (init=False) are left out."""
@@ -169,7 +195,7 @@ def reproductions_index(data: SiteData) -> str:
         rows.append(
             f"<tr><td>{link(href(source, method_page(name)), f'<code>{text(name)}</code>')}</td>"
             f"<td>{text(', '.join(cls.modality))}</td><td>{text(', '.join(cls.mechanisms) or '-')}</td>"
-            f"<td>{text(cls.stage)}</td><td>{text(', '.join(cls.needs) or '-')}</td><td>{paper_cell}</td></tr>"
+            f"<td>{text(', '.join(cls.stages()))}</td><td>{text(', '.join(cls.needs) or '-')}</td><td>{paper_cell}</td></tr>"
         )
     table = (
         f'<table data-table="methods" {UNSEARCHED}><thead><tr><th>Method</th><th>Modalities</th><th>Mechanisms</th>'

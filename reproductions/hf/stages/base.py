@@ -8,6 +8,12 @@ to leave the call as it is.
 
 The shortened sequence is described by `cols` (B, L'): for every row the decoder now sees, the
 original index whose position id, mask value and label it inherits (-1: left padding).
+
+The stages of a method that spans several (`Method.parts`) run in one context, in model order,
+each after the one before it (`follow`): a later stage's decoder input is the sequence the
+earlier one handed on, so it finds its spans there (`InputStage.hand_on`: the rows their tokens
+or their compression took, with the frames each stands for), and the labels follow every
+stage's `cols` in turn.
 """
 
 from __future__ import annotations
@@ -64,6 +70,15 @@ class Stage:
         self.in_prefill = False
         self.labels: Tensor | None = None
         self.saw_media = False  # whether any call carried tokens of the method's modality
+        #: the stages before and after this one in the same context (`follow`)
+        self.upstream: Stage | None = None
+        self.downstream: Stage | None = None
+        #: the position ids of the last prefill's decoder call as this stage received it
+        self.positions_in: Tensor | None = None
+
+    def follow(self, upstream: Stage) -> None:
+        """Run after `upstream` in its context: on the sequence it hands on, into its report."""
+        self.upstream, upstream.downstream, self.report = upstream, self, upstream.report
 
     # ------------------------------------------------------------------ context
     def __enter__(self) -> Report:
@@ -79,11 +94,11 @@ class Stage:
 
     def install(self) -> None:
         active = ACTIVE.get(self.model)
-        if active is not None:
+        if active is not None and active is not self.upstream:
             raise ValueError(
-                f"{type(self.model).__name__} is already inside compress(..., {active.method.name!r}) "
-                f"({active.name} stage); compress contexts do not nest: exit that one first, or "
-                f"run {self.method.name!r} ({self.name} stage) on its own"
+                f"{type(self.model).__name__} is already inside compress(..., {active.report.method!r}) "
+                f"({active.report.stage} stage); compress contexts do not nest: exit that one first, "
+                f"or run {self.report.method!r} ({self.report.stage} stage) on its own"
             )
         ACTIVE[self.model] = self
         self.hook(self.model.register_forward_pre_hook(self._take_labels, with_kwargs=True))
@@ -102,7 +117,10 @@ class Stage:
         while self.handles:
             self.handles.pop().remove()
         if ACTIVE.get(self.model) is self:
-            del ACTIVE[self.model]
+            if self.upstream is not None and self.upstream.handles:
+                ACTIVE[self.model] = self.upstream
+            else:
+                del ACTIVE[self.model]
 
     # ------------------------------------------------------------------ labels= (log-likelihood)
     def _take_labels(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
@@ -126,16 +144,27 @@ class Stage:
             return None
         logits = output[0] if isinstance(output, tuple) else output.logits
         if logits.shape[1] != labels.shape[1]:
-            labels = take(labels, self.cols.to(labels.device), dim=1, fill=-100)
+            labels = take(labels, self.final_cols().to(labels.device), dim=1, fill=-100)
         vocab = module.config.get_text_config().vocab_size
         loss = module.loss_function(logits=logits, labels=labels, vocab_size=vocab)
         if isinstance(output, tuple):
             return (loss, *output)
         return type(output)(loss=loss, **{key: value for key, value in output.items() if key != "loss"})
 
+    def final_cols(self) -> Tensor:
+        """The original index of every row the model's output holds: `cols`, through the `cols`
+        of each later stage of the context."""
+        cols, later = self.cols, self.downstream
+        while later is not None:
+            if later.cols is not None:
+                cols = later.cols if cols is None else take(cols, later.cols.to(cols.device), dim=1, fill=-1)
+            later = later.downstream
+        return cols
+
     # ------------------------------------------------------------------ prompt and decoder entry
     def _outer(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        self.report.calls += 1
+        if self.upstream is None:
+            self.report.calls += 1
         ids = argument(args, kwargs, "input_ids")
         self.input_ids = ids if isinstance(ids, Tensor) else None
         mask = kwargs.get("attention_mask")  # 2-D here, also where the decoder gets 4-D masks (Gemma 3)
@@ -159,7 +188,8 @@ class Stage:
             self.cache, self.cols, self.seen = cache, None, embeds.shape[1]
             mask2d = self.mask_2d(kwargs)
             self.mask2d = mask2d if mask2d is not None and mask2d.shape[-1] == embeds.shape[1] else None
-            self.spans = self.find_spans(embeds.shape[1], kwargs.get("position_ids"))
+            self.positions_in = kwargs.get("position_ids")
+            self.spans = self.find_spans(embeds.shape[1], self.positions_in)
             self.saw_media |= bool(self.spans)
             if hasattr(self.method, "reset"):
                 self.method.reset()
@@ -178,7 +208,15 @@ class Stage:
 
     # ------------------------------------------------------------------ shared pieces
     def find_spans(self, length: int, positions: Tensor | None) -> list[Span]:
-        """Every media item of the method's modalities in the prompt, in (row, start) order."""
+        """Every media item of the method's modalities in the decoder input, in (row, start)
+        order: in the prompt, or where an earlier stage shortened it, in what it handed on."""
+        up = self.upstream
+        if up is not None and up.cols is not None and self.input_ids is not None:  # it rebuilt this call's
+            return [up.hand_on(span) for span in self.prompt_spans(self.input_ids.shape[1], up.positions_in)]
+        return self.prompt_spans(length, positions)
+
+    def prompt_spans(self, length: int, positions: Tensor | None) -> list[Span]:
+        """Every media item of the method's modalities in the prompt (`length` rows)."""
         ids = self.input_ids
         if ids is None or ids.shape[1] != length:
             return []
@@ -223,6 +261,23 @@ class Stage:
         self.cols = torch.cat([self.cols, new_cols], dim=1)
         self.seen += q
         return valid_columns(self.cols, full)
+
+    def hand_on(self, span: Span) -> Span:
+        """`span`, found in this stage's decoder input, in the sequence the stage handed on
+        (stages that shorten it say where its tokens went)."""
+        return span
+
+    def timespans(self, row: int, length: int) -> Tensor:
+        """(length, 2) the first and last frame each row of the decoder input stands for, frames
+        numbered across the row's videos one after another (-1 outside them)."""
+        out = torch.full((length, 2), -1, dtype=torch.long)
+        offset = 0
+        for span in self.spans:
+            frames = span.timespan() if span.row == row else None
+            if frames is not None:
+                out[span.columns] = frames + offset
+                offset += int(frames.max()) + 1
+        return out
 
     def media_columns(self, row: int) -> Tensor:
         """The original indices of every media token of `row`."""

@@ -11,6 +11,7 @@ and calls that reuse encoded images (use_cache=False) get the same one.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -38,6 +39,9 @@ class InputStage(Stage):
             )
         self.renumber = positions == "renumbered"
         self.shift: Tensor | None = None
+        #: the last prefill's compressed spans by (row, start): the rows their outputs took in
+        #: the sequence handed on, ascending, and the frames each output stands for
+        self.handed: dict[tuple[int, int], tuple[Tensor, Tensor | None]] = {}
 
     def compress_spans(self, embeds: Tensor) -> dict[int, tuple[Compression, int]]:
         """Span index -> (its compression, the [CLS] tokens the compression leads with)."""
@@ -62,11 +66,16 @@ class InputStage(Stage):
             return None
         n = embeds.shape[1]
         compressions = self.compress_spans(embeds)
-        new, index = rebuild(embeds, self.spans, compressions)
+        new, index, slots = rebuild(embeds, self.spans, compressions)
         self.record(index, n, compressions)
         if unchanged(embeds, new, index):
             return None  # nothing changed: leave the call exactly as it was
         self.cols = index
+        self.handed = {}
+        for i, rows in slots.items():
+            span, order = self.spans[i], rows.argsort()
+            frames = output_frames(span, *compressions[i])
+            self.handed[(span.row, span.start)] = (rows[order].cpu(), None if frames is None else frames[order])
         kwargs = dict(kwargs)
         kwargs["inputs_embeds"] = new
         kwargs["position_ids"] = take(self.positions(kwargs, embeds, 0), index, dim=-1, fill=1)
@@ -81,6 +90,13 @@ class InputStage(Stage):
             self.shift = kwargs["position_ids"][:, -1] - renumbered[:, -1]
             kwargs["position_ids"] = renumbered
         return args, kwargs
+
+    def hand_on(self, span: Span) -> Span:
+        done = self.handed.get((span.row, span.start))
+        if done is None:  # a span this stage left alone: its tokens, where they moved
+            row = self.cols[span.row]
+            return replace(span, columns=torch.isin(row, span.columns.to(row.device)).nonzero().squeeze(1).cpu())
+        return replace(span, columns=done[0], layout=None, frames=done[1])
 
     def deepstack(
         self, kwargs: dict, compressions: dict[int, tuple[Compression, int]], index: Tensor
@@ -140,3 +156,18 @@ class InputStage(Stage):
                 media_after,
             )
         )
+
+
+def output_frames(span: Span, comp: Compression, special: int) -> Tensor | None:
+    """(K, 2) the first and last frame each output token of a span's compression stands for,
+    from its members' (a token that stands for none, a [CLS] or a learned query: every frame);
+    None for a span without frames."""
+    frames = span.timespan()
+    if frames is None:
+        return None
+    source = comp.source[0, special:].cpu()
+    kept = source >= 0
+    low, high = int(frames[:, 0].min()), int(frames[:, 1].max())
+    first = torch.full((comp.count,), high + 1).scatter_reduce(0, source[kept], frames[kept, 0], "amin")
+    last = torch.full((comp.count,), low - 1).scatter_reduce(0, source[kept], frames[kept, 1], "amax")
+    return torch.stack([first.where(first <= high, low), last.where(last >= low, high)], dim=-1)

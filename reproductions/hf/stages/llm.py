@@ -16,6 +16,10 @@ A method that needs `keys` / `text_keys` gets layer K - 1's keys (after RoPE, kv
 concatenated, as its KV cache holds them) of the media tokens and of the query rows; one that
 reads `hidden_from = "final_norm"` scores the states through the decoder's final norm and keeps
 the unnormalised rows of the tokens it keeps (DART). A method may keep no media token (VTW).
+One that reads `attention_raw` gets the attention before RoPE and without the causal mask; one
+that `prunes_earlier_cache` hides the dropped rows from decoding steps at layers < K too
+(PruneVid); `timespan` holds the frames each media token stands for, from its video's grid or,
+after a projector stage of the same context, from the tokens it merged.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from ...interface import Compression, Method, Tokens
 from ..attention import key_states, probabilities, queries, queries_keys, repeat_heads, rope
 from ..models import Adapter
 from ..report import Record
-from ..sequence import mask_4d, row_of, take, unchanged, valid_columns
+from ..sequence import mask_4d, rebuild_rows, row_of, take, unchanged, valid_columns
 from .base import argument, cache_of
 from .decoder import DecoderStage
 
@@ -51,6 +55,8 @@ class LlmStage(DecoderStage):
         #: (-1: padding), None while nothing was dropped; and the kwargs those layers run with
         self.indices: list[Tensor | None] = []
         self.groups: list[dict[str, Any] | None] = []
+        #: at a decoding step, the kwargs of layers < K_1 (`prunes_earlier_cache`: the kept rows)
+        self.earlier: dict[str, Any] | None = None
 
     def install_hooks(self) -> None:
         layers = self.adapter.layers
@@ -63,10 +69,15 @@ class LlmStage(DecoderStage):
             if j not in self.ks:
                 hook = partial(self._segment, j)
                 self.hook(layers[j].register_forward_pre_hook(hook, with_kwargs=True))
+        for layer in layers[: self.ks[0]] if self.method.prunes_earlier_cache else ():
+            self.hook(layer.register_forward_pre_hook(self._earlier, with_kwargs=True))
 
     def prefill(self, args: tuple, kwargs: dict, embeds: Tensor) -> None:
-        self.indices, self.groups = [], []
+        self.indices, self.groups, self.earlier = [], [], None
         return super().prefill(args, kwargs, embeds)
+
+    def _earlier(self, module: nn.Module, args: tuple, kwargs: dict):
+        return None if self.in_prefill else self.apply(self.earlier, args, kwargs)
 
     def _capture_for(self, k: int, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self.inputs[k] = (module, argument(args, kwargs, "hidden_states"), kwargs.get("position_embeddings"))
@@ -93,6 +104,12 @@ class LlmStage(DecoderStage):
                 self.indices[i] = torch.cat([index.to(new.device), new], dim=1)
                 valid = valid_columns(self.indices[i], full)
                 self.groups[i] = {"attention_mask": mask_4d(valid, q, self.implementation, embeds.dtype)}
+        if self.method.prunes_earlier_cache:  # layers < K hold every row: mask all but the kept
+            total, index = self.seen + q, self.indices[-1]
+            kept = torch.zeros(b, total + 1, dtype=torch.bool, device=new.device)
+            kept.scatter_(1, torch.where(index >= 0, index, total), True)
+            valid = kept[:, :total] & full[:, -total:].bool().to(new.device)
+            self.earlier = {"attention_mask": mask_4d(valid, q, self.implementation, embeds.dtype)}
         self.seen += q
         self.cols = self.indices[-1]
         return None
@@ -163,16 +180,20 @@ class LlmStage(DecoderStage):
         states = scored
         if self.method.text_from == "embeddings":  # the query rows' input embeddings
             states = take(self.embeds, at.to(self.embeds.device), dim=1)
-        keys = None
+        extra: dict[str, list[Tensor]] = {}
         if {"keys", "text_keys"} & set(self.method.needs):
             keys = self.layer_keys(cache_of(kwargs), k, n)
-        comps = self.compressions(scored, states, columns, rows, attention, methods, layouts, keys)
+            extra["keys"] = [keys[r, columns[r]] for r in range(b)]
+            extra["text_keys"] = [keys[r, rows[r]] for r in range(b)]
+        if "timespan" in self.method.needs:  # the frames of the tokens, from the decoder input's
+            extra["timespan"] = [self.timespans(r, self.seen)[at[r, columns[r]].cpu()].to(hidden.device) for r in range(b)]
+        comps = self.compressions(scored, states, columns, rows, attention, methods, layouts, extra)
         if scored is not hidden:  # a pure selection: its kept rows, unnormalised
             comps = [
                 None if c is None else replace(c, features=hidden[r, columns[r][c.positions[0]]][None])
                 for r, c in enumerate(comps)
             ]
-        new, sub = self.rebuild_rows(hidden, columns, comps)
+        new, sub = rebuild_rows(hidden, columns, comps)
         index = torch.where(sub >= 0, at.gather(1, sub.clamp_min(0)), -1)
         self.record(valid, valid_columns(index, outer), columns, comps)
         if before is None and unchanged(hidden, new, index):
@@ -212,26 +233,30 @@ class LlmStage(DecoderStage):
     ) -> list[Tensor]:
         """Per batch row, the (heads, M, N) attention that rows_of[b] pay to columns_of[b] in
         `attention_input` (layer k - 1's, or layer k's own), softmax over every column the row
-        may see (causal, and `valid` (B, n) real columns), in float32.
+        may see (causal, and `valid` (B, n) real columns), in float32. A method that reads
+        `attention_raw` gets it from queries and keys before RoPE, over every real column.
 
         Queries are projected for the rows that need them only; keys are read from layer
         k - 1's cache when it holds this sequence (it has run already), else projected."""
         module, hidden, (cos, sin) = self.attention_input
-        n = hidden.shape[1]
+        n, raw = hidden.shape[1], self.method.attention_raw
         start = min(int(rows[0]) for rows in rows_of)
         q = queries(module, hidden[:, start:])
-        q, _ = rope(module, q, q, (cos[:, start:], sin[:, start:]))
+        if not raw:
+            q, _ = rope(module, q, q, (cos[:, start:], sin[:, start:]))
         layers = getattr(cache, "layers", [])
         previous = self.method.attention_from == "previous" and 1 <= k <= len(layers)
-        cached = layers[k - 1] if previous else None
+        cached = layers[k - 1] if previous and not raw else None
         if cached is not None and getattr(cached, "keys", None) is not None and cached.keys.shape[2] == n:
             keys = repeat_heads(cached.keys, q.shape[1])
+        elif raw:
+            keys = repeat_heads(key_states(module, hidden), q.shape[1])
         else:
             _, keys = queries_keys(module, hidden, (cos, sin))
         out = []
         for row, (rows, cols) in enumerate(zip(rows_of, columns_of, strict=True)):
             rows = rows.to(q.device)
-            seen = torch.arange(n, device=q.device)[None, :] <= rows[:, None]
+            seen = torch.arange(n, device=q.device)[None, :] <= (n if raw else rows[:, None])
             seen = seen & valid[row].to(q.device)[None, :]
             probs = probabilities(q[row][:, rows - start], keys[row], module.scaling, seen[None])
             out.append(probs[:, :, cols.to(q.device)])
@@ -246,59 +271,32 @@ class LlmStage(DecoderStage):
         attention: list[Tensor],
         methods: list[Method | None],
         layouts: list[tuple[int, ...] | None],
-        keys: Tensor | None = None,
+        extra: dict[str, list[Tensor]],
     ) -> list[Compression | None]:
         """Each row's method on its media tokens (one call for the batch where every row has as
-        many media tokens and query rows and the same method; else one per row). None: a row
-        without media. `states` (B, n, D) hold the query rows' `text`, `keys` (B, n, Dk) (where
-        the method needs them) every row's keys."""
+        many media tokens and query rows and the same method, and the count does not depend on
+        the data; else one per row). None: a row without media. `states` (B, n, D) hold the
+        query rows' `text`; `extra` the other signals the method needs, per row."""
         b = hidden.shape[0]
 
         def tokens(picked: list[int], layout: tuple[int, ...] | None) -> Tokens:
-            signals = {}
-            if keys is not None:
-                signals["keys"] = torch.stack([keys[i, columns[i]] for i in picked])
-                signals["text_keys"] = torch.stack([keys[i, rows[i]] for i in picked])
             return Tokens(
                 features=torch.stack([hidden[i, columns[i]] for i in picked]),
                 layout=layout,
                 attention=torch.stack([attention[i] for i in picked]).to(hidden.dtype),
                 text=torch.stack([states[i, rows[i]].to(hidden.dtype) for i in picked]),
-                **signals,
+                **{name: torch.stack([value[i] for i in picked]) for name, value in extra.items()},
             )
 
         alike = len({(len(c), len(m)) for c, m in zip(columns, rows, strict=True)}) == 1
         if alike and all(m == methods[0] for m in methods):
             if not len(columns[0]):
                 return [None] * b
-            comp = methods[0](tokens(list(range(b)), layouts[0]))
-            return [row_of(comp, r) for r in range(b)]
+            batch = tokens(list(range(b)), layouts[0])
+            if b == 1 or methods[0].output_count(batch) is not None:
+                comp = methods[0](batch)
+                return [row_of(comp, r) for r in range(b)]
         return [methods[r](tokens([r], layouts[r])) if len(columns[r]) else None for r in range(b)]
-
-    def rebuild_rows(self, hidden: Tensor, columns: list[Tensor], comps: list[Compression | None]) -> tuple[Tensor, Tensor]:
-        """Keep the non-media rows and the method's media output, each token at the original
-        index it stands at, in original order; rows left-padded to the longest."""
-        b, n, d = hidden.shape
-        rows, indices = [], []
-        for r in range(b):
-            keep = torch.ones(n, dtype=torch.bool, device=hidden.device)
-            keep[columns[r]] = False
-            where = torch.arange(n, device=hidden.device)[keep]
-            feats = hidden[r, keep]
-            if comps[r] is not None:
-                where = torch.cat([where, columns[r][comps[r].positions[0]]])
-                feats = torch.cat([feats, comps[r].features[0].to(hidden.dtype)])
-                order = where.argsort(stable=True)
-                where, feats = where[order], feats[order]
-            rows.append(feats)
-            indices.append(where)
-        width = max(len(w) for w in indices)
-        out = hidden.new_zeros(b, width, d)
-        index = torch.full((b, width), -1, dtype=torch.long, device=hidden.device)
-        for r in range(b):
-            out[r, width - len(indices[r]) :] = rows[r]
-            index[r, width - len(indices[r]) :] = indices[r]
-        return out, index
 
     def record(self, before: Tensor, after: Tensor, columns: list[Tensor], comps: list[Compression | None]) -> None:
         """One Record per step: real tokens before and after (valid columns), media tokens
