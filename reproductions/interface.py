@@ -209,7 +209,9 @@ class Method:
     def encoder_layers(self, depth: int, feature: int) -> tuple[int, ...]:
         """For a method that reads `received`: the encoder layers (0-based, of an encoder of
         `depth` layers whose layer `feature` feeds the projector) whose attention it reads, one
-        row of `received` each, in this order. () (the default): none."""
+        row of `received` each, in this order; for an encoder-stage method that acts in some
+        layers only (audio_attention_prune), those layers. () (the default): none (an
+        encoder-stage method then acts in every layer, as ToMe does)."""
         return ()
 
     def step(self, index: int, count: int) -> Method:

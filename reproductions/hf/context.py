@@ -59,6 +59,8 @@ from ..registry import get, methods
 from .models import adapter_for
 from .report import Report
 from .stages import STAGES, decoder_layer
+from .stages.audio import SIGNALS as AUDIO_SIGNALS
+from .stages.audio import refusal as audio_refusal
 from .stages.projector import at_projector_input, projector_signals, received_layers
 
 
@@ -128,14 +130,19 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
             f"{'/'.join(carried)} tokens with no regular grid (anyres tiles and newline tokens): "
             "pick a method that takes tokens without a layout"
         )
-    if m.stage == "encoder" and (a.encoder_layers is None or "image" not in m.modality):
+    audio = m.stage == "encoder" and "audio" in m.modality and a.audio_tower is not None
+    vision = m.stage == "encoder" and "image" in m.modality and a.encoder_layers is not None
+    if m.stage == "encoder" and not (audio or vision):
         return (
-            f"{m.name} is an encoder-stage method; reproductions.hf merges inside the CLIP / "
-            "SigLIP encoders of LLaVA (projector reading one layer), Gemma 3 and Idefics3, which "
-            f"this {model_name} is not (its encoder's layers, windows or pooling are not "
-            "handled by the merging yet)"
+            f"{m.name} is an encoder-stage method; reproductions.hf compresses inside the CLIP / "
+            "SigLIP encoders of LLaVA (projector reading one layer), Gemma 3 and Idefics3 and "
+            f"inside Qwen2-Audio's Whisper encoder, which this {model_name} is not (its "
+            "encoder's layers, windows, chunks or pooling are not handled yet)"
         )
-    available = set(STAGES[m.stage].signals)
+    reason = audio_refusal(a.audio_tower, m) if audio else None
+    if reason is not None:
+        return f"{m.name} on {model_name}: {reason}"
+    available = set(STAGES[m.stage].signals) | (set(AUDIO_SIGNALS) if audio else set())
     if m.stage == "projector":
         available |= projector_signals(a, m)
         width = _output_width(m)

@@ -52,6 +52,17 @@ class EncoderTap:
 
 
 @dataclass
+class AudioTower:
+    """Where the encoder stage compresses inside a Whisper-style audio encoder (Qwen2-Audio): its
+    layers, after the last of which the encoder average-pools every two frames into one LLM
+    token, and the module whose (clips, tokens, D) output the model places (each clip's first
+    floor(real frames / 2) tokens)."""
+
+    layers: nn.ModuleList
+    output: nn.Module
+
+
+@dataclass
 class Adapter:
     """The facts of one model that the stages need; a family's module fills them in."""
 
@@ -73,6 +84,8 @@ class Adapter:
     signals: tuple[str, ...] = ()
     #: where the projector stage reads those signals when it compresses LLM-input rows
     tap: EncoderTap | None = None
+    #: the audio encoder the encoder stage compresses in (audio methods); None: not handled
+    audio_tower: AudioTower | None = None
     #: leading encoder tokens ([CLS]) that the model drops before its projector
     encoder_special: int = 0
     #: trailing tokens of each video span that are not frame tokens (OneVision's newline)

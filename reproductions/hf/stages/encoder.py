@@ -1,5 +1,7 @@
 """The encoder stage: ToMe-style merging inside every layer of a CLIP or SigLIP encoder: LLaVA's,
-and Gemma 3's and Idefics3's, which pool a fixed grid of patches into each LLM token afterwards.
+and Gemma 3's and Idefics3's, which pool a fixed grid of patches into each LLM token afterwards;
+and audio methods (A-ToMe, audio attention pruning) inside Qwen2-Audio's Whisper encoder, on
+whole pooling pairs of each clip's real frames (`audio.py`, which lists what differs there).
 There the method merges whole pooling units (a token's 2x2 or 4x4 patches, concatenated), and
 before the pooling the merged units are put back on the grid (each unit holding its merged
 unit's patches), so every merged unit leaves one distinct LLM token; the kept one stands for
@@ -22,7 +24,6 @@ forward runs inside the layer's normal call.
 
 from __future__ import annotations
 
-import dataclasses
 import types
 from typing import Any
 
@@ -32,7 +33,9 @@ from torch import Tensor, nn
 from ...interface import Compression, Method, Tokens
 from ...ops import proportional_attention_bias
 from ..sequence import row_of
+from .audio import AudioUnits
 from .input import InputStage
+from .schedule import check_schedule, method_at
 
 
 def _bias(sizes: Tensor | None, mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -50,13 +53,7 @@ class EncoderMerging:
         self, method: Method, layers: nn.ModuleList, schedule: list[int] | None, special: int,
         units: Tensor | None = None, unmerge_at: int | None = None,
     ) -> None:
-        if schedule is not None and len(schedule) != len(layers):
-            raise ValueError(
-                f"schedule has {len(schedule)} entries for {len(layers)} encoder layers: pass "
-                "one merge count per layer"
-            )
-        if schedule is not None and not any(f.name == "r" for f in dataclasses.fields(method)):
-            raise ValueError(f"schedule= sets ToMe's r per layer; {method.name} has no r")
+        check_schedule(method, layers, schedule)
         self.method = method
         self.layers = layers
         self.schedule = schedule
@@ -82,11 +79,6 @@ class EncoderMerging:
         for layer in self.layers:
             if "forward" in vars(layer):
                 del layer.forward
-
-    def _method_for(self, index: int) -> Method:
-        if self.schedule is None:
-            return self.method
-        return dataclasses.replace(self.method, r=self.schedule[index])
 
     def _forward_for(self, index: int):
         merging = self
@@ -153,7 +145,7 @@ class EncoderMerging:
                 hidden, keys = hidden[:, order], keys[:, order]
             hidden, keys = hidden.reshape(b, n // k, k * d), keys.view(b, n // k, k, -1).mean(2)
         tokens = Tokens(features=hidden, keys=keys, sizes=self.sizes, special=self.special)
-        comp = self._method_for(index)(tokens)
+        comp = method_at(self.method, self.schedule, index)(tokens)
         if self.units is not None and not self.regrouped:
             units = torch.arange(hidden.shape[1], device=hidden.device)
             if comp.count == hidden.shape[1] and bool((comp.source == units).all()):
@@ -190,6 +182,10 @@ class EncoderStage(InputStage):
     def __init__(self, *args: Any, schedule: list[int] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         a = self.adapter
+        self.merging: EncoderMerging | AudioUnits
+        if "audio" in self.method.modality:  # the Whisper encoder (`audio.py`)
+            self.merging = AudioUnits(self.method, a.audio_tower, schedule)
+            return
         units = a.tap.units if a.projector is None else None
         self.merging = EncoderMerging(
             self.method, a.encoder_layers, schedule, special=int(getattr(a, "has_cls", False)),
@@ -198,7 +194,9 @@ class EncoderStage(InputStage):
 
     def install_hooks(self) -> None:
         self.merging.install()
-        if self.adapter.projector is not None:
+        if isinstance(self.merging, AudioUnits):
+            self.hook(self.adapter.audio_tower.output.register_forward_hook(self._clips))
+        elif self.adapter.projector is not None:
             self.hook(self.adapter.projector.register_forward_hook(self._projector))
         else:
             self.hook(self.adapter.tap.output.register_forward_hook(self._pooled, with_kwargs=True))
@@ -234,5 +232,9 @@ class EncoderStage(InputStage):
             comp = Compression(placed[kept][None], source[b][None], kept[None], sizes[b][None])
             self.encoded.append((placed, comp, 0))
 
+    def _clips(self, module: nn.Module, args: tuple, output: Tensor) -> None:
+        """Qwen2-Audio: each clip's placed tokens and the compression of its units."""
+        self.encoded = self.merging.encoded(output)
+
     def compress_spans(self, embeds: Tensor) -> dict[int, tuple[Compression, int]]:
-        return {i: self.encoded_image(embeds, span) for i, span in enumerate(self.spans) if span.modality == "image"}
+        return {i: self.encoded_image(embeds, span) for i, span in enumerate(self.spans)}
