@@ -47,10 +47,11 @@ class AudioAttentionPrune(Method):
     Differences from the official code: the official layer returns the kept tokens in score
     order (torch.topk, sorted=True); here they keep their positional order, which does not
     change what a transformer without positional re-embedding computes, and gives the LLM /
-    position ids a monotone sequence. Inside Qwen2-Audio's Whisper encoder
-    (`reproductions.hf`) a token is a pooling pair of frames, scored by the mean over its two
-    frames of the attention they receive, averaged over the clip's real frames as queries (M !=
-    N), and padded frames are never candidates nor queries.
+    position ids a monotone sequence. Inside the audio encoders of Qwen2-Audio and Qwen2.5-Omni
+    (`reproductions.hf`, encoder stage) a token is a pooling pair of frames, scored by the mean
+    over its two frames of the attention they receive, averaged over the real frames of its
+    attention window (a clip; a Qwen2.5-Omni chunk) as queries (M != N); each window keeps its
+    own ceil(keep_ratio * units), and padded frames are never candidates nor queries.
     """
 
     keep_ratio: float = 0.7

@@ -136,8 +136,8 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
         return (
             f"{m.name} is an encoder-stage method; reproductions.hf compresses inside the CLIP / "
             "SigLIP encoders of LLaVA (projector reading one layer), Gemma 3 and Idefics3 and "
-            f"inside Qwen2-Audio's Whisper encoder, which this {model_name} is not (its "
-            "encoder's layers, windows, chunks or pooling are not handled yet)"
+            f"inside the audio encoders of Qwen2-Audio and Qwen2.5-Omni, which this {model_name} "
+            "is not (its encoder's layers, windows or pooling are not handled yet)"
         )
     reason = audio_refusal(a.audio_tower, m) if audio else None
     if reason is not None:

@@ -53,13 +53,17 @@ class EncoderTap:
 
 @dataclass
 class AudioTower:
-    """Where the encoder stage compresses inside a Whisper-style audio encoder (Qwen2-Audio): its
-    layers, after the last of which the encoder average-pools every two frames into one LLM
-    token, and the module whose (clips, tokens, D) output the model places (each clip's first
-    floor(real frames / 2) tokens)."""
+    """Where the encoder stage compresses inside a Whisper-style audio encoder: its layers, after
+    the last of which the encoder average-pools every two frames of a clip into one LLM token,
+    and the module whose output the model places: Qwen2-Audio's projector, (clips, tokens, D),
+    each clip's first floor(real frames / 2) tokens; Qwen2.5-Omni's encoder, every clip's tokens
+    packed (tokens, D)."""
 
     layers: nn.ModuleList
     output: nn.Module
+    #: Qwen2.5-Omni: the mel frames of each chunk its encoder attends within (2 * n_window), over
+    #: the clips' frames packed in one sequence; 0: a batch of clips, each one window
+    chunk: int = 0
 
 
 @dataclass

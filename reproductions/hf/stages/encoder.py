@@ -1,7 +1,8 @@
 """The encoder stage: ToMe-style merging inside every layer of a CLIP or SigLIP encoder: LLaVA's,
 and Gemma 3's and Idefics3's, which pool a fixed grid of patches into each LLM token afterwards;
-and audio methods (A-ToMe, audio attention pruning) inside Qwen2-Audio's Whisper encoder, on
-whole pooling pairs of each clip's real frames (`audio.py`, which lists what differs there).
+and audio methods (A-ToMe, audio attention pruning) inside the Whisper-style audio encoders of
+Qwen2-Audio and Qwen2.5-Omni, on whole pooling pairs of each clip's real frames (`audio.py`,
+which lists what differs there).
 There the method merges whole pooling units (a token's 2x2 or 4x4 patches, concatenated), and
 before the pooling the merged units are put back on the grid (each unit holding its merged
 unit's patches), so every merged unit leaves one distinct LLM token; the kept one stands for
@@ -195,7 +196,10 @@ class EncoderStage(InputStage):
     def install_hooks(self) -> None:
         self.merging.install()
         if isinstance(self.merging, AudioUnits):
-            self.hook(self.adapter.audio_tower.output.register_forward_hook(self._clips))
+            tower = self.adapter.audio_tower
+            if tower.chunk:  # Qwen2.5-Omni: the encoder's output is placed; its call says the clips
+                self.hook(tower.output.register_forward_pre_hook(self.merging.read_lengths, with_kwargs=True))
+            self.hook(tower.output.register_forward_hook(self._clips))
         elif self.adapter.projector is not None:
             self.hook(self.adapter.projector.register_forward_hook(self._projector))
         else:
@@ -232,8 +236,8 @@ class EncoderStage(InputStage):
             comp = Compression(placed[kept][None], source[b][None], kept[None], sizes[b][None])
             self.encoded.append((placed, comp, 0))
 
-    def _clips(self, module: nn.Module, args: tuple, output: Tensor) -> None:
-        """Qwen2-Audio: each clip's placed tokens and the compression of its units."""
+    def _clips(self, module: nn.Module, args: tuple, output: Any) -> None:
+        """Audio encoders: each clip's placed tokens and the compression of its units."""
         self.encoded = self.merging.encoded(output)
 
     def compress_spans(self, embeds: Tensor) -> dict[int, tuple[Compression, int]]:
