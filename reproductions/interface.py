@@ -32,7 +32,7 @@ SIGNALS: dict[str, str] = {
     "keys": "(B, N, Dk) keys of the same tokens (an encoder layer's; at the llm stage layer "
     "K - 1's, after RoPE); pass Tokens(keys=...)",
     "attention": "(B, heads, M, N) attention paid to each token by M query rows at an LLM "
-    "layer (for a method that also needs `audio`: (B, heads, M, N + Na), over [features, "
+    "layer (an encoder layer for an encoder-stage method; for a method that also needs `audio`: (B, heads, M, N + Na), over [features, "
     "audio]); pass Tokens(attention=...)",
     "received": "(B, L, N) the attention each token receives at L encoder layers, averaged over "
     "heads and over every query row ([CLS] row included): one row per layer the method's "

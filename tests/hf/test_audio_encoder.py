@@ -198,3 +198,20 @@ def test_layers_the_encoder_lacks_and_a_schedule_without_r_are_refused():
     with pytest.raises(ValueError, match="has no r"), compress(model, "audio_attention_prune", layers=(1,), schedule=[1, 1]):
         pass
     assert why_unsupported(model, get("atome", r=2)) is None
+
+
+def test_padding_before_real_frames_is_refused_and_leaves_the_model_untouched():
+    """The stage reads each clip's real frames as a prefix; an encoder mask that hides frames
+    amid real ones is refused with what to pass, and the exception leaves no hook behind."""
+    model, inputs = padded_clips("qwen2_audio", "sdpa")
+    tower = model.model.audio_tower
+    allowed = torch.ones(2, 1, 64, 64, dtype=torch.bool)
+    allowed[1, :, :, 10:20] = False
+    hooks = hook_count(model)
+    with torch.no_grad():
+        before = tower(inputs["input_features"], attention_mask=allowed).last_hidden_state
+        with pytest.raises(ValueError, match="ones of each clip before its zeros"), compress(model, "atome", r=2):
+            tower(inputs["input_features"], attention_mask=allowed)
+        after = tower(inputs["input_features"], attention_mask=allowed).last_hidden_state
+    assert torch.equal(before, after) and hook_count(model) == hooks
+    assert not any("forward" in vars(layer) for layer in tower.layers)

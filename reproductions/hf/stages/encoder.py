@@ -1,12 +1,12 @@
 """The encoder stage: ToMe-style merging inside every layer of a CLIP or SigLIP encoder: LLaVA's,
-and Gemma 3's and Idefics3's, which pool a fixed grid of patches into each LLM token afterwards;
-and audio methods (A-ToMe, audio attention pruning) inside the Whisper-style audio encoders of
-Qwen2-Audio and Qwen2.5-Omni, on whole pooling pairs of each clip's real frames (`audio.py`,
-which lists what differs there).
-There the method merges whole pooling units (a token's 2x2 or 4x4 patches, concatenated), and
-before the pooling the merged units are put back on the grid (each unit holding its merged
-unit's patches), so every merged unit leaves one distinct LLM token; the kept one stands for
-them all. The merged, projected tokens replace each image's span of the LLM input (`input.py`).
+and Gemma 3's and Idefics3's, which pool a fixed grid of patches into each LLM token afterwards.
+(Audio methods, A-ToMe and audio attention pruning, compress inside the Whisper-style audio
+encoders of Qwen2-Audio and Qwen2.5-Omni, on whole pooling pairs of each clip's real frames:
+`audio.py`, which lists what differs there from the official code.)
+In Gemma 3 and Idefics3 the method merges whole pooling units (a token's 2x2 or 4x4 patches,
+concatenated), and before the pooling the merged units are put back on the grid (each unit
+holding its merged unit's patches), so every merged unit leaves one distinct LLM token; the
+kept one stands for them all. The merged, projected tokens replace each image's span of the LLM input (`input.py`).
 
 Each encoder layer runs, for the duration of `compress`, a forward bound to that one layer
 instance (the class is untouched; the instance attribute is deleted on exit) that does what the

@@ -61,6 +61,12 @@ def chunk_windows(cu_seqlens: Tensor, lengths: list[int], chunk: int) -> list[Wi
     frames cut into ceil(length / chunk) chunks, as the encoder cuts them."""
     bounds = cu_seqlens.tolist()
     clips = [c for c, length in enumerate(lengths) for _ in range(math.ceil(length / chunk))]
+    if len(clips) != len(bounds) - 1:
+        raise ValueError(
+            f"the audio encoder attends within {len(bounds) - 1} chunks, but clips of {lengths} mel "
+            f"frames make {len(clips)} of {chunk}: let it cut the clips itself (no precomputed "
+            "cu_seqlens or chunk_lengths)"
+        )
     return [Window(0, a, b - a, c) for a, b, c in zip(bounds[:-1], bounds[1:], clips, strict=True)]
 
 
