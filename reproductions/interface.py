@@ -36,7 +36,7 @@ SIGNALS: dict[str, str] = {
     "keys": "(B, N, Dk) keys of the same tokens (an encoder layer's; at the llm stage layer "
     "K - 1's, after RoPE); pass Tokens(keys=...)",
     "attention": "(B, heads, M, N) attention paid to each token by M query rows at an LLM "
-    "layer (for a method that also needs `audio`: (B, heads, M, N + Na), over [features, "
+    "layer (an encoder layer for an encoder-stage method; for a method that also needs `audio`: (B, heads, M, N + Na), over [features, "
     "audio]); pass Tokens(attention=...)",
     "received": "(B, L, N) the attention each token receives at L encoder layers, averaged over "
     "heads and over every query row ([CLS] row included): one row per layer the method's "
@@ -285,7 +285,9 @@ class Method:
     def encoder_layers(self, depth: int, feature: int) -> tuple[int, ...]:
         """For a method that reads `received`: the encoder layers (0-based, of an encoder of
         `depth` layers whose layer `feature` feeds the projector) whose attention it reads, one
-        row of `received` each, in this order. () (the default): none."""
+        row of `received` each, in this order; for an encoder-stage method that acts in some
+        layers only (audio_attention_prune), those layers. () (the default): none (an
+        encoder-stage method then acts in every layer, as ToMe does)."""
         return ()
 
     def step(self, index: int, count: int) -> Method:

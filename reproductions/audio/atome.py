@@ -39,7 +39,15 @@ class AdjacentTokenMerging(Method):
     Differences from the official code: none known, but unverified: no released A-ToMe code was
     found to check against, so the pairing rule (only the pairs (2j, 2j + 1) are candidates, the
     scores of odd-start pairs being masked) is our reading of the paper and should be checked
-    against the authors' code when it can be read.
+    against the authors' code when it can be read. Inside the audio encoders of Qwen2-Audio and
+    Qwen2.5-Omni (`reproductions.hf`, encoder stage) a token is a pooling pair of frames (one
+    LLM token), so a merge joins two adjacent pairs; its keys are the mean of its frames' keys,
+    each averaged over heads (the paper's key layout is not known); it runs in every encoder
+    layer unless `schedule=` sets r per layer (which layers the paper used is not encoded);
+    later layers add log(size) to the attention logits (ToMe's proportional attention, not
+    known to be in A-ToMe); each attention window (a clip; a Qwen2.5-Omni chunk) is merged on
+    its own, its padding left out, so a `threshold` may keep different counts in different
+    clips, and an int r is capped at a window's pairs (ToMe's rule) where this method refuses.
     """
 
     r: int | float | None = None

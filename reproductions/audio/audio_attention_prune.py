@@ -8,7 +8,7 @@ from typing import Literal
 
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens, check_number
+from ..interface import Compression, Method, Tokens, check_ints, check_number
 from ..ops import select, top_k, with_special, work_dtype
 from ..registry import register
 
@@ -36,18 +36,27 @@ class AudioAttentionPrune(Method):
     Kept tokens come back special tokens first, then in positional order; ties go to the
     earlier token.
 
-    Parameters: `keep_ratio` in (0, 1]: the fraction of the ordinary tokens kept, rounded up as
-    the official code does (this is not the project's floor(keep * N) `keep`); `query`.
+    Parameters: `keep_ratio` in (0, 1]: the fraction of the ordinary tokens kept at each pruning
+    layer, rounded up as the official code does (this is not the project's floor(keep * N)
+    `keep`); `query`; `layers`: the 0-based encoder layers that prune, each after its attention
+    and before its MLP (the official `drop_loc`, default (3, 6, 9) of the 12-layer AST /
+    Audio-MAE; `encoder_layers` names them to the integration, which refuses layers the encoder
+    does not have).
     Signal: `attention` (B, heads, M, N), the self-attention of the pruning layer (M = N).
 
     Differences from the official code: the official layer returns the kept tokens in score
     order (torch.topk, sorted=True); here they keep their positional order, which does not
     change what a transformer without positional re-embedding computes, and gives the LLM /
-    position ids a monotone sequence.
+    position ids a monotone sequence. Inside the audio encoders of Qwen2-Audio and Qwen2.5-Omni
+    (`reproductions.hf`, encoder stage) a token is a pooling pair of frames, scored by the mean
+    over its two frames of the attention they receive, averaged over the real frames of its
+    attention window (a clip; a Qwen2.5-Omni chunk) as queries (M != N); each window keeps its
+    own ceil(keep_ratio * units), and padded frames are never candidates nor queries.
     """
 
     keep_ratio: float = 0.7
     query: Literal["tokens", "cls"] = "tokens"
+    layers: tuple[int, ...] = (3, 6, 9)
 
     paper = "lee2025token"
     stage = "encoder"
@@ -56,7 +65,7 @@ class AudioAttentionPrune(Method):
     mechanisms = ("attention",)
     needs = ("attention",)
     identity = {"keep_ratio": 1.0}
-    example = {"keep_ratio": 0.5}
+    example = {"keep_ratio": 0.5, "layers": (0, 1)}
     benchmark = {"keep_ratio": 0.7}
 
     def __post_init__(self) -> None:
@@ -66,6 +75,17 @@ class AudioAttentionPrune(Method):
             raise ValueError(
                 f"query={self.query!r}: pass 'tokens' (mean over token rows) or 'cls' (row 0)"
             )
+        hint = "pass the 0-based encoder layers that prune, increasing (official: (3, 6, 9))"
+        self.layers = check_ints("layers", self.layers, 0, hint, increasing=True)
+
+    def encoder_layers(self, depth: int, feature: int) -> tuple[int, ...]:
+        """The layers that prune (`layers`), which an encoder of `depth` layers must have."""
+        if self.layers[-1] >= depth:
+            raise ValueError(
+                f"audio_attention_prune.layers={self.layers}, but the encoder has {depth} layers: "
+                f"pass layers between 0 and {depth - 1}"
+            )
+        return self.layers
 
     def output_count(self, tokens: Tokens) -> int:
         return tokens.special + math.ceil(self.keep_ratio * (tokens.count - tokens.special))

@@ -11,6 +11,8 @@ from ..interface import Method
 from ..registry import methods
 from .models import Adapter, adapter_for
 from .stages import STAGES, decoder_layer
+from .stages.audio import SIGNALS as AUDIO_SIGNALS
+from .stages.audio import refusal as audio_refusal
 from .stages.projector import at_projector_input, encoder_cls, projector_signals, received_layers
 
 
@@ -93,13 +95,19 @@ def part_reason(a: Adapter, m: Method, model_name: str, layer: int | None) -> st
             f"{'/'.join(carried)} tokens with no regular grid (anyres tiles and newline tokens): "
             "pick a method that takes tokens without a layout"
         )
-    if m.stage == "encoder" and (a.encoder_layers is None or "image" not in m.modality):
+    audio = m.stage == "encoder" and "audio" in m.modality and a.audio_tower is not None
+    vision = m.stage == "encoder" and "image" in m.modality and a.encoder_layers is not None
+    if m.stage == "encoder" and not (audio or vision):
         return (
-            f"{m.name} is an encoder-stage method; reproductions.hf merges inside the encoders of "
-            "LLaVA (projector reading one layer), Gemma 3, Idefics3, InternVL and the Qwen ViTs, which this "
+            f"{m.name} is an encoder-stage method; reproductions.hf compresses inside the vision "
+            "encoders of LLaVA (projector reading one layer), Gemma 3, Idefics3, InternVL and the "
+            "Qwen ViTs, and inside the audio encoders of Qwen2-Audio and Qwen2.5-Omni, which this "
             f"{model_name} is not (its encoder's crops, tiles or pooling are not handled yet)"
         )
-    available = set(STAGES[m.stage].signals)
+    reason = audio_refusal(a.audio_tower, m) if audio else None
+    if reason is not None:
+        return f"{m.name} on {model_name}: {reason}"
+    available = set(STAGES[m.stage].signals) | (set(AUDIO_SIGNALS) if audio else set())
     if m.stage == "llm" and "video" in a.gridded:  # frames from each video's (T, H, W) grid
         available.add("timespan")
     if m.stage == "projector":

@@ -23,6 +23,7 @@ METHODS = {
     ("projector", "video"): [("divprune", {"keep": 0.5})],
     ("projector", "audio"): [("audio_pool", {"stride": 2})],
     ("encoder", "image"): [("tome", {"r": 2})],
+    ("encoder", "audio"): [("atome", {"r": 4}), ("audio_attention_prune", {"keep_ratio": 0.5, "layers": (1,)})],
     ("llm", "image"): [("fastv", {"keep": 0.5, "layer": 2})],
     ("llm", "video"): [("fastv", {"keep": 0.5, "layer": 2})],
     ("llm", "audio"): [("fastv", {"keep": 0.5, "layer": 2})],

@@ -54,3 +54,15 @@ def test_bad_parameters_raise():
         get("audio_attention_prune", query="mean")
     with pytest.raises(ValueError, match=r"\[CLS\]"):
         get("audio_attention_prune", query="cls")(make(torch.rand(1, 1, 4, 4), special=0))
+    for layers in [(6, 3), (-1,), ()]:
+        with pytest.raises(ValueError, match="layers="):
+            get("audio_attention_prune", layers=layers)
+
+
+def test_the_pruning_layers_are_the_official_drop_loc_and_must_exist():
+    """drop_loc defaults to (3, 6, 9) (the released run scripts); an encoder without layer 9
+    cannot run them."""
+    assert get("audio_attention_prune").encoder_layers(12, 11) == (3, 6, 9)
+    assert get("audio_attention_prune", layers=[0, 1]).encoder_layers(2, 1) == (0, 1)
+    with pytest.raises(ValueError, match="pass layers between 0 and 8"):
+        get("audio_attention_prune").encoder_layers(9, 8)

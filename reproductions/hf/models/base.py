@@ -52,6 +52,21 @@ class EncoderTap:
 
 
 @dataclass
+class AudioTower:
+    """Where the encoder stage compresses inside a Whisper-style audio encoder: its layers, after
+    the last of which the encoder average-pools every two frames of a clip into one LLM token,
+    and the module whose output the model places: Qwen2-Audio's projector, (clips, tokens, D),
+    each clip's first floor(real frames / 2) tokens; Qwen2.5-Omni's encoder, every clip's tokens
+    packed (tokens, D)."""
+
+    layers: nn.ModuleList
+    output: nn.Module
+    #: Qwen2.5-Omni: the mel frames of each chunk its encoder attends within (2 * n_window), over
+    #: the clips' frames packed in one sequence; 0: a batch of clips, each one window
+    chunk: int = 0
+
+
+@dataclass
 class Adapter:
     """The facts of one model that the stages need; a family's module fills them in."""
 
@@ -76,6 +91,8 @@ class Adapter:
     signals: tuple[str, ...] = ()
     #: where the projector stage reads those signals when it compresses LLM-input rows
     tap: EncoderTap | None = None
+    #: the audio encoder the encoder stage compresses in (audio methods); None: not handled
+    audio_tower: AudioTower | None = None
     #: leading encoder tokens ([CLS]) that the model drops before its projector
     encoder_special: int = 0
     #: trailing tokens of each video span that are not frame tokens (OneVision's newline)

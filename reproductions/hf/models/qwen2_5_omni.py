@@ -4,6 +4,8 @@ time positions on all three axes). Images, videos and audio clips that come sepa
 compressed like Qwen2.5-VL's and Qwen2-Audio's. A video whose audio is interleaved with it
 (`use_audio_in_video`, 2-second chunks of video then audio tokens) is refused: OmniZip's joint
 audio-video compression needs the chunks read as one clip, which this integration does not do yet.
+The encoder stage compresses inside the audio encoder, each 2-second chunk it attends within on
+its own (`stages/audio.py`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .base import Adapter, language_parts
+from .base import Adapter, AudioTower, language_parts
 from .qwen2_vl import vision_encoder, vision_tap
 
 INTERLEAVED = (
@@ -28,7 +30,7 @@ class OmniAdapter(Adapter):
 
 
 def build(model: nn.Module) -> OmniAdapter:
-    config = model.config
+    config, tower = model.config, model.model.audio_tower
     return OmniAdapter(
         family="qwen2_5_omni",
         **language_parts(model),
@@ -38,4 +40,5 @@ def build(model: nn.Module) -> OmniAdapter:
         signals=("cls_attention", "keys", "received"),
         tap=vision_tap(model.model.visual),
         **vision_encoder(model.model.visual),
+        audio_tower=AudioTower(tower.layers, tower, chunk=2 * tower.n_window),
     )

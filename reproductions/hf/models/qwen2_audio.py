@@ -1,11 +1,13 @@
 """Qwen2-Audio (Whisper encoder, one linear projector): each clip is one run of audio
-placeholders on a 1-D grid. The projector stage compresses the rows entering the LLM."""
+placeholders on a 1-D grid. The projector stage compresses the rows entering the LLM; the
+encoder stage compresses inside the Whisper encoder, whose average pool makes each LLM token of
+two frames (`stages/audio.py`)."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from .base import Adapter, language_parts
+from .base import Adapter, AudioTower, language_parts
 
 
 def build(model: nn.Module) -> Adapter:
@@ -15,4 +17,5 @@ def build(model: nn.Module) -> Adapter:
         **language_parts(model),
         tokens={"audio": config.audio_token_id},
         gridded=("audio",),
+        audio_tower=AudioTower(model.model.audio_tower.layers, model.model.multi_modal_projector),
     )

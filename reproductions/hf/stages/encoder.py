@@ -5,7 +5,10 @@ patches, concatenated; a leading [CLS] is a special token that never merges), an
 before the pooling the merged units are put back on the grid (each unit holding its merged
 unit's patches), so every merged unit leaves one distinct LLM token; the kept one stands for
 them all. The merged, projected tokens replace each image's span of the LLM input (`input.py`).
-The Qwen ViTs, which run every image as one flat sequence, merge in `packed.py`.
+The Qwen ViTs, which run every image as one flat sequence, merge in `packed.py`. (Audio methods,
+A-ToMe and audio attention pruning, compress inside the Whisper-style audio encoders of
+Qwen2-Audio and Qwen2.5-Omni, on whole pooling pairs of each clip's real frames: `audio.py`,
+which lists what differs there from the official code.)
 
 Each encoder layer runs, for the duration of `compress`, a forward bound to that one layer
 instance (the class is untouched; the instance attribute is deleted on exit) that does what the
@@ -32,6 +35,7 @@ from torch import Tensor, nn
 from ...interface import Compression, Method, Tokens
 from ...ops import proportional_attention_bias
 from ..sequence import row_of
+from .audio import AudioUnits
 from .input import InputStage
 from .merging import Merging
 from .packed import PackedMerging
@@ -187,7 +191,11 @@ class EncoderStage(InputStage):
         super().__init__(*args, **kwargs)
         a = self.adapter
         units = a.tap.units if a.projector is None and a.packed is None else None
-        self.merging: Merging = (
+        self.merging: Merging
+        if "audio" in self.method.modality:  # the Whisper encoder (`audio.py`)
+            self.merging = AudioUnits(self.method, a.audio_tower, schedule)
+            return
+        self.merging = (
             PackedMerging(self.method, a.packed, a.outer, schedule) if a.packed is not None else
             EncoderMerging(
                 self.method, a.encoder_layers, schedule,
@@ -198,7 +206,12 @@ class EncoderStage(InputStage):
 
     def install_hooks(self) -> None:
         self.merging.install()
-        if self.adapter.packed is not None:
+        if isinstance(self.merging, AudioUnits):
+            tower = self.adapter.audio_tower
+            if tower.chunk:  # Qwen2.5-Omni: the encoder's output is placed; its call says the clips
+                self.hook(tower.output.register_forward_pre_hook(self.merging.read_lengths, with_kwargs=True))
+            self.hook(tower.output.register_forward_hook(self._clips))
+        elif self.adapter.packed is not None:
             self.hook(self.adapter.packed.register_forward_hook(self._packed))
         elif self.adapter.projector is not None:
             self.hook(self.adapter.projector.register_forward_hook(self._projector))
@@ -242,5 +255,9 @@ class EncoderStage(InputStage):
         if self.merging.active:
             self.encoded = [(placed, comp, 0) for placed, comp in self.merging.items(output.pooler_output)]
 
+    def _clips(self, module: nn.Module, args: tuple, output: Any) -> None:
+        """Audio encoders: each clip's placed tokens and the compression of its units."""
+        self.encoded = self.merging.encoded(output)
+
     def compress_spans(self, embeds: Tensor) -> dict[int, tuple[Compression, int]]:
-        return {i: self.encoded_image(embeds, span) for i, span in enumerate(self.spans) if span.modality == "image"}
+        return {i: self.encoded_image(embeds, span) for i, span in enumerate(self.spans)}

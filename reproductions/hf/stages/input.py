@@ -53,12 +53,13 @@ class InputStage(Stage):
         for placed, comp, special in self.encoded:
             if placed_here(placed, piece):
                 return comp, special
+        inputs = "input_features" if span.modality == "audio" else "pixel_values"
         raise RuntimeError(
-            f"{self.method.name}: the image at row {span.row}, tokens {span.start}-"
+            f"{self.method.name}: the {span.modality} at row {span.row}, tokens {span.start}-"
             f"{int(span.columns[-1])} was not encoded through {type(self.model).__name__}'s "
-            "projector inside this compress context (image features computed outside it, e.g. "
-            "passed as mm_encoder_outputs or inputs_embeds, cannot be compressed at the encoder "
-            "output): pass pixel_values inside the context"
+            f"projector inside this compress context ({span.modality} features computed outside "
+            "it, e.g. passed as mm_encoder_outputs or inputs_embeds, cannot be compressed at the "
+            f"encoder output): pass {inputs} inside the context"
         )
 
     def prefill(self, args: tuple, kwargs: dict, embeds: Tensor) -> tuple[tuple, dict] | None:
