@@ -42,7 +42,7 @@ def test_unsupported_model_lists_the_supported_ones():
         (
             "llava_next",
             lambda: get("tome", r=2),
-            "merges inside the encoders of LLaVA",
+            "compresses inside the vision encoders of LLaVA",
         ),
         ("llava", lambda: get("pixel_unshuffle", factor=2), "projector trained for that width"),
     ],

@@ -190,11 +190,11 @@ class EncoderStage(InputStage):
     def __init__(self, *args: Any, schedule: list[int] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         a = self.adapter
-        units = a.tap.units if a.projector is None and a.packed is None else None
         self.merging: Merging
         if "audio" in self.method.modality:  # the Whisper encoder (`audio.py`)
             self.merging = AudioUnits(self.method, a.audio_tower, schedule)
             return
+        units = a.tap.units if a.projector is None and a.packed is None else None
         self.merging = (
             PackedMerging(self.method, a.packed, a.outer, schedule) if a.packed is not None else
             EncoderMerging(
