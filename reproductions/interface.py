@@ -206,6 +206,10 @@ class Method:
     #: True for trainable `nn.Module` methods (learned queries), which the pure-function
     #: promises do not cover
     trainable: ClassVar[bool] = False
+    #: at the encoder stage, where the method acts: "layers" (between a layer's attention and
+    #: MLP, in the layers it names: ToMe, A-ToMe, attention pruning) or "pooled" (once, on the
+    #: encoder's pooled output before its final norm: FastLongSpeech's fusion)
+    encoder_point: ClassVar[str] = "layers"
     #: the hyperparameter that sets the output count of a method without `keep` (a stride, a
     #: merge count, a ratio); None where the count is set by the data (similarity thresholds)
     budget_knob: ClassVar[str | None] = None

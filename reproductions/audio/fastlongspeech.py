@@ -78,6 +78,7 @@ class FastLongSpeech(Method):
 
     paper = "guo2025fastlongspeech"
     stage = "encoder"
+    encoder_point = "pooled"
     modality = ("audio",)
     mechanisms = ("similarity",)
     copies = False

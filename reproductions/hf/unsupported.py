@@ -104,6 +104,12 @@ def part_reason(a: Adapter, m: Method, model_name: str, layer: int | None) -> st
             "Qwen ViTs, and inside the audio encoders of Qwen2-Audio and Qwen2.5-Omni, which this "
             f"{model_name} is not (its encoder's crops, tiles or pooling are not handled yet)"
         )
+    if m.stage == "encoder" and m.encoder_point != "layers":
+        return (
+            f"{m.name} acts once on the encoder's pooled output (before its final norm), a point "
+            "reproductions.hf does not hook yet (the encoder stage acts inside the encoder's "
+            "layers): call the method on that output yourself"
+        )
     reason = audio_refusal(a.audio_tower, m) if audio else None
     if reason is not None:
         return f"{m.name} on {model_name}: {reason}"

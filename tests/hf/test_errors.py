@@ -45,6 +45,8 @@ def test_unsupported_model_lists_the_supported_ones():
             "compresses inside the vision encoders of LLaVA",
         ),
         ("llava", lambda: get("pixel_unshuffle", factor=2), "projector trained for that width"),
+        ("qwen2_audio", lambda: get("fastlongspeech", length=12, dim=8, hidden=8, classes=5),
+         "pooled output"),
     ],
     ids=[
         "missing-signal",
@@ -52,6 +54,7 @@ def test_unsupported_model_lists_the_supported_ones():
         "layer-out-of-range",
         "encoder-elsewhere",
         "width-change",
+        "encoder-pooled-output",
     ],
 )
 def test_refusals_say_why(family, method, match):
