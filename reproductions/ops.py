@@ -130,18 +130,18 @@ def slot_sizes(tokens: Tokens | Tensor | None, source: Tensor, count: int) -> Te
 
 
 def stack_rows(
-    tokens: Tokens, rows: list[tuple[Tensor, Tensor, Tensor]], why: str = ""
+    tokens: Tokens, rows: list[tuple[Tensor, Tensor, Tensor]], why: str = "", item: str = "video"
 ) -> Compression:
     """One Compression from per-row results (positions (K,), features (K, D), source (N,)).
 
     For methods whose output count depends on the data: rows that compress to different counts
-    cannot share a batch, which raises `ValueError` asking for one input at a time.
+    cannot share a batch, which raises `ValueError` asking for one input (`item`) at a time.
     """
     counts = sorted({positions.shape[0] for positions, _, _ in rows})
     if len(counts) > 1:
         raise ValueError(
             f"the inputs of this batch compress to different token counts {counts}{why}: "
-            "pass one video at a time"
+            f"pass one {item} at a time"
         )
     positions = torch.stack([row[0] for row in rows])
     source = torch.stack([row[2] for row in rows])
