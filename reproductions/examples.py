@@ -60,6 +60,7 @@ def example_tokens(
             n + (audio_tokens if "audio" in method.needs else 0),
         ),
         "received": lambda: attention(batch, 2, n),
+        "encoder_attention": lambda: attention(batch, heads, 2 * n, 2 * n),
         "text": lambda: randn(batch, queries, dim),
         "text_keys": lambda: randn(batch, queries, dim // 2),
         "frames": lambda: randn(batch, layout[0], dim),

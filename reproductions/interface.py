@@ -41,6 +41,10 @@ SIGNALS: dict[str, str] = {
     "received": "(B, L, N) the attention each token receives at L encoder layers, averaged over "
     "heads and over every query row ([CLS] row included): one row per layer the method's "
     "`encoder_layers` names, in that order; pass Tokens(received=...)",
+    "encoder_attention": "(B, heads, F, F) the self-attention among the F positions of the "
+    "encoder layer the tokens come from (softmax rows over its keys), before the model pools "
+    "each run of P = F / N consecutive positions into one of the N tokens (an audio encoder's "
+    "frames: Whisper's 2:1 average pooling in Qwen2-Audio); pass Tokens(encoder_attention=...)",
     "text": "(B, M, Dt) text / query embeddings; pass Tokens(text=...)",
     "text_keys": "(B, M, Dk) keys of the M `text` rows, in the space of `keys` (DART's text "
     "pivots); pass Tokens(text_keys=...)",
@@ -76,6 +80,7 @@ class Tokens:
     keys: Tensor | None = None
     attention: Tensor | None = None
     received: Tensor | None = None
+    encoder_attention: Tensor | None = None
     text: Tensor | None = None
     text_keys: Tensor | None = None
     frames: Tensor | None = None
@@ -422,6 +427,7 @@ def _check_signal(
         "keys": (3, (b, n, None)),
         "attention": (4, (b, None, None, columns)),
         "received": (3, (b, None, n)),
+        "encoder_attention": (4, (b, None, None, None)),
         "text": (3, (b, None, None)),
         "text_keys": (3, (b, None, None)),
         "frames": (3, (b, tokens.grid[0] if tokens.layout else None, None)),
@@ -434,6 +440,11 @@ def _check_signal(
     if not ok:
         want = ", ".join("*" if d is None else str(d) for d in dims)
         raise ValueError(f"{signal} has shape {shape}; expected ({want}): {SIGNALS[signal]}")
+    if signal == "encoder_attention" and (shape[2] != shape[3] or shape[3] % n or shape[3] == 0):
+        raise ValueError(
+            f"encoder_attention has shape {shape}; expected square (F, F) with F a multiple of "
+            f"N = {n}: {SIGNALS[signal]}"
+        )
     if signal == "anyres" and value.is_floating_point():
         raise ValueError(f"anyres must hold integer places, got {value.dtype}: {SIGNALS[signal]}")
     if values and not all_finite(value):

@@ -130,18 +130,18 @@ def slot_sizes(tokens: Tokens | Tensor | None, source: Tensor, count: int) -> Te
 
 
 def stack_rows(
-    tokens: Tokens, rows: list[tuple[Tensor, Tensor, Tensor]], why: str = ""
+    tokens: Tokens, rows: list[tuple[Tensor, Tensor, Tensor]], why: str = "", item: str = "video"
 ) -> Compression:
     """One Compression from per-row results (positions (K,), features (K, D), source (N,)).
 
     For methods whose output count depends on the data: rows that compress to different counts
-    cannot share a batch, which raises `ValueError` asking for one input at a time.
+    cannot share a batch, which raises `ValueError` asking for one input (`item`) at a time.
     """
     counts = sorted({positions.shape[0] for positions, _, _ in rows})
     if len(counts) > 1:
         raise ValueError(
             f"the inputs of this batch compress to different token counts {counts}{why}: "
-            "pass one video at a time"
+            f"pass one {item} at a time"
         )
     positions = torch.stack([row[0] for row in rows])
     source = torch.stack([row[2] for row in rows])
@@ -338,6 +338,53 @@ def max_min_diverse(x: Tensor, k: int, weights: Tensor | None = None) -> Tensor:
         picked[rows, best] = True
         to_best = dist[rows, best]  # (B, N)
         scores = to_best if step == 0 else torch.minimum(scores, to_best)
+    return picks
+
+
+def greedy_dpp(kernel: Tensor, k: int) -> Tensor:
+    """(B, k) indices picked by the fast greedy MAP inference of the DPP with `kernel` (B, N, N).
+
+    Chen et al.'s incremental Cholesky form, as the official loops (CDPruner's, SA-MAP's) run
+    it: every step picks the token of largest residual gain d_j^2 (initially the kernel's
+    diagonal; ties: lowest index), computes its new Cholesky row e = (L_j - c_j^T C) / d_j and
+    lowers every gain by e^2. A picked token is never picked again. When no unpicked token of a
+    row has a gain above N * eps * max(diag) left (the kernel's rank is spent: duplicates, or k
+    above the rank), the row picks its remaining tokens by the diagonal (relevance) instead,
+    highest first; the official loops divide by the square root of a zero or negative gain
+    there (NaN). Returned in pick order.
+    """
+    b, n = kernel.shape[:2]
+    diag = torch.diagonal(kernel, dim1=1, dim2=2)
+    gains = diag.clone()
+    tol = (n * torch.finfo(kernel.dtype).eps) * diag.amax(dim=-1)
+    offsets = torch.arange(b, device=kernel.device) * n  # row j of batch row r: r * n + j
+    flat_kernel = kernel.reshape(b * n, n)
+    picks = torch.empty(b, k, dtype=torch.long, device=kernel.device)
+    # the Cholesky factor, one column per step (row j holds c_j, the picked tokens' weights)
+    factors = torch.zeros(b, n, k, dtype=kernel.dtype, device=kernel.device)
+    flat_factors = factors.view(b * n, k)
+    spent = torch.zeros(b, dtype=torch.bool, device=kernel.device)
+    any_spent = False
+    for step in range(k):
+        best, j = gains.max(dim=-1)  # the first maximum: lowest index on ties
+        low = best <= tol
+        if bool(low.any()):
+            spent, any_spent = spent | low, True
+            gains = torch.where(spent[:, None] & (gains != -math.inf), diag, gains)
+            best, j = gains.max(dim=-1)
+        picks[:, step] = j
+        flat = j + offsets
+        row = flat_kernel.index_select(0, flat)  # (B, N): L_j
+        if step:
+            c = flat_factors.index_select(0, flat)[:, :step, None]  # (B, step, 1): c_j
+            row = torch.baddbmm(row.unsqueeze(-1), factors[:, :, :step], c, alpha=-1).squeeze(-1)
+        scale = best.rsqrt()
+        if any_spent:
+            scale = scale.masked_fill(spent, 0.0)
+        e = row * scale.unsqueeze(-1)
+        factors[:, :, step] = e
+        gains.addcmul_(e, e, value=-1)
+        gains.view(-1).index_fill_(0, flat, -math.inf)
     return picks
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +16,7 @@ from ..interface import (
     resolve_keep,
     validate_keep,
 )
-from ..ops import cosine_matrix, select, with_special
+from ..ops import cosine_matrix, greedy_dpp, select, with_special
 from ..registry import register
 
 #: the offset the official code adds to the numerator of the min-max normalised relevance
@@ -42,53 +41,6 @@ def instruction_relevance(visual: Tensor, text: Tensor, theta: float | None = No
     if theta is not None:
         relevance = torch.exp(theta / (2 * (1 - theta)) * relevance)
     return relevance
-
-
-def greedy_dpp(kernel: Tensor, k: int) -> Tensor:
-    """(B, k) indices picked by the fast greedy MAP inference of the DPP with `kernel` (B, N, N).
-
-    Chen et al.'s incremental Cholesky form, as the official loop runs it: every step picks the
-    token of largest residual gain d_j^2 (initially the kernel's diagonal; ties: lowest index),
-    computes its new Cholesky row e = (L_j - c_j^T C) / d_j and lowers every gain by e^2.
-    A picked token is never picked again. When no unpicked token of a row has a gain above
-    N * eps * max(diag) left (the kernel's rank is spent: duplicates, or k above the rank), the
-    row picks its remaining tokens by the diagonal (relevance) instead, highest first; the
-    official loop divides by the square root of a zero or negative gain there (NaN). Returned
-    in pick order.
-    """
-    b, n = kernel.shape[:2]
-    diag = torch.diagonal(kernel, dim1=1, dim2=2)
-    gains = diag.clone()
-    tol = (n * torch.finfo(kernel.dtype).eps) * diag.amax(dim=-1)
-    offsets = torch.arange(b, device=kernel.device) * n  # row j of batch row r: r * n + j
-    flat_kernel = kernel.reshape(b * n, n)
-    picks = torch.empty(b, k, dtype=torch.long, device=kernel.device)
-    # the Cholesky factor, one column per step (row j holds c_j, the picked tokens' weights)
-    factors = torch.zeros(b, n, k, dtype=kernel.dtype, device=kernel.device)
-    flat_factors = factors.view(b * n, k)
-    spent = torch.zeros(b, dtype=torch.bool, device=kernel.device)
-    any_spent = False
-    for step in range(k):
-        best, j = gains.max(dim=-1)  # the first maximum: lowest index on ties
-        low = best <= tol
-        if bool(low.any()):
-            spent, any_spent = spent | low, True
-            gains = torch.where(spent[:, None] & (gains != -math.inf), diag, gains)
-            best, j = gains.max(dim=-1)
-        picks[:, step] = j
-        flat = j + offsets
-        row = flat_kernel.index_select(0, flat)  # (B, N): L_j
-        if step:
-            c = flat_factors.index_select(0, flat)[:, :step, None]  # (B, step, 1): c_j
-            row = torch.baddbmm(row.unsqueeze(-1), factors[:, :, :step], c, alpha=-1).squeeze(-1)
-        scale = best.rsqrt()
-        if any_spent:
-            scale = scale.masked_fill(spent, 0.0)
-        e = row * scale.unsqueeze(-1)
-        factors[:, :, step] = e
-        gains.addcmul_(e, e, value=-1)
-        gains.view(-1).index_fill_(0, flat, -math.inf)
-    return picks
 
 
 @register("cdpruner")
