@@ -5,6 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Pinned: this is the local CPU wheel; an unpinned torch pulls gigabytes of CUDA packages.
 TORCH := torch==2.13.0
+# The torchvision built for that torch: lmms-eval (the `eval` extra, in `dev`) needs one, and an
+# unpinned one pulls a newer torch.
+TORCHVISION := torchvision==0.28.0
 # Where to take it from elsewhere (GitHub runners): e.g. the PyTorch CPU wheel index.
 TORCH_INDEX ?=
 # The browser tests read the same variable.
@@ -21,8 +24,11 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install --quiet "$(TORCH)" "$(TORCHVISION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e ".[dev]"
+	@# PyPI's torchvision is a CUDA build: beside a CPU torch it fails to import, and then so does
+	@# every transformers model. Removed there; a TORCH_INDEX of CPU wheels gives a working one.
+	@$(PY) -c "import torchvision" 2>/dev/null || $(PY) -m pip uninstall --quiet -y torchvision
 	touch $@
 
 chromium:
@@ -35,8 +41,10 @@ latex:
 catalog: setup
 	$(PY) -m tools validate
 
+# Not strict: a catalog error shows as a page (tools/site.py) instead of stopping the server;
+# `make site` and CI build strictly.
 serve: setup
-	$(PY) -m mkdocs serve --dev-addr localhost:8000
+	$(PY) -m mkdocs serve --no-strict --dev-addr localhost:8000
 
 site: setup
 	$(PY) -m mkdocs build --strict --site-dir public
@@ -46,7 +54,7 @@ test: setup chromium latex
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) -m tools bench
+	$(PY) -m benchmarks
 
 clean:
 	rm -rf $(VENV) public test-artifacts

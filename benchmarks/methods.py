@@ -1,6 +1,6 @@
 """Time every registered method's call on realistic shapes, against the issue's targets.
 
-    python -m benchmarks.methods [--preset image|video|audio|all] [--methods a,b] [--repeats N]
+    python -m benchmarks methods [--preset image|video|audio|all] [--methods a,b] [--repeats N]
 
 Presets (batch 1, inputs from `reproductions.examples.example_tokens`, float32, CPU):
 
@@ -157,7 +157,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.methods", description=__doc__.split("\n")[0]
+        prog="python -m benchmarks methods", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--preset", choices=[*PRESETS, "all"], default="all")
     parser.add_argument(

@@ -1,7 +1,9 @@
-"""Plots of a bench result JSON (format 1, see `tools/bench.py`): speed-up vs budget and method
-overhead. The site may regenerate them at build time from the committed JSON:
+"""Plots of a result JSON (`benchmarks/README.md`): speed-up vs budget and method overhead.
 
-    python benchmarks/plots.py benchmarks/results/<run>.json [out_dir]
+The site draws them at build time from the committed JSON (`tools/site.py`), so no PNG is
+committed; to look at one run's plots:
+
+    python -m benchmarks plot benchmarks/results/<run>.json [out_dir]
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-#: stages whose methods shrink the prompt before the LLM sees it
-PRE_LLM = ("encoder", "projector")
+from . import PRE_LLM, write_atomic
 
 
 def plot(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
@@ -37,7 +38,9 @@ def plot(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
         stages: dict[str, str] = {}
         for r in data["results"]:
             speed = r.get("speedup") or {}
-            if r["modality"] == scenario["modality"] and speed.get("measured") is not None:
+            # one panel per family (generate runs) or per modality (former sweep runs)
+            same = r.get("family", r["modality"]) == scenario.get("family", scenario["modality"])
+            if same and speed.get("measured") is not None:
                 by_method[r["method"]].append((r["tokens_out"], speed["measured"], speed["flops"]))
                 stages[r["method"]] = r["stage"]
         # methods that shrink the prompt before the LLM share one FLOP curve; the others
@@ -62,14 +65,15 @@ def plot(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
             )
             if stages[method] not in PRE_LLM:
                 axis.plot(tokens, [f for _, _, f in rows], ":", color=colour, lw=1.2)
-        axis.set_xlabel(f"{scenario['modality']} tokens kept (of {scenario['tokens']})")
+        axis.set_xlabel(f"{scenario.get('family', '')} {scenario['modality']} tokens kept "
+                        f"(of {scenario['tokens']})")
         axis.set_ylabel("prefill speed-up (x), measured")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=6, ncol=2)
     fig.suptitle(f"Prefill speed-up vs budget: {title}", fontsize=9)
     fig.tight_layout()
     path = out_dir / f"{stem}-speedup.png"
-    fig.savefig(path, dpi=110)
+    save(fig, path)
     plt.close(fig)
     written.append(path)
 
@@ -77,7 +81,8 @@ def plot(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
     fig, axis = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.5))
     rows.sort(key=lambda r: r["overhead"])
     shares = [100 * r["overhead"] for r in rows]
-    bars = axis.barh([r["method"] for r in rows], shares, color="tab:blue")
+    labels = [f"{r.get('family', '')} {r['method']}".strip() for r in rows]
+    bars = axis.barh(labels, shares, color="tab:blue")
     for bar, share in zip(bars, shares, strict=True):
         axis.text(
             bar.get_width(),
@@ -86,7 +91,7 @@ def plot(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
             va="center",
             fontsize=7,
         )
-    if shares and max(shares) > 100 * max(min(shares), 1e-6):
+    if shares and min(shares) > 0 and max(shares) > 100 * min(shares):
         axis.set_xscale("log")  # overheads span orders of magnitude
         axis.set_xlim(right=max(shares) * 4)  # room for the labels
     elif shares:
@@ -94,16 +99,26 @@ def plot(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
     threshold = 100 * data["summary"]["thresholds"]["overhead"]
     axis.axvline(threshold, color="tab:red", ls="--", lw=1, label=f"{threshold:g}% target")
     axis.set_xlabel(
-        f"method time, % of the uncompressed prefill (image, budget {data['summary']['budget']})"
+        "overhead, % of the uncompressed prefill (generate runs: time compress adds; former "
+        f"sweep runs: the method's own time), budget {data['summary']['budget']}"
     )
     axis.legend(fontsize=8)
     axis.set_title(f"Method overhead: {title}", fontsize=9)
     fig.tight_layout()
     path = out_dir / f"{stem}-overhead.png"
-    fig.savefig(path, dpi=110)
+    save(fig, path)
     plt.close(fig)
     written.append(path)
     return written
+
+
+def save(fig: Any, path: Path) -> None:
+    """Save a figure as PNG in one rename (`write_atomic`)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    write_atomic(path, buffer.getvalue())
 
 
 def main(argv: list[str]) -> int:

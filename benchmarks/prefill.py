@@ -1,6 +1,6 @@
 """Measured prefill time against the FLOP reduction FastV and VisionZip claim, inside a model.
 
-    python -m benchmarks.prefill [--layers 8] [--hidden 1024] [--repeats 5] [--threads 1]
+    python -m benchmarks prefill [--layers 8] [--hidden 1024] [--repeats 5] [--threads 1]
 
 The model is a LLaVA-1.5-shaped `LlavaForConditionalGeneration` scaled to fit a CPU, with
 LLaVA-1.5's token counts: 576 image tokens (a 336 px image in 14 px patches, plus the [CLS]
@@ -111,7 +111,9 @@ class LanguageModelTimer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks prefill", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)

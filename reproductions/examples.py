@@ -11,6 +11,7 @@ import math
 import torch
 
 from .interface import Method, Tokens
+from .ops import anyres_places
 
 #: the default grid per modality: small enough for tests, big enough for every example budget
 LAYOUTS: dict[str, tuple[int, ...]] = {"image": (8, 8), "video": (4, 4, 4), "audio": (64,)}
@@ -51,13 +52,29 @@ def example_tokens(
         "cls_attention": lambda: attention(batch, heads, n),
         "keys": lambda: randn(batch, n, dim // 2),
         # omni methods read the attention paid to the audio tokens too: columns [features, audio]
+        # methods that read the media rows' own attention get those N rows first
         "attention": lambda: attention(
-            batch, heads, queries, n + (audio_tokens if "audio" in method.needs else 0)
+            batch,
+            heads,
+            queries + (n if method.attention_rows == "media" else 0),
+            n + (audio_tokens if "audio" in method.needs else 0),
         ),
+        "received": lambda: attention(batch, 2, n),
         "text": lambda: randn(batch, queries, dim),
+        "text_keys": lambda: randn(batch, queries, dim // 2),
         "frames": lambda: randn(batch, layout[0], dim),
         "audio": lambda: randn(batch, audio_tokens, dim),
+        "anyres": lambda: example_anyres(n).repeat(batch, 1, 1).to(device),
     }
     features = randn(batch, n, dim)
     given = {name: signals[name]() for name in method.needs}
     return Tokens(features=features, layout=tuple(layout), special=special, **given)
+
+
+def example_anyres(n: int) -> torch.Tensor:
+    """`anyres` places for n tokens: the largest s x s thumbnail whose crops (a row of s x s
+    tiles, no unpadding, no newlines) fill the rest; one token alone is a thumbnail."""
+    side = max((s for s in range(1, math.isqrt(n) + 1) if n % (s * s) == 0 and n // (s * s) >= 2), default=0)
+    if side == 0:
+        return anyres_places((1, 1), newline=False)
+    return anyres_places((side, side), (1, n // (side * side) - 1), newline=False)

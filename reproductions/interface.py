@@ -15,6 +15,11 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
+from .checks import check_bool as check_bool
+from .checks import check_int as check_int
+from .checks import check_ints as check_ints
+from .checks import check_number as check_number
+
 Stage = Literal["encoder", "projector", "llm", "cache"]
 Modality = Literal["image", "video", "audio"]
 Mechanism = Literal["transformation", "similarity", "attention", "query"]
@@ -24,12 +29,25 @@ Budget = int | float
 SIGNALS: dict[str, str] = {
     "cls_attention": "(B, heads, N) attention from the [CLS] query to every token, from an "
     "encoder layer; pass Tokens(cls_attention=...)",
-    "keys": "(B, N, Dk) encoder keys of the same tokens; pass Tokens(keys=...)",
+    "keys": "(B, N, Dk) keys of the same tokens (an encoder layer's; at the llm stage layer "
+    "K - 1's, after RoPE); pass Tokens(keys=...)",
     "attention": "(B, heads, M, N) attention paid to each token by M query rows at an LLM "
-    "layer; pass Tokens(attention=...)",
+    "layer (for a method that also needs `audio`: (B, heads, M, N + Na), over [features, "
+    "audio]); pass Tokens(attention=...)",
+    "received": "(B, L, N) the attention each token receives at L encoder layers, averaged over "
+    "heads and over every query row ([CLS] row included): one row per layer the method's "
+    "`encoder_layers` names, in that order; pass Tokens(received=...)",
     "text": "(B, M, Dt) text / query embeddings; pass Tokens(text=...)",
+    "text_keys": "(B, M, Dk) keys of the M `text` rows, in the space of `keys` (DART's text "
+    "pivots); pass Tokens(text_keys=...)",
     "frames": "(B, T, Df) one global feature per video frame; pass Tokens(frames=...)",
     "audio": "(B, Na, Da) audio tokens aligned in time with the video; pass Tokens(audio=...)",
+    "anyres": "(B, N, 3) long: where each token of an anyres image (a global thumbnail and a grid "
+    "of crops, each crop a tile the size of the thumbnail's token grid: LLaVA-NeXT) lies, as "
+    "(view, row, column): view 0 the thumbnail, on its own grid; view 1 a crop, on the grid of "
+    "all crops side by side before unpadding (crop (i, j) covers rows i*h to i*h + h - 1 and "
+    "columns j*w to j*w + w - 1); (-1, -1, -1) a token that stands for no patch (a row's "
+    "newline); pass Tokens(anyres=...), e.g. from `reproductions.ops.anyres_places`",
 }
 
 
@@ -50,10 +68,13 @@ class Tokens:
     cls_attention: Tensor | None = None
     keys: Tensor | None = None
     attention: Tensor | None = None
+    received: Tensor | None = None
     text: Tensor | None = None
+    text_keys: Tensor | None = None
     frames: Tensor | None = None
     audio: Tensor | None = None
     sizes: Tensor | None = None
+    anyres: Tensor | None = None
 
     @property
     def batch(self) -> int:
@@ -91,6 +112,26 @@ class Compression:
     def count(self) -> int:
         return self.features.shape[1]
 
+    def then(self, second: Compression) -> Compression:
+        """`second`, computed on this compression's output tokens, as one compression of the
+        original tokens: an original token goes to the slot `second` gave its slot (-1 where
+        either dropped it), each final token stands at the original index of the token
+        `second` kept it at, and its size sums the sizes of the slots `second` merged into it.
+        The features are `second`'s."""
+        if second.source.shape != (self.features.shape[0], self.count):
+            raise ValueError(
+                f"the second compression's source is {tuple(second.source.shape)}, but this one "
+                f"outputs (B, K) = {(self.features.shape[0], self.count)} tokens: pass a "
+                "compression of this one's output"
+            )
+        kept = self.source >= 0
+        slots = second.source.gather(1, self.source.clamp_min(0))
+        source = torch.where(kept, slots, self.source)
+        positions = self.positions.gather(1, second.positions)
+        b, k = second.source.shape[0], second.count
+        sizes = self.sizes.new_zeros(b, k + 1).scatter_add_(1, second.source + 1, self.sizes)
+        return Compression(second.features, source, positions, sizes[:, 1:])
+
 
 @dataclass
 class Method:
@@ -107,10 +148,34 @@ class Method:
     stage: ClassVar[Stage] = "projector"
     modality: ClassVar[tuple[Modality, ...]] = ("image",)
     mechanisms: ClassVar[tuple[Mechanism, ...]] = ()
-    #: the optional signals of `SIGNALS` that the method reads
+    #: the signals of `SIGNALS` that the method reads (each must be given)
     needs: ClassVar[tuple[str, ...]] = ()
+    #: the signals of `SIGNALS` that the method reads where given and does without otherwise
+    #: (ToMe's `keys`, else the features); checked like `needs` when present
+    uses: ClassVar[tuple[str, ...]] = ()
     #: True where the method needs the tokens' grid (`layout`): pooling, frame methods
     grid: ClassVar[bool] = False
+    #: at the llm stage, which states of the query rows `text` holds: "layer" (their hidden
+    #: states entering layer K) or "embeddings" (their input embeddings: SparseVLM's raters)
+    text_from: ClassVar[str] = "layer"
+    #: at the llm stage, which states `features` and `text` hold for scoring: "layer" (as they
+    #: enter layer K) or "final_norm" (those through the decoder's final norm: DART's
+    #: `norm(hidden)`); the stage then keeps the unnormalised rows of the tokens kept, so a
+    #: method that reads "final_norm" states must be a pure selection (`copies`)
+    hidden_from: ClassVar[str] = "layer"
+    #: at the llm stage, whose attention `attention` holds: "previous" (layer K - 1's, FastV's
+    #: `last_layer_attention`) or "own" (layer K's own over its input, before it runs: the
+    #: rank layers of PyramidDrop)
+    attention_from: ClassVar[str] = "previous"
+    #: at the llm stage, which query rows `attention` holds: "after" (the M rows after the
+    #: media span, the prompt) or "media" (the N media rows themselves, then those M rows:
+    #: FitPrune's self- and cross-attention), so M = N + rows after
+    attention_rows: ClassVar[str] = "after"
+    #: at the projector stage, which [CLS] attention `cls_attention` holds: "feature" (the
+    #: softmax attention of the encoder layer the projector reads) or "last_logits" (the
+    #: encoder's last layer's pre-softmax scores q k^T / sqrt(d): GlobalCom2's); encoders
+    #: without a [CLS] have no "last_logits"
+    cls_from: ClassVar[str] = "feature"
     #: False where the official statistic spans the batch (PruMerge's adaptive ratio)
     batch_independent: ClassVar[bool] = True
     #: True where every output token of size 1 is an input token, unchanged (pure selection)
@@ -126,18 +191,60 @@ class Method:
     #: True for trainable `nn.Module` methods (learned queries), which the pure-function
     #: promises do not cover
     trainable: ClassVar[bool] = False
+    #: the hyperparameter that sets the output count of a method without `keep` (a stride, a
+    #: merge count, a ratio); None where the count is set by the data (similarity thresholds)
+    budget_knob: ClassVar[str | None] = None
 
     def __call__(self, tokens: Tokens) -> Compression:
         validate_tokens(tokens, self)
+        self.check_inputs(tokens)
         return self.compress(tokens)
+
+    def check_inputs(self, tokens: Tokens) -> None:
+        """Checks of the inputs that only this method makes (after the shared ones of
+        `validate_tokens`): raise `ValueError` saying what to pass instead."""
 
     def compress(self, tokens: Tokens) -> Compression:
         raise NotImplementedError
+
+    def output_width(self, width: int) -> int:
+        """The width D' of the output tokens for input tokens of width D: D unless the method
+        folds tokens into channels (pixel shuffle, frame stacking), whose output then needs a
+        projector trained for D' (the integration reads this instead of running the method)."""
+        return width
+
+    def decoder_layers(self) -> tuple[int, ...]:
+        """For an llm method that acts at several decoder layers: those layers, increasing; each
+        step sees the tokens the earlier ones kept. () (the default): one layer, K."""
+        return ()
+
+    def encoder_layers(self, depth: int, feature: int) -> tuple[int, ...]:
+        """For a method that reads `received`: the encoder layers (0-based, of an encoder of
+        `depth` layers whose layer `feature` feeds the projector) whose attention it reads, one
+        row of `received` each, in this order. () (the default): none."""
+        return ()
+
+    def step(self, index: int, count: int) -> Method:
+        """The single-layer method run at `decoder_layers()[index]` on a span that held `count`
+        media tokens before the first step."""
+        return self
 
     def output_count(self, tokens: Tokens) -> int | None:
         """The number of output tokens for these inputs; None where it depends on the data."""
         keep = getattr(self, "keep", None)
         return None if keep is None else resolve_keep(keep, tokens.count, tokens.special)
+
+    @classmethod
+    def at_budget(cls, budget: Budget, tokens: Tokens, **params: Any) -> Method:
+        """This method set to output `budget` tokens of `tokens` (an int count or a fraction of
+        N, special tokens included), by one rule for every method: `keep` where it has one
+        (exact); else the value of `budget_knob` whose output count is nearest the budget, ties
+        to more tokens (exact where the knob allows it: a pooling stride gives only some
+        counts, and then the nearest one). `params` fix the other hyperparameters. Raises
+        `ValueError` for a method whose count the data decides (no knob)."""
+        from .budget import fit
+
+        return fit(cls, budget, tokens, params)
 
     @classmethod
     def parameters(cls) -> list[tuple[str, Any]]:
@@ -182,8 +289,11 @@ def validate_keep(keep: Budget) -> None:
         raise ValueError(f"keep={keep!r}: pass a positive number of tokens to keep")
 
 
-def validate_tokens(tokens: Tokens, method: Method) -> None:
-    """Check shapes, the layout and the signals `method` needs; raise `ValueError` otherwise."""
+def validate_tokens(tokens: Tokens, method: Method, values: bool = True) -> None:
+    """Check shapes, the layout and the signals `method` needs; raise `ValueError` otherwise.
+
+    `values=False` skips the scans for NaN and inf (a pass over every value): for a method
+    called again and again on inputs already checked once (a cache method's decoding steps)."""
     x = tokens.features
     if not isinstance(x, Tensor) or x.dim() != 3:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
@@ -193,7 +303,7 @@ def validate_tokens(tokens: Tokens, method: Method) -> None:
         raise ValueError(f"features {tuple(x.shape)} is empty: pass at least one token")
     if not x.is_floating_point():
         raise ValueError(f"features must be floating point, got {x.dtype}")
-    if not all_finite(x):
+    if values and not all_finite(x):
         raise ValueError("features contain NaN or inf: pass finite features")
     if tokens.special < 0 or tokens.special > n:
         raise ValueError(f"special={tokens.special} must lie in [0, N={n}]")
@@ -221,29 +331,41 @@ def validate_tokens(tokens: Tokens, method: Method) -> None:
     if tokens.sizes is not None and tuple(tokens.sizes.shape) != (b, n):
         raise ValueError(f"sizes must be (B, N) = {(b, n)}, got {tuple(tokens.sizes.shape)}")
     for signal in method.needs:
-        value = getattr(tokens, signal)
-        if value is None:
+        if getattr(tokens, signal) is None:
             raise ValueError(f"{method.name} needs the signal {signal!r}: {SIGNALS[signal]}")
-        _check_signal(signal, value, tokens)
+    for signal in (*method.needs, *method.uses):
+        value = getattr(tokens, signal)
+        if value is not None:
+            _check_signal(signal, value, tokens, values, spans_audio="audio" in method.needs)
 
 
-def _check_signal(signal: str, value: Tensor, tokens: Tokens) -> None:
+def _check_signal(
+    signal: str, value: Tensor, tokens: Tokens, values: bool = True, spans_audio: bool = False
+) -> None:
+    """Check one signal's shape (and values); `spans_audio`: `attention` covers [features,
+    audio] (an omni method, which reads the attention paid to the audio tokens too)."""
     b, n = tokens.batch, tokens.count
+    columns = n + tokens.audio.shape[1] if spans_audio and tokens.audio is not None else n
     shape = tuple(value.shape)
     expected: dict[str, tuple[int, tuple[int | None, ...]]] = {
         "cls_attention": (3, (b, None, n)),
         "keys": (3, (b, n, None)),
-        "attention": (4, (b, None, None, n)),
+        "attention": (4, (b, None, None, columns)),
+        "received": (3, (b, None, n)),
         "text": (3, (b, None, None)),
+        "text_keys": (3, (b, None, None)),
         "frames": (3, (b, tokens.grid[0] if tokens.layout else None, None)),
         "audio": (3, (b, None, None)),
+        "anyres": (3, (b, n, 3)),
     }
     rank, dims = expected[signal]
     ok = len(shape) == rank and all(d is None or d == s for d, s in zip(dims, shape, strict=True))
     if not ok:
         want = ", ".join("*" if d is None else str(d) for d in dims)
         raise ValueError(f"{signal} has shape {shape}; expected ({want}): {SIGNALS[signal]}")
-    if not all_finite(value):
+    if signal == "anyres" and value.is_floating_point():
+        raise ValueError(f"anyres must hold integer places, got {value.dtype}: {SIGNALS[signal]}")
+    if values and not all_finite(value):
         raise ValueError(f"{signal} contains NaN or inf: pass finite values")
 
 
@@ -252,8 +374,21 @@ def all_finite(x: Tensor) -> bool:
     return bool(torch.isfinite(torch.stack(torch.aminmax(x))).all())
 
 
+class CompressionError(AssertionError, ValueError):
+    """A `Compression` that breaks an invariant of the interface (a bug in the method).
+
+    An `AssertionError` for test runners, a `ValueError` for callers that catch bad values;
+    raised explicitly, so that `python -O` does not strip the checks as it strips `assert`."""
+
+
+def _require(ok: bool | Tensor, message: str) -> None:
+    if not bool(ok):
+        raise CompressionError(message)
+
+
 def check_compression(out: Compression, tokens: Tokens) -> None:
-    """Assert the invariants of a `Compression` (used by the tests).
+    """Check the invariants of a `Compression` (used by the tests); raise `CompressionError`
+    naming the broken one.
 
     Omni methods compress the concatenation [features, audio]: their `source` spans both.
     """
@@ -261,15 +396,33 @@ def check_compression(out: Compression, tokens: Tokens) -> None:
     if tokens.audio is not None and out.source.shape[1] == n + tokens.audio.shape[1]:
         n += tokens.audio.shape[1]
     k = out.count
-    assert out.source.shape == (b, n) and out.source.dtype == torch.long
-    assert out.positions.shape == (b, k) and out.positions.dtype == torch.long
-    assert out.sizes.shape == (b, k)
-    assert int(out.source.min()) >= -1 and int(out.source.max()) < k
+    _require(
+        out.source.shape == (b, n) and out.source.dtype == torch.long,
+        f"source must be (B, N) = {(b, n)} long, got {tuple(out.source.shape)} {out.source.dtype}",
+    )
+    _require(
+        out.positions.shape == (b, k) and out.positions.dtype == torch.long,
+        f"positions must be (B, K) = {(b, k)} long, got {tuple(out.positions.shape)} "
+        f"{out.positions.dtype}",
+    )
+    _require(
+        out.sizes.shape == (b, k),
+        f"sizes must be (B, K) = {(b, k)}, got {tuple(out.sizes.shape)}",
+    )
+    low, high = int(out.source.min()), int(out.source.max())
+    _require(
+        low >= -1 and high < k, f"source holds slots in [{low}, {high}], outside [-1, K={k})"
+    )
     weights = torch.ones(b, n) if tokens.sizes is None else tokens.sizes.float()
     if weights.shape[1] != n:  # input sizes cover the features, audio tokens count one each
         weights = torch.cat([weights, torch.ones(b, n - weights.shape[1])], dim=1)
     counted = torch.zeros(b, k + 1).scatter_add_(1, out.source.cpu() + 1, weights.cpu())[:, 1:]
-    assert torch.allclose(counted, out.sizes.float().cpu()), "sizes disagree with source"
-    assert (out.source.gather(1, out.positions) == torch.arange(k).expand(b, k).to(out.source)).all(), (
-        "positions do not point at tokens of their own slot"
+    _require(
+        torch.allclose(counted, out.sizes.float().cpu()),
+        "sizes disagree with source: each output size must sum the input sizes of its slot",
+    )
+    slots = torch.arange(k).expand(b, k).to(out.source)
+    _require(
+        (out.source.gather(1, out.positions) == slots).all(),
+        "positions do not point at tokens of their own slot",
     )

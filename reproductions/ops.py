@@ -7,6 +7,9 @@ depend on near-ties are exact in float64.
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import torch
 from torch import Tensor
 
@@ -45,15 +48,22 @@ def gather(x: Tensor, idx: Tensor) -> Tensor:
     return rows.reshape(*idx.shape, *x.shape[2:])
 
 
+def l2_norms(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """L2 norms of `x` along the last dim, clamped at `eps` so that a zero row divides safely
+    (the clamp of `torch.nn.functional.normalize`, which the official codes use)."""
+    return x.norm(dim=-1).clamp_min(eps)
+
+
+def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """`x` scaled to unit L2 norm along the last dim: the one L2 normalisation of the project
+    (equal to `torch.nn.functional.normalize(x, dim=-1)`, norms clamped at `eps`)."""
+    return x / l2_norms(x, eps).unsqueeze(-1)
+
+
 def cosine_matrix(a: Tensor, b: Tensor | None = None) -> Tensor:
     """(B, N, M) cosine similarity between the rows of `a` (B, N, D) and `b` (B, M, D)."""
-    a = a.to(work_dtype(a))
-    a = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    if b is None:
-        b = a
-    else:
-        b = b.to(a.dtype)
-        b = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    a = l2_normalize(a.to(work_dtype(a)))
+    b = a if b is None else l2_normalize(b.to(a.dtype))
     return a @ b.transpose(-1, -2)
 
 
@@ -88,26 +98,35 @@ def select(tokens: Tokens, idx: Tensor) -> Compression:
     )
 
 
-def identity(tokens: Tokens) -> Compression:
-    """The Compression that keeps every token as it is."""
+def identity(tokens: Tokens, copy: bool = True) -> Compression:
+    """The Compression that keeps every token as it is (`copy=False`: its features are the
+    input tensor itself, for callers that only read them)."""
     b, n = tokens.features.shape[:2]
     idx = torch.arange(n, device=tokens.features.device).expand(b, n)
     return Compression(
-        features=tokens.features.clone(),
+        features=tokens.features.clone() if copy else tokens.features,
         source=idx.clone(),
         positions=idx.clone(),
         sizes=input_sizes(tokens).clone(),
     )
 
 
-def slot_sizes(tokens: Tokens, source: Tensor, count: int) -> Tensor:
+def slot_sizes(tokens: Tokens | Tensor | None, source: Tensor, count: int) -> Tensor:
     """(B, count) float32: the input sizes summed over the tokens of each output slot.
 
-    `source` (B, N) holds each token's slot in [0, count) or -1 where it was dropped.
+    `source` (B, N) holds each token's slot in [0, count) or -1 where it was dropped. The input
+    sizes are those of `tokens`, or given as a (B, N) tensor (None: one each), for callers that
+    carry sizes without tokens (ToMe's `Matching` across encoder layers).
     """
+    if isinstance(tokens, Tokens):
+        sizes = input_sizes(tokens)
+    elif tokens is None:
+        sizes = torch.ones(source.shape, device=source.device)
+    else:
+        sizes = tokens.float()
     slot = torch.where(source >= 0, source, count)  # dropped -> a spill slot, cut off below
     total = torch.zeros(source.shape[0], count + 1, device=source.device)
-    return total.scatter_add_(1, slot, input_sizes(tokens).to(source.device))[:, :count]
+    return total.scatter_add_(1, slot, sizes.to(source.device))[:, :count]
 
 
 def stack_rows(
@@ -171,6 +190,13 @@ def merge(
     )
 
 
+def proportional_attention_bias(sizes: Tensor) -> Tensor:
+    """ToMe's proportional attention term log(s): (B, N) sizes -> (B, 1, 1, N) float32, to add
+    to the attention logits of every query, so that a token that stands for s tokens weighs as
+    much as its s originals would (ToMe's encoder layers, `reproductions.hf`'s encoder stage)."""
+    return sizes.float().log()[:, None, None, :]
+
+
 def pairwise_distance(x: Tensor) -> Tensor:
     """(B, N, N) Euclidean distances between the rows of `x` (B, N, D), zero on the diagonal.
 
@@ -184,31 +210,70 @@ def pairwise_distance(x: Tensor) -> Tensor:
 
 
 def density_peaks(
-    x: Tensor,
+    x: Tensor | None,
     k: int,
     scale: float | None = None,
     generator: torch.Generator | None = None,
+    dist: Tensor | None = None,
+    *,
+    squared: bool = True,
+    exclude_self: bool = False,
+    farthest: Literal["all", "row"] = "all",
 ) -> tuple[Tensor, Tensor]:
-    """DPC-kNN density and delta of each row of `x` (B, N, D).
+    """DPC-kNN density and delta of each row of `x` (..., N, D): the one DPC-kNN of the project.
 
-    Distances are Euclidean divided by `scale` (default sqrt(D)); density =
-    exp(-mean of the squared distances to the k nearest rows, the row itself included); delta =
-    the distance to the nearest row of higher density (the largest distance for the densest row).
-    A `generator` adds the official codes' 1e-6 uniform tie-breaking noise to the density.
-    Returns (density, delta), both (B, N) in `work_dtype`.
+    Distances are Euclidean divided by `scale` (default sqrt(D)), or `dist` (..., N, N) where the
+    caller has them already (its own metric: OmniZip's cosine distance; or distances it reuses
+    afterwards: SparseVLM's cluster assignment), and then `x` may be None. density = exp(-mean of
+    the squared distances to the k nearest rows, the row itself included); delta = the distance
+    to the nearest row of higher density, or for the densest row the largest distance among all
+    pairs (`farthest="all"`). A `generator` adds the official codes' 1e-6 uniform tie-breaking
+    noise to the density. The official variants differ in three choices, which the keywords
+    select: the mean of plain distances (`squared=False`), over the k nearest *other* rows
+    (`exclude_self=True`), and the densest row's delta from its own row (`farthest="row"`): all
+    three are OmniZip's. Returns (density, delta), both (..., N), in `work_dtype` of `x` (or in
+    the dtype of `dist`).
     """
-    x = x.to(work_dtype(x))
-    scale = x.shape[-1] ** 0.5 if scale is None else scale
-    dist = pairwise_distance(x) / scale
-    nearest = dist.topk(min(k, x.shape[1]), dim=-1, largest=False).values
-    density = (-(nearest**2).mean(dim=-1)).exp()
+    if dist is None:
+        if x is None:
+            raise ValueError("density_peaks needs the rows x or their distances dist")
+        x = x.to(work_dtype(x))
+        dist = pairwise_distance(x) / (x.shape[-1] ** 0.5 if scale is None else scale)
+    n = dist.shape[-1]
+    eye = torch.eye(n, dtype=torch.bool, device=dist.device)
+    others = dist.masked_fill(eye, math.inf) if exclude_self else dist
+    nearest = others.topk(min(k, n - 1 if exclude_self else n), dim=-1, largest=False).values
+    density = (-(nearest**2 if squared else nearest).mean(dim=-1)).exp()
     if generator is not None:
         noise = torch.rand(density.shape, generator=generator, device=generator.device)
         density = density + noise.to(density) * 1e-6
-    higher = density.unsqueeze(1) > density.unsqueeze(2)  # [b, i, j]: j denser than i
-    far = dist.flatten(1).max(dim=-1).values[:, None, None]
+    higher = density.unsqueeze(-2) > density.unsqueeze(-1)  # [..., i, j]: j denser than i
+    if farthest == "all":
+        far = dist.flatten(-2).max(dim=-1).values[..., None, None]
+    else:  # the farthest other row of each row (0 where every distance is below 0)
+        far = dist.masked_fill(eye, 0).max(dim=-1).values.unsqueeze(-1)
     delta = torch.where(higher, dist, far.expand_as(dist)).min(dim=-1).values
     return density, delta
+
+
+def video_grid(tokens: Tokens, name: str) -> tuple[int, int, int]:
+    """The (T, H, W) grid of the ordinary tokens, or a ValueError saying how to pass it."""
+    if tokens.layout is None or len(tokens.layout) != 3:
+        raise ValueError(
+            f"{name} works on the (T, H, W) grid of a video: pass layout=(T, H, W) "
+            f"(frame-major token order), got layout={tokens.layout}"
+        )
+    return tokens.layout
+
+
+def frame_grid(tokens: Tokens, name: str) -> tuple[int, int, int]:
+    """The (T, H, W) grid of the ordinary tokens: an image is one frame."""
+    if tokens.layout is None or len(tokens.layout) not in (2, 3):
+        raise ValueError(
+            f"{name} pools over the spatial grid: pass layout=(H, W) for an image or "
+            f"(T, H, W) for a video, got layout={tokens.layout}"
+        )
+    return (1, *tokens.layout) if len(tokens.layout) == 2 else tokens.layout
 
 
 def window_slots(grid: tuple[int, ...], window: tuple[int, ...]) -> tuple[Tensor, tuple[int, ...]]:
@@ -229,6 +294,53 @@ def window_slots(grid: tuple[int, ...], window: tuple[int, ...]) -> tuple[Tensor
     return slot.reshape(-1), out
 
 
+def window_source(tokens: Tokens, grid: tuple[int, int, int], stride: int) -> tuple[Tensor, int]:
+    """(B, N) output slot of every token for stride x stride windows per frame, and the count.
+
+    Special tokens keep slots 0..special-1; window slots follow, row-major per frame.
+    """
+    slots, out = window_slots(grid, (1, stride, stride))
+    special = torch.arange(tokens.special)
+    row = torch.cat([special, slots + tokens.special]).to(tokens.features.device)
+    return row.expand(tokens.batch, -1).clone(), tokens.special + math.prod(out)
+
+
+def window_bookkeeping(tokens: Tokens, source: Tensor, count: int) -> tuple[Tensor, Tensor]:
+    """(positions, sizes) of windows: each slot's first (top-left) token, input sizes summed."""
+    b, n = source.shape
+    index = torch.arange(n, device=source.device).expand(b, n)
+    positions = source.new_full((b, count), n).scatter_reduce(1, source, index, reduce="amin")
+    return positions, slot_sizes(tokens, source, count)
+
+
+def max_min_diverse(x: Tensor, k: int, weights: Tensor | None = None) -> Tensor:
+    """(B, k) indices of rows of `x` (B, N, D) picked by DivPrune's greedy max-min rule.
+
+    Distance is 1 - cosine, each column j scaled by `weights[b, j]` where given (SEATS'
+    attention-weighted distance). The first pick is the token whose nearest other token is
+    farthest (the official "second smallest entry of its column", the smallest being itself);
+    every next pick is the token whose distance to the picked set is largest. Ties go to the
+    lowest index. Picked tokens are never picked again. Returned in pick order.
+    """
+    b, n = x.shape[:2]
+    if k == 0 or n == 1:
+        return torch.zeros(b, k, dtype=torch.long, device=x.device)
+    dist = 1.0 - cosine_matrix(x)  # (B, N, N), row i: distances from token i
+    if weights is not None:
+        dist = dist * weights.to(dist.dtype).unsqueeze(1)
+    rows = torch.arange(b, device=x.device)
+    picks = torch.empty(b, k, dtype=torch.long, device=x.device)
+    picked = torch.zeros(b, n, dtype=torch.bool, device=x.device)
+    scores = dist.topk(2, dim=1, largest=False).values[:, 1]  # per column, as officially
+    for step in range(k):
+        best = scores.masked_fill(picked, -math.inf).argmax(dim=1)  # first max: lowest index
+        picks[:, step] = best
+        picked[rows, best] = True
+        to_best = dist[rows, best]  # (B, N)
+        scores = to_best if step == 0 else torch.minimum(scores, to_best)
+    return picks
+
+
 def select_top(tokens: Tokens, scores: Tensor, count: int) -> Compression:
     """Keep the special tokens and the `count - special` best-scored ordinary tokens.
 
@@ -238,3 +350,31 @@ def select_top(tokens: Tokens, scores: Tensor, count: int) -> Compression:
     ordinary = scores[:, tokens.special :]
     idx = top_k(ordinary, count - tokens.special) + tokens.special
     return select(tokens, with_special(tokens, idx))
+
+
+def anyres_places(
+    thumbnail: tuple[int, int],
+    grid: tuple[int, int] | None = None,
+    rows: tuple[int, int] | None = None,
+    columns: tuple[int, int] | None = None,
+    newline: bool = True,
+) -> Tensor:
+    """(N, 3) long `anyres` places of one image packed as LLaVA-NeXT packs it: the thumbnail's
+    (h, w) grid in raster order (view 0), then the grid of `grid` = (rows, columns) crops of
+    h x w tokens each, side by side (view 1), cut to the tiled rows [`rows`[0], `rows`[1]) and
+    columns [`columns`[0], `columns`[1]) (the unpadding; default: all), in raster order with a
+    newline (-1, -1, -1) after each row where `newline`. Without `grid`: the thumbnail alone,
+    followed by one newline where `newline` (LLaVA-NeXT's single-view image)."""
+    h, w = thumbnail
+    r, c = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    parts = [torch.stack([torch.zeros(h * w, dtype=torch.long), r.flatten(), c.flatten()], -1)]
+    blank = torch.full((1, 3), -1, dtype=torch.long)
+    if grid is None:
+        return torch.cat(parts + [blank] * newline)
+    top, bottom = rows or (0, grid[0] * h)
+    left, right = columns or (0, grid[1] * w)
+    cols = torch.arange(left, right)
+    for row in range(top, bottom):
+        line = torch.stack([torch.ones_like(cols), torch.full_like(cols, row), cols], -1)
+        parts += [line, blank] if newline else [line]
+    return torch.cat(parts)

@@ -91,7 +91,7 @@ def test_decode_step_with_kv_cache_matches_flop_counter(llama):
     with torch.no_grad():
         cache = llama(ids, use_cache=True).past_key_values
     step = torch.randint(0, 128, (1, 1))
-    measured = counted(lambda: llama(step, past_key_values=cache, use_cache=True))
+    measured = counted(lambda: llama(step, cache=cache, use_cache=True))
     assert close(decode_flops(DecoderShape.from_config(llama.config), 25), measured)
 
 
@@ -108,7 +108,7 @@ def run_with_schedule(model: LlamaForCausalLM, embeds: torch.Tensor, drops: dict
                 hidden, positions = hidden[:, : drops[index]], positions[:, : drops[index]]
             rotary = inner.rotary_emb(hidden, positions)
             hidden = layer(
-                hidden, position_embeddings=rotary, past_key_values=cache, use_cache=True
+                hidden, position_embeddings=rotary, cache=cache, use_cache=True
             )
         model.lm_head(inner.norm(hidden)[:, -1:])
 
@@ -117,7 +117,7 @@ def run_with_schedule(model: LlamaForCausalLM, embeds: torch.Tensor, drops: dict
         for layer in inner.layers:
             rotary = inner.rotary_emb(hidden, torch.tensor([[embeds.shape[1]]]))
             hidden = layer(
-                hidden, position_embeddings=rotary, past_key_values=cache, use_cache=True
+                hidden, position_embeddings=rotary, cache=cache, use_cache=True
             )
         model.lm_head(inner.norm(hidden))
 

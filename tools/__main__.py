@@ -21,8 +21,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ids": ("tools.ids", "give papers without real authors the id their first author gives"),
     "stats": ("tools.stats", "print the catalog's coverage and completeness figures"),
     "support": ("tools.support", "rewrite the README's method x model-family support matrix"),
-    "bench": ("tools.bench", "run the reproduction benchmarks"),
+    "eval": ("tools.eval", "accuracy against cost: methods x budgets x tasks through lmms-eval"),
 }
+
+#: commands that live elsewhere now -> what to run instead
+MOVED: dict[str, str] = {"bench": "python -m benchmarks"}
 
 
 def usage() -> str:
@@ -39,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command in MOVED:
+        print(f"error: {command!r} moved: run `{MOVED[command]}`", file=sys.stderr)
+        return 2
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2

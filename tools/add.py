@@ -14,6 +14,7 @@ import argparse
 import datetime
 import re
 import sys
+import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 import bibtexparser
 import yaml
+from bibtexparser.middlewares import LatexDecodingMiddleware
 
 from .catalog import (
     CATALOG,
@@ -33,7 +35,7 @@ from .catalog import (
     write_atomic,
 )
 from .importer import _method_from_title, normalised_title
-from .sources import arxiv_id, venue_name
+from .sources import arxiv_id, known_venue
 
 ARXIV_API = "https://export.arxiv.org/api/query?id_list={}"
 ATOM = {"atom": "http://www.w3.org/2005/Atom", "arxiv": "http://arxiv.org/schemas/atom"}
@@ -84,11 +86,16 @@ def parse_atom(text: str, wanted: str) -> Paper:
 
 def fetch_atom(arxiv: str) -> str:
     """The arXiv API's Atom answer for one id (network; only `add` calls it)."""
-    request = urllib.request.Request(
-        ARXIV_API.format(arxiv), headers={"User-Agent": "multimodal-token-compression catalog"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return response.read().decode("utf-8")
+    address = ARXIV_API.format(arxiv)
+    request = urllib.request.Request(address, headers={"User-Agent": "multimodal-token-compression catalog"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read().decode("utf-8")
+    except urllib.error.URLError as error:
+        raise AddError(
+            f"could not reach the arXiv API ({getattr(error, 'reason', error)}); offline? pass --bibtex FILE "
+            f"(the paper's BibTeX entry) or --atom FILE (a saved answer of {address})"
+        ) from error
 
 
 def _unbrace(text: str) -> str:
@@ -104,8 +111,9 @@ def _author(name: str) -> str:
 
 
 def parse_bibtex(text: str) -> Paper:
-    """The paper fields of the first entry of a BibTeX text."""
-    library = bibtexparser.parse_string(text)
+    """The paper fields of the first entry of a BibTeX text, LaTeX accents decoded to Unicode
+    (`M{\\"u}ller` is stored and shown as Müller)."""
+    library = bibtexparser.parse_string(text, append_middleware=[LatexDecodingMiddleware()])
     if not library.entries:
         problem = f" ({len(library.failed_blocks)} block(s) failed to parse)" if library.failed_blocks else ""
         raise AddError(f"no BibTeX entry found{problem}; pass one @article{{...}} or @inproceedings{{...}}")
@@ -148,7 +156,7 @@ def _venue_in(text: str) -> str | None:
     """The taxonomy venue a booktitle or journal names, by abbreviation or long name."""
     for word in re.findall(r"[A-Za-z]+(?: MM)?", text):
         if word.isupper() or word in ("NeurIPS", "Interspeech"):
-            name = venue_name(word)
+            name = known_venue(word)
             if name:
                 return name
     for long_name, name in LONG_VENUES:
@@ -202,21 +210,33 @@ def scaffold(
     }
 
 
-def add(paper: Paper, root: Path, options: argparse.Namespace) -> Path:
-    """Give `paper` its id, check it is new, and write its file; returns the path."""
-    folder = root / "papers"
-    existing = [yaml.safe_load(path.read_text(encoding="utf-8")) or {} for path in sorted(folder.glob("*.yaml"))]
+def refuse_duplicate(paper: Paper, existing: list[Paper], folder: Path) -> None:
+    """Raise when a catalog file already has this paper: same arXiv id, DOI or title (the fields
+    `paper` has; `add` checks an arXiv id before asking the network)."""
     for other in existing:
         for key, same in (
-            ("arxiv", paper["arxiv"] and other.get("arxiv") == paper["arxiv"]),
-            ("doi", paper["doi"] and str(other.get("doi") or "").lower() == paper["doi"].lower()),
-            ("title", normalised_title(str(other.get("title", ""))) == normalised_title(paper["title"])),
+            ("arxiv", paper.get("arxiv") and other.get("arxiv") == paper["arxiv"]),
+            ("doi", paper.get("doi") and str(other.get("doi") or "").lower() == paper["doi"].lower()),
+            ("title", paper.get("title")
+             and normalised_title(str(other.get("title", ""))) == normalised_title(paper["title"])),
         ):
             if same:
                 raise AddError(
                     f"duplicate: {folder / (str(other.get('id')) + '.yaml')} already has this paper "
                     f"(same {key}: {paper[key]}); edit that file instead"
                 )
+
+
+def existing_papers(folder: Path) -> list[Paper]:
+    """Every paper file under `folder`, as loaded YAML (for the duplicate and id checks)."""
+    return [yaml.safe_load(path.read_text(encoding="utf-8")) or {} for path in sorted(folder.glob("*.yaml"))]
+
+
+def add(paper: Paper, root: Path, options: argparse.Namespace) -> Path:
+    """Give `paper` its id, check it is new, and write its file; returns the path."""
+    folder = root / "papers"
+    existing = existing_papers(folder)
+    refuse_duplicate(paper, existing, folder)
     paper["modalities"] = options.modality or ["image"]
     paper["mechanisms"] = options.mechanism or []
     paper["links"]["code"] = options.code
@@ -256,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             if not match:
                 raise AddError(f"{args.arxiv!r} is not an arXiv id; pass one like 2403.06764")
             wanted = match.group(1)
+            refuse_duplicate({"arxiv": wanted}, existing_papers(args.root / "papers"), args.root / "papers")
             text = args.atom.read_text(encoding="utf-8") if args.atom else fetch_atom(wanted)
             paper = parse_atom(text, wanted)
         else:

@@ -68,11 +68,7 @@ def load_papers(root: Path = CATALOG) -> list[Paper]:
     report = validate(root, registry=False)
     if report.errors:
         raise CatalogError("\n".join(report.errors))
-    papers = [
-        normalise(yaml.load(path.read_text(encoding="utf-8"), Loader=LOADER))
-        for path in sorted((root / "papers").glob("*.yaml"))
-    ]
-    return sorted(papers, key=lambda paper: paper["id"])
+    return report.papers
 
 
 def normalise(paper: Any) -> Any:

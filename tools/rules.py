@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .validate import Loaded, Report
+    from .paper_file import Loaded, Report
 
 #: words that make an author a team or an organisation, not a person ("Qwen Team", "NVIDIA")
 TEAM = re.compile(

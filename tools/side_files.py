@@ -8,22 +8,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 
 from .catalog import LOADER
 from .importer import normalised_title
+from .paper_file import Loaded, Report, line_map, show
 from .schema import ARXIV_PATTERN
-
-if TYPE_CHECKING:
-    from .validate import Loaded, Report
 
 
 def _read(path: Path, report: Report) -> tuple[object, dict[tuple, int]] | None:
     """The parsed file and the line of every key, or None (with an error) when it does not parse."""
-    from .validate import _line_map, _show
-
     if not path.exists():
         return None
     text = path.read_text(encoding="utf-8")
@@ -31,16 +26,14 @@ def _read(path: Path, report: Report) -> tuple[object, dict[tuple, int]] | None:
         node = yaml.compose(text, Loader=LOADER)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        report.error(_show(path), mark.line + 1 if mark else 1, "file", "malformed YAML", "valid YAML")
+        report.error(show(path), mark.line + 1 if mark else 1, "file", "malformed YAML", "valid YAML")
         return None
-    return yaml.load(text, Loader=LOADER), _line_map(node, report, _show(path)) if node else {}
+    return yaml.load(text, Loader=LOADER), line_map(node, report, show(path)) if node else {}
 
 
 def check(root: Path, papers: list[Loaded], report: Report) -> None:
     """Both side files against the papers."""
     import re
-
-    from .validate import _show
 
     by_arxiv = {loaded.paper.get("arxiv"): loaded for loaded in papers if loaded.paper.get("arxiv")}
     by_title = {normalised_title(str(loaded.paper.get("title"))): loaded for loaded in papers}
@@ -48,7 +41,7 @@ def check(root: Path, papers: list[Loaded], report: Report) -> None:
     read = _read(root / "excluded.yaml", report)
     if read:
         entries, lines = read
-        shown = _show(root / "excluded.yaml")
+        shown = show(root / "excluded.yaml")
         for index, entry in enumerate(entries if isinstance(entries, list) else []):
             line = lines.get((index,), 1)
             if not isinstance(entry, dict) or set(entry) != {"title", "arxiv", "reason"}:
@@ -69,7 +62,7 @@ def check(root: Path, papers: list[Loaded], report: Report) -> None:
     read = _read(root / "redirects.yaml", report)
     if read:
         redirects, lines = read
-        shown = _show(root / "redirects.yaml")
+        shown = show(root / "redirects.yaml")
         for old, new in (redirects.items() if isinstance(redirects, dict) else []):
             line = lines.get((old,), 1)
             if new not in ids:

@@ -7,6 +7,8 @@ committed). Where the data comes from is configurable so tests can build the sit
 - `SITE_CATALOG`: the catalog folder (holding `papers/`, `taxonomy.yaml`, `schema.json`);
   default `catalog/` of this repository.
 - `SITE_BENCHMARKS`: the folder of benchmark result JSON; default `benchmarks/results/`.
+- `SITE_ACCURACY`: the folder of accuracy sweeps (`python -m tools eval --out <folder>/<name>`);
+  default `benchmarks/accuracy/`.
 
 Hand-written pages (`site/index.md`, `site/contributing.md`) hold `<!-- site:NAME -->` markers
 that the generated parts replace.
@@ -28,7 +30,7 @@ if str(ROOT) not in sys.path:  # mkdocs runs this file by path; the tools packag
 
 from tools import site_pages  # noqa: E402
 from tools.bib import bibliography  # noqa: E402
-from tools.catalog import load_papers, load_taxonomy  # noqa: E402
+from tools.catalog import Paper, load_papers, load_taxonomy  # noqa: E402
 from tools.export_json import catalog_json  # noqa: E402
 from tools.ids import load_redirects  # noqa: E402
 from tools.site_pages import SiteData  # noqa: E402
@@ -40,6 +42,18 @@ def catalog_root() -> Path:
 
 def results_root() -> Path:
     return Path(os.environ.get("SITE_BENCHMARKS") or ROOT / "benchmarks" / "results")
+
+
+def accuracy_root() -> Path:
+    return Path(os.environ.get("SITE_ACCURACY") or ROOT / "benchmarks" / "accuracy")
+
+
+def load_accuracy(folder: Path) -> list[dict[str, Any]]:
+    """Every committed sweep `folder/<name>/results.json` (sorted by name), tagged with its name."""
+    sweeps = []
+    for path in sorted(folder.glob("*/results.json")) if folder.is_dir() else []:
+        sweeps.append({**json.loads(path.read_text(encoding="utf-8")), "name": path.parent.name})
+    return sweeps
 
 
 def load_results(folder: Path) -> list[dict[str, Any]]:
@@ -71,19 +85,22 @@ def added_dates(papers_dir: Path) -> dict[str, str]:
     return dates
 
 
-def load(repo_url: str | None = None) -> SiteData:
-    """The catalog, the registry and the results the pages are made from."""
+def load(repo_url: str | None = None, papers: list[Paper] | None = None) -> SiteData:
+    """The catalog, the registry and the results the pages are made from; `papers` are the
+    catalog's papers where the caller has validated (and so parsed) them already."""
     import reproductions
 
     root = catalog_root()
     return SiteData(
-        papers=load_papers(root),
+        papers=load_papers(root) if papers is None else papers,
         taxonomy=load_taxonomy(root) if (root / "taxonomy.yaml").exists() else {},
         methods=reproductions.methods(),
         results=load_results(results_root()),
+        accuracy=load_accuracy(accuracy_root()),
         added=added_dates(root / "papers"),
         redirects=load_redirects(root),
         repo_url=repo_url,
+        support=support_matrix(),
     )
 
 
@@ -92,12 +109,12 @@ def generate(data: SiteData, docs_dir: Path) -> dict[str, str | bytes]:
     from reproductions.interface import SIGNALS
     from tools import site_figures
 
-    plots = benchmark_plots(data)
+    plots = {**benchmark_plots(data), **accuracy_plots(data)}
     files: dict[str, str | bytes] = {
         "index.md": site_pages.home((docs_dir / "index.md").read_text(encoding="utf-8"), data),
         "papers/index.md": site_pages.papers_index(data),
         "reproductions/index.md": site_pages.reproductions_index(data),
-        "reproductions/support.md": site_pages.support_page(support_table()),
+        "reproductions/support.md": site_pages.support_page(support_table(data)),
         "benchmarks.md": site_pages.benchmarks_page(data, plots),
         "contributing.md": contributing(data, docs_dir),
         "catalog.bib": bibliography(data.papers, data.taxonomy),
@@ -119,11 +136,19 @@ def generate(data: SiteData, docs_dir: Path) -> dict[str, str | bytes]:
     return files
 
 
-def support_table() -> str:
-    """The support matrix's Markdown table (builds one tiny model per family: about 2 s)."""
-    from reproductions.hf.support import markdown, matrix
+def support_matrix() -> dict[str, dict[str, tuple[str, str | None]]]:
+    """The support matrix (builds one tiny model per family: about 2 s), once per build: the
+    support page and every reproduced paper's page read it."""
+    from reproductions.hf.support import matrix
 
-    return markdown(matrix())
+    return matrix()
+
+
+def support_table(data: SiteData) -> str:
+    """The support matrix's Markdown table, the README's."""
+    from reproductions.hf.support import markdown
+
+    return markdown(data.support)
 
 
 def benchmark_plots(data: SiteData) -> dict[str, bytes]:
@@ -136,6 +161,18 @@ def benchmark_plots(data: SiteData) -> dict[str, bytes]:
     with tempfile.TemporaryDirectory() as folder:
         paths = plot(run, Path(folder), "latest")
         return {f"benchmarks/{path.name}": path.read_bytes() for path in paths}
+
+
+def accuracy_plots(data: SiteData) -> dict[str, bytes]:
+    """The newest accuracy sweep's plots (`tools.eval_table.plot`: accuracy against TTFT and
+    against kept tokens, one curve per method), drawn from its table at build time."""
+    if not data.accuracy:
+        return {}
+    from tools.eval_table import plot
+
+    with tempfile.TemporaryDirectory() as folder:
+        paths = plot(data.accuracy[-1].get("rows") or [], Path(folder))
+        return {f"benchmarks/accuracy-{path.name}": path.read_bytes() for path in paths}
 
 
 #: (what is wrong, title word of the example paper, the edit that breaks its file)
@@ -214,12 +251,42 @@ def contributing(data: SiteData, docs_dir: Path) -> str:
     return site_pages.fill((docs_dir / "contributing.md").read_text(encoding="utf-8"), parts)
 
 
+#: the generated pages of the nav: where a reader may be when the catalog breaks under `serve`
+NAV_PAGES = ("index.md", "papers/index.md", "taxonomy/index.md", "reproductions/index.md", "benchmarks.md")
+
+
+def error_page(errors: list[str]) -> str:
+    """The page `mkdocs serve` shows while the catalog has errors, instead of a stuck server."""
+    items = "\n".join(f"<li><code>{site_pages.text(line)}</code></li>" for line in errors)
+    return (
+        site_pages.front_matter("The catalog has errors")
+        + "# The catalog has errors\n\nFix these lines (the same as `python -m tools validate` prints); "
+        f"the site rebuilds when you save.\n\n<ul>\n{items}\n</ul>\n"
+    )
+
+
 def main() -> None:
-    """Write every generated file into the mkdocs build."""
+    """Write every generated file into the mkdocs build. With catalog errors, log each as a
+    warning (a strict build stops, naming file:line) and show them on every nav page, so that
+    `mkdocs serve` answers with them instead of hanging on a traceback."""
+    import logging
+
     import mkdocs_gen_files
 
+    from tools.validate import validate
+
+    report = validate(catalog_root(), registry=False)
+    errors = report.errors
+    if errors:
+        log = logging.getLogger("mkdocs.plugins.catalog")
+        for line in errors:
+            log.warning(line)
+        for path in NAV_PAGES:
+            with mkdocs_gen_files.open(path, "w") as stream:
+                stream.write(error_page(errors))
+        return
     config = mkdocs_gen_files.config
-    data = load(config.extra.get("repository"))
+    data = load(config.extra.get("repository"), report.papers)
     for path, content in generate(data, Path(config.docs_dir)).items():
         if isinstance(content, bytes):
             with mkdocs_gen_files.open(path, "wb") as stream:

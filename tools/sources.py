@@ -63,7 +63,7 @@ class Row:
     section_year: int | None = None
 
 
-def venue_name(raw: str) -> str | None:
+def known_venue(raw: str) -> str | None:
     """The taxonomy spelling of a venue name, None when `raw` names no known venue."""
     text = raw.strip()
     if text.lower() in VENUE_NAMES:
@@ -104,7 +104,7 @@ def parse_publish_badge(badge: str) -> Venue:
     if words and words[-1].lower() in ("findings", "workshop"):
         track = words.pop().lower()
     raw = " ".join(words)
-    name = venue_name(raw) or raw
+    name = known_venue(raw) or raw
     year = int(message) if message.isdigit() else None
     return Venue(name, year, track, presentation)
 
@@ -226,7 +226,7 @@ def _venue_tag(tag: str) -> Venue | None:
     match = re.fullmatch(r"(?:(\d{4})\s*)?([A-Za-z]+)\s*(\d{4})?", tag)
     if not match:
         return None
-    name = venue_name(match.group(2))
+    name = known_venue(match.group(2))
     if name is None:
         return None
     year = match.group(1) or match.group(3)
@@ -278,7 +278,7 @@ def _reduction_bullet(line: str, source: str, domain: str, year: int | None) -> 
     venue = re.fullmatch(r"\*\*([A-Za-z0-9 ]+?)(?:'(\d{2}))?\*\*\s*(Finding|Workshop)?", tag.strip())
     if venue and venue.group(1).lower() != "arxiv":
         raw, short_year, track = venue.groups()
-        name, stated_track = REDUCTION_VENUES.get(raw.upper(), (venue_name(raw) or raw, "main"))
+        name, stated_track = REDUCTION_VENUES.get(raw.upper(), (known_venue(raw) or raw, "main"))
         track = {"Finding": "findings", "Workshop": "workshop"}.get(track or "", stated_track)
         row.venue = Venue(name, 2000 + int(short_year) if short_year else None, track)
     return row
@@ -338,7 +338,7 @@ def _level_entry(head: tuple[str, str], block: list[str], source: str, area: str
     if venue and venue.group(2).strip().lower() != "arxiv":
         findings, raw, workshop, year = venue.groups()
         track = "findings" if findings else "workshop" if workshop else "main"
-        row.venue = Venue(venue_name(raw) or raw.strip(), int(year), track)
+        row.venue = Venue(known_venue(raw) or raw.strip(), int(year), track)
     code = re.search(r"\[\[Code\]\((\S+?)\)\]", links)
     row.code = code.group(1) if code else None
     row.areas = [area] + (["Video"] if video else [])

@@ -19,8 +19,8 @@ from .catalog import (
     by_year,
     load_papers,
     matrix,
-    write_atomic,
 )
+from .sections import replace_between, rewrite
 
 START, END = "<!-- tables:start -->", "<!-- tables:end -->"
 
@@ -53,11 +53,7 @@ def tables_markdown(papers: list[Paper]) -> str:
 
 def render(readme: str, papers: list[Paper]) -> str:
     """`readme` with the text between the markers replaced by fresh tables."""
-    if START not in readme or END not in readme or readme.index(START) > readme.index(END):
-        raise ValueError(f"README.md lacks the markers {START} ... {END}; add them where the tables go")
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{tables_markdown(papers)}{END}{tail}"
+    return replace_between(readme, START, END, tables_markdown(papers))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,16 +63,5 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md", help="file to rewrite")
     parser.add_argument("--check", action="store_true", help="do not write; exit 1 when stale")
     args = parser.parse_args(argv)
-    current = args.readme.read_text(encoding="utf-8")
-    fresh = render(current, load_papers(args.root))
-    if args.check:
-        if fresh != current:
-            print(f"{args.readme}: the catalog tables are stale; run `python -m tools tables`")
-            return 1
-        return 0
-    if fresh != current:
-        write_atomic(args.readme, fresh)
-        print(f"rewrote the tables in {args.readme}")
-    else:
-        print(f"{args.readme}: tables already up to date")
-    return 0
+    fresh = render(args.readme.read_text(encoding="utf-8"), load_papers(args.root))
+    return rewrite(args.readme, fresh, args.check, "python -m tools tables")

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -26,13 +25,13 @@ import yaml
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
-from . import rules
-from .catalog import CATALOG, ROOT, Paper, load_taxonomy, normalise
+from . import rules, side_files
+from .catalog import CATALOG, ROOT, load_taxonomy
 from .ids import breaks_rule, rule_id
 from .importer import normalised_title
+from .paper_file import Loaded, Report, found, load_file, show
 from .schema import build_schema
 
-Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 FORMATS = FormatChecker()
 
 
@@ -59,102 +58,6 @@ EXPECTED_PATTERN = {
 }
 
 
-@dataclass
-class Report:
-    """Errors and warnings, each one line."""
-
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def error(self, where: str, line: int, field_name: str, found: str, expected: str) -> None:
-        self.errors.append(f"{where}:{line}: {field_name}: found {found}; expected {expected}")
-
-    def warn(self, where: str, line: int, field_name: str, found: str, expected: str) -> None:
-        self.warnings.append(f"{where}:{line}: {field_name}: found {found}; expected {expected}")
-
-
-@dataclass
-class Loaded:
-    """One parsed paper file and the line of every field in it."""
-
-    path: Path
-    shown: str
-    paper: Paper
-    lines: dict[tuple, int]
-
-    def line(self, *keys: Any) -> int:
-        """The line of the deepest known key on this path (1 where none is known)."""
-        while keys:
-            if keys in self.lines:
-                return self.lines[keys]
-            keys = keys[:-1]
-        return 1
-
-
-def _show(path: Path) -> str:
-    """A path as errors print it: relative to the repository when inside it."""
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
-def _found(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, Path) else str(value)
-
-
-def _line_map(node: yaml.Node, report: Report, shown: str, prefix: tuple = ()) -> dict[tuple, int]:
-    """Line of every key and list item below `node`; duplicate keys are reported."""
-    lines: dict[tuple, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = key_node.value
-            path = (*prefix, key)
-            if key in seen:
-                report.error(shown, key_node.start_mark.line + 1, ".".join(map(str, path)),
-                             "a second value for this key", "each key once")
-            seen.add(key)
-            lines[path] = key_node.start_mark.line + 1
-            lines.update(_line_map(value_node, report, shown, path))
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            lines[(*prefix, index)] = item.start_mark.line + 1
-            lines.update(_line_map(item, report, shown, (*prefix, index)))
-    return lines
-
-
-def load_file(path: Path, report: Report) -> Loaded | None:
-    """Read and parse one paper file, reporting encoding, syntax and shape problems."""
-    shown = _show(path)
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        report.error(shown, line, "file", f"byte 0x{raw[error.start]:02x} that is not UTF-8",
-                     "a UTF-8 text file (save it as UTF-8)")
-        return None
-    try:
-        node = yaml.compose(text, Loader=Loader)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-        line = mark.line + 1 if mark else 1
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        report.error(shown, line, "file", f"malformed YAML ({problem})",
-                     "valid YAML, like the other files under catalog/papers/")
-        return None
-    if node is None:
-        report.error(shown, 1, "file", "an empty file", "a paper: copy an existing file or run "
-                     "`python -m tools add <arXiv id>`")
-        return None
-    if not isinstance(node, yaml.MappingNode):
-        report.error(shown, node.start_mark.line + 1, "file", f"a YAML {node.id}",
-                     "a mapping of field: value")
-        return None
-    lines = _line_map(node, report, shown)
-    paper = normalise(yaml.load(text, Loader=Loader))
-    return Loaded(path, shown, paper, lines)
 
 
 def _schema_errors(loaded: Loaded, validator: Draft202012Validator, report: Report) -> None:
@@ -183,34 +86,43 @@ def _schema_line(loaded: Loaded, error: ValidationError, report: Report) -> None
         allowed = ", ".join(error.schema.get("properties", {}))
         for key in sorted(set(value) - set(error.schema.get("properties", {}))):
             report.error(loaded.shown, loaded.line(*path, key), ".".join([*map(str, path), key]) if path else key,
-                         f"unknown key {_found(key)}", f"one of: {allowed}")
+                         f"unknown key {found(key)}", f"one of: {allowed}")
     elif kind == "required":
+        if not path:  # the top mapping: its first key's line, not the comment line above it
+            line = min((number for keys, number in loaded.lines.items() if len(keys) == 1), default=line)
         for key in schema:
             if key not in value:
                 report.error(loaded.shown, line, ".".join([*map(str, path), key]) if path else key,
                              "no such key", REQUIRED_HINTS.get(key, "the key to be present (null or [] where unknown)"))
     elif kind == "enum":
-        report.error(loaded.shown, line, name, _found(value), f"one of: {', '.join(map(str, schema))}")
+        report.error(loaded.shown, line, name, found(value), f"one of: {', '.join(map(str, schema))}")
     elif kind == "type" and name in ("year", "month") and isinstance(value, (datetime.date, str, float)):
         return  # rules.check says what to write instead
     elif kind == "maxLength":
         report.error(loaded.shown, line, name, f"{len(value)} characters",
                      f"at most {schema}: every visitor downloads them with the search index; "
                      "link to a page for more")
+    elif kind == "type" and name in ("arxiv", "doi") and isinstance(value, float | int):
+        raw = loaded.text_at(line).split(":", 1)[-1].strip()
+        report.error(loaded.shown, line, name, f"{raw} (YAML reads it as the number {value})",
+                     f'the id in quotes: {name}: "{raw}"')
+    elif kind in ("minimum", "maximum"):
+        low, high = error.schema.get("minimum"), error.schema.get("maximum")
+        report.error(loaded.shown, line, name, found(value), f"a value from {low} to {high}")
     elif kind == "type":
         kinds = schema if isinstance(schema, list) else [schema]
-        report.error(loaded.shown, line, name, f"{_found(value)} ({type(value).__name__})",
+        report.error(loaded.shown, line, name, f"{found(value)} ({type(value).__name__})",
                      f"a value of type {' or '.join(kinds)}")
     elif kind == "format":
-        report.error(loaded.shown, line, name, _found(value), EXPECTED_FORMAT.get(schema, schema))
+        report.error(loaded.shown, line, name, found(value), EXPECTED_FORMAT.get(schema, schema))
     elif kind == "pattern":
         field_name = next((str(p) for p in reversed(path) if not isinstance(p, int)), name)
         expected = EXPECTED_PATTERN.get(field_name, f"a value matching {schema}")
-        report.error(loaded.shown, line, name, _found(value), expected)
+        report.error(loaded.shown, line, name, found(value), expected)
     elif kind == "uniqueItems":
-        report.error(loaded.shown, line, name, _found(value), "each value once")
+        report.error(loaded.shown, line, name, found(value), "each value once")
     else:
-        report.error(loaded.shown, line, name, _found(value), error.message)
+        report.error(loaded.shown, line, name, found(value), error.message)
 
 
 def _cross_file(papers: list[Loaded], taxonomy: dict[str, Any], report: Report) -> None:
@@ -224,8 +136,8 @@ def _cross_file(papers: list[Loaded], taxonomy: dict[str, Any], report: Report) 
     for loaded in papers:
         paper = loaded.paper
         if paper.get("id") != loaded.path.stem:
-            report.error(loaded.shown, loaded.line("id"), "id", _found(paper.get("id")),
-                         f"{_found(loaded.path.stem)} (the file name without .yaml)")
+            report.error(loaded.shown, loaded.line("id"), "id", found(paper.get("id")),
+                         f"{found(loaded.path.stem)} (the file name without .yaml)")
         links = paper.get("links") if isinstance(paper.get("links"), dict) else {}
         keys = {
             "arxiv": paper.get("arxiv"),
@@ -240,13 +152,13 @@ def _cross_file(papers: list[Loaded], taxonomy: dict[str, Any], report: Report) 
             if first is loaded:
                 continue
             where = ("links", "code") if key == "links.code" else (key,)
-            found = _found(links.get("code") if key == "links.code" else paper.get(key))
+            shown_value = found(links.get("code") if key == "links.code" else paper.get(key))
             if key == "links.code":
-                report.warn(loaded.shown, loaded.line(*where), key, found,
+                report.warn(loaded.shown, loaded.line(*where), key, shown_value,
                             f"a repository of its own ({first.shown} has it too; fine for a family "
                             "of papers sharing one repository)")
             else:
-                report.error(loaded.shown, loaded.line(*where), key, found,
+                report.error(loaded.shown, loaded.line(*where), key, shown_value,
                              f"a paper in one file only ({first.shown} has the same {key}): merge them")
         mechanisms = paper.get("mechanisms")
         if not isinstance(mechanisms, list):
@@ -256,11 +168,26 @@ def _cross_file(papers: list[Loaded], taxonomy: dict[str, Any], report: Report) 
             parent = parents.get(sub) if isinstance(sub, str) else None
             if parent and parent not in mechanisms:
                 report.error(loaded.shown, loaded.line("submechanisms", index), "submechanisms",
-                             _found(sub), f"its mechanism {_found(parent)} listed under mechanisms")
+                             found(sub), f"its mechanism {found(parent)} listed under mechanisms")
         if breaks_rule(paper):
             expected = rule_id(paper)
-            report.warn(loaded.shown, loaded.line("id"), "id", _found(paper.get("id")),
-                        f"{_found(expected)} by the id rule (or it with a letter suffix)")
+            report.warn(loaded.shown, loaded.line("id"), "id", found(paper.get("id")),
+                        f"{found(expected)} by the id rule (or it with a letter suffix)")
+
+
+def _near_duplicates(papers: list[Loaded], report: Report) -> None:
+    """A warning for a paper without an arXiv id whose title is a long prefix of another's (a
+    list that cut a title short, a proceedings version): the same paper in two files?"""
+    titles = [(loaded, _normalised(loaded.paper.get("title")) or "") for loaded in papers]
+    for loaded, title in titles:
+        if loaded.paper.get("arxiv") or len(title) < 40:
+            continue
+        for other, other_title in titles:
+            if other is not loaded and other_title != title and other_title.startswith(title):
+                report.warn(loaded.shown, loaded.line("title"), "title", found(loaded.paper.get("title")),
+                            f"a paper of its own: {other.shown} has a title that begins the same way "
+                            "(merge the two files if it is the same paper)")
+                break
 
 
 def _normalised(title: Any) -> str | None:
@@ -296,22 +223,22 @@ def _registry(papers: list[Loaded], report: Report, exact: bool = False) -> None
         for index, name in enumerate(names):
             if name not in registered:
                 report.error(loaded.shown, loaded.line("reproductions", index), "reproductions",
-                             _found(name), f"a registered method name, one of: {', '.join(registered)}")
+                             found(name), f"a registered method name, one of: {', '.join(registered)}")
             elif registered[name].paper != loaded.paper.get("id"):
                 report.error(loaded.shown, loaded.line("reproductions", index), "reproductions",
-                             f"{_found(name)}, whose class says paper = {_found(registered[name].paper)}",
-                             f"paper = {_found(loaded.paper.get('id'))} on {registered[name].cls}")
+                             f"{found(name)}, whose class says paper = {found(registered[name].paper)}",
+                             f"paper = {found(loaded.paper.get('id'))} on {registered[name].cls}")
     for name, method in registered.items():
         if method.paper is None:
             continue
         if method.paper not in by_id:
-            report.error(method.file, method.line, "paper", _found(method.paper),
+            report.error(method.file, method.line, "paper", found(method.paper),
                          f"the id of a file under catalog/papers/ (method {name!r})")
         elif name not in (by_id[method.paper].paper.get("reproductions") or []):
             loaded = by_id[method.paper]
             report.error(loaded.shown, loaded.line("reproductions"), "reproductions",
-                         _found(loaded.paper.get("reproductions")),
-                         f"{name!r} listed ({method.cls} is registered with paper = {_found(method.paper)})")
+                         found(loaded.paper.get("reproductions")),
+                         f"{name!r} listed ({method.cls} is registered with paper = {found(method.paper)})")
 
 
 def link_registry(root: Path = CATALOG) -> list[str]:
@@ -333,7 +260,7 @@ def link_registry(root: Path = CATALOG) -> list[str]:
         if not paper.get("stage") and getattr(cls, "stage", None):
             paper["stage"] = [cls.stage]
         write_atomic(path, dump_paper(paper))
-        changed.append(f"{_show(path)}: reproductions += {name}")
+        changed.append(f"{show(path)}: reproductions += {name}")
     return changed
 
 
@@ -350,7 +277,7 @@ def validate(
     folder = root / "papers"
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
         if path.is_file() and path.suffix in (".yml", ".json") or path.name.endswith(".yaml.txt"):
-            report.error(_show(path), 1, "file", f"the extension {path.suffix!r}", "<id>.yaml")
+            report.error(show(path), 1, "file", f"the extension {path.suffix!r}", "<id>.yaml")
     papers: list[Loaded] = []
     for path in sorted(folder.glob("*.yaml")):
         loaded = load_file(path, report)
@@ -362,13 +289,13 @@ def validate(
         if len(report.errors) == before or isinstance(loaded.paper, dict):
             papers.append(loaded)
     _cross_file(papers, taxonomy, report)
-    from . import side_files  # it reads files with this module's helpers
-
+    _near_duplicates(papers, report)
     side_files.check(root, papers, report)
     if registry:
         _registry(papers, report, exact=exact_registry)
     report.errors.sort(key=_position)
     report.warnings.sort(key=_position)
+    report.papers = sorted((loaded.paper for loaded in papers), key=lambda paper: str(paper.get("id")))
     return report
 
 
@@ -376,6 +303,30 @@ def _position(line: str) -> tuple[int, str, int]:
     """Sort key: paper files first, then by file and line."""
     where, number = line.split(":", 2)[:2]
     return (0 if where.endswith(".yaml") else 1, where, int(number) if number.isdigit() else 0)
+
+
+def changed_since_main(root: Path) -> tuple[str, set[Path]] | None:
+    """(the merge base with main, the files changed since it: committed, staged, unstaged or
+    untracked), so a contributor sees the warnings of their own files first; None outside a git
+    checkout or without a main branch to compare with."""
+
+    def git(*args: str) -> str | None:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+        return done.stdout if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    base = next(filter(None, (git("merge-base", "HEAD", ref) for ref in ("origin/main", "main"))), None)
+    if top is None or base is None:
+        return None
+    names = (git("diff", "--name-only", base.strip()) or "") + (git("ls-files", "--others", "--exclude-standard", "--full-name", ":/") or "")
+    top_path = Path(top.strip())
+    return base.strip()[:9], {(top_path / name).resolve() for name in names.splitlines() if name}
+
+
+def _warning_file(line: str) -> Path:
+    """The file a warning line is about (its `file:line:` prefix, relative to the repository)."""
+    name = Path(line.split(":", 1)[0])
+    return (name if name.is_absolute() else ROOT / name).resolve()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -391,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--import-registry", action="store_true",
                         help="import the registry (torch: seconds) instead of reading it from source")
     parser.add_argument("--quiet", action="store_true", help="print errors only")
+    parser.add_argument("--all-warnings", action="store_true",
+                        help="print every warning (default: those of the files changed since the "
+                        "merge base with main, and a count of the others)")
     parser.add_argument("--link-registry", action="store_true",
                         help="first write each registered method's name into its paper's "
                         "reproductions: (the one option that changes files)")
@@ -405,8 +359,13 @@ def main(argv: list[str] | None = None) -> int:
     for line in report.errors:
         print(line)
     if not args.quiet:
-        for line in report.warnings:
+        changed = None if args.all_warnings else changed_since_main(args.root)
+        shown = [w for w in report.warnings if changed is None or _warning_file(w) in changed[1]]
+        for line in shown:
             print(f"warning: {line}")
+        if changed is not None and len(shown) < len(report.warnings):
+            print(f"({len(report.warnings) - len(shown)} more warnings in files unchanged since {changed[0]}, "
+                  "the merge base with main: --all-warnings prints them)")
     count = len(list((args.root / "papers").glob("*.yaml")))
     print(
         f"{count} papers: {len(report.errors)} errors, {len(report.warnings)} warnings "

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens
-from ..ops import gather, identity, input_sizes, order, work_dtype
+from ..interface import Compression, Method, Tokens, check_int, check_number
+from ..ops import gather, identity, input_sizes, l2_normalize, order, work_dtype
 from ..registry import register
 
 
@@ -48,6 +48,7 @@ class AdjacentTokenMerging(Method):
     paper = "li2023accelerating"
     stage = "encoder"
     modality = ("audio",)
+    budget_knob = "r"
     mechanisms = ("similarity",)
     needs = ("keys",)
     identity = {"r": 0}
@@ -60,19 +61,15 @@ class AdjacentTokenMerging(Method):
                 "atome needs exactly one of r (how many adjacent pairs merge) or threshold "
                 f"(merge every pair more similar than it); got r={self.r!r}, threshold={self.threshold!r}"
             )
-        if self.r is not None:
-            if isinstance(self.r, bool) or not isinstance(self.r, int | float):
-                raise ValueError(
-                    f"r={self.r!r}: pass an int number of pairs or a float in (0, 0.5]"
-                )
-            if isinstance(self.r, int) and self.r < 0:
-                raise ValueError(f"r={self.r!r}: pass a non-negative number of pairs to merge")
-            if isinstance(self.r, float) and not (math.isfinite(self.r) and 0.0 < self.r <= 0.5):
-                raise ValueError(f"r={self.r!r}: a float r is a fraction of the tokens in (0, 0.5]")
-        if self.threshold is not None and not (
-            isinstance(self.threshold, int | float) and -1.0 <= self.threshold <= 1.0
-        ):
-            raise ValueError(f"threshold={self.threshold!r}: pass a cosine similarity in [-1, 1]")
+        if isinstance(self.r, float):
+            hint = "a float r is a fraction of the tokens in (0, 0.5]"
+            check_number("r", self.r, 0.0, 0.5, open_low=True, hint=hint)
+        elif self.r is not None:
+            hint = "pass a non-negative int number of pairs to merge, or a float in (0, 0.5]"
+            check_int("r", self.r, 0, hint)
+        if self.threshold is not None:
+            hint = "pass a cosine similarity in [-1, 1]"
+            check_number("threshold", self.threshold, -1.0, 1.0, hint=hint)
 
     def pairs(self, tokens: Tokens) -> int | None:
         """How many pairs merge with the fixed ratio (None with a threshold)."""
@@ -149,7 +146,6 @@ def merge_pairs(tokens: Tokens, joins: Tensor, count: int) -> Compression:
 
 def adjacent_pair_scores(keys: Tensor) -> Tensor:
     """(B, N // 2) cosine similarity of the keys of the pairs (0, 1), (2, 3), ... of (B, N, Dk)."""
-    k = keys.to(work_dtype(keys))
-    k = k / k.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    k = l2_normalize(keys.to(work_dtype(keys)))
     pairs = k.shape[1] // 2
     return (k[:, 0 : 2 * pairs : 2] * k[:, 1 : 2 * pairs : 2]).sum(dim=-1)

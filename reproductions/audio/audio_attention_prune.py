@@ -8,7 +8,7 @@ from typing import Literal
 
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, check_number
 from ..ops import select, top_k, with_special, work_dtype
 from ..registry import register
 
@@ -52,6 +52,7 @@ class AudioAttentionPrune(Method):
     paper = "lee2025token"
     stage = "encoder"
     modality = ("audio",)
+    budget_knob = "keep_ratio"
     mechanisms = ("attention",)
     needs = ("attention",)
     identity = {"keep_ratio": 1.0}
@@ -59,15 +60,8 @@ class AudioAttentionPrune(Method):
     benchmark = {"keep_ratio": 0.7}
 
     def __post_init__(self) -> None:
-        ratio = self.keep_ratio
-        if (
-            isinstance(ratio, bool)
-            or not isinstance(ratio, int | float)
-            or not (math.isfinite(ratio) and 0.0 < ratio <= 1.0)
-        ):
-            raise ValueError(
-                f"keep_ratio={ratio!r}: pass the fraction of ordinary tokens to keep, in (0, 1]"
-            )
+        hint = "pass the fraction of ordinary tokens to keep, in (0, 1]"
+        check_number("keep_ratio", self.keep_ratio, 0.0, 1.0, open_low=True, hint=hint)
         if self.query not in ("tokens", "cls"):
             raise ValueError(
                 f"query={self.query!r}: pass 'tokens' (mean over token rows) or 'cls' (row 0)"

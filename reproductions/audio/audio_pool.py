@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, check_int
 from ..ops import identity, input_sizes, work_dtype
 from ..registry import register
 
@@ -37,6 +37,7 @@ class AudioPool(Method):
     paper = "chu2024qwen2"
     stage = "projector"
     modality = ("audio",)
+    budget_knob = "stride"
     mechanisms = ("transformation",)
     copies = False
     identity = {"stride": 1}
@@ -44,10 +45,7 @@ class AudioPool(Method):
     benchmark = {"stride": 2}
 
     def __post_init__(self) -> None:
-        if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1:
-            raise ValueError(
-                f"stride={self.stride!r}: pass a positive int number of frames per token"
-            )
+        check_int("stride", self.stride, 1, "pass a positive int number of frames per token")
 
     def output_count(self, tokens: Tokens) -> int:
         return tokens.special + (tokens.count - tokens.special) // self.stride

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, check_int
 from ..ops import identity, slot_sizes
 from ..registry import register
 
@@ -39,6 +39,7 @@ class FrameStack(Method):
     paper = "fang2024llama"
     stage = "projector"
     modality = ("audio",)
+    budget_knob = "k"
     mechanisms = ("transformation",)
     copies = False
     special_tokens = (0,)
@@ -47,12 +48,14 @@ class FrameStack(Method):
     benchmark = {"k": 5}
 
     def __post_init__(self) -> None:
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"k={self.k!r}: pass a positive int number of frames per token")
+        check_int("k", self.k, 1, "pass a positive int number of frames per token")
         if self.tail not in ("drop", "pad"):
             raise ValueError(
                 f"tail={self.tail!r}: pass 'drop' or 'pad' for the last N mod k frames"
             )
+
+    def output_width(self, width: int) -> int:
+        return self.k * width
 
     def output_count(self, tokens: Tokens) -> int:
         whole, rest = divmod(tokens.count, self.k)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, check_int
 from ..registry import register
 
 
@@ -130,15 +130,9 @@ class WindowQFormer(Method):
 
     def __post_init__(self) -> None:
         for name in ("dim", "hidden", "out_dim", "window", "num_queries", "layers", "heads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}: pass a positive int")
-        if self.stride is not None and (
-            isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1
-        ):
-            raise ValueError(
-                f"stride={self.stride!r}: pass a positive int, or None for stride = window"
-            )
+            check_int(name, getattr(self, name), 1, "pass a positive int")
+        if self.stride is not None:
+            check_int("stride", self.stride, 1, "pass a positive int, or None for stride = window")
         if self.hidden % self.heads:
             raise ValueError(f"hidden={self.hidden} must be divisible by heads={self.heads}")
         if not 0.0 <= self.dropout < 1.0:
@@ -165,6 +159,9 @@ class WindowQFormer(Method):
     def windows(self, frames: int) -> int:
         """How many whole windows `frames` frames hold (F.unfold without padding)."""
         return 0 if frames < self.window else (frames - self.window) // self.step + 1
+
+    def output_width(self, width: int) -> int:
+        return self.out_dim  # it reads tokens of width `dim`
 
     def output_count(self, tokens: Tokens) -> int:
         return self.windows(tokens.count) * self.num_queries

@@ -13,7 +13,7 @@ Where to find each thing:
 - `models/`: one adapter per model family (where its media tokens are, its grids and positions);
 - `attention.py`: attention recomputed from captured queries and keys (the one place);
 - `sequence.py`: spans, the rebuilt shorter sequence and its masks;
-- `report.py`: what a context did; `tiny.py`: tiny random models of each family.
+- `report.py`: what a context did; `tiny/`: tiny random models of each family.
 
 `examples/README.md` shows usage per family.
 """

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 
+import torch
 from torch import Tensor, nn
 
 
@@ -16,19 +17,34 @@ def rope(attn: nn.Module, q: Tensor, k: Tensor, position_embeddings: tuple[Tenso
     return module.apply_rotary_pos_emb(q, k, cos, sin)
 
 
+def _heads(attn: nn.Module, proj: nn.Module, norm: str, hidden: Tensor) -> Tensor:
+    """(B, heads, L, head_dim) of one projection, with the per-head RMSNorm the module applies
+    before RoPE where it has one (Qwen3, Gemma 3: `q_norm` / `k_norm`)."""
+    b, n, _ = hidden.shape
+    x = proj(hidden).view(b, n, -1, attn.head_dim)
+    if hasattr(attn, norm):
+        x = getattr(attn, norm)(x)
+    return x.transpose(1, 2)
+
+
 def queries(attn: nn.Module, hidden: Tensor) -> Tensor:
     """(B, heads, L, head_dim) queries of a decoder attention module, before RoPE."""
-    b, n, _ = hidden.shape
-    return attn.q_proj(hidden).view(b, n, -1, attn.head_dim).transpose(1, 2)
+    return _heads(attn, attn.q_proj, "q_norm", hidden)
 
 
 def queries_keys(attn: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     """(B, heads, L, head_dim) queries and keys (kv heads repeated) of a decoder attention module."""
-    b, n, _ = hidden.shape
     q = queries(attn, hidden)
-    k = attn.k_proj(hidden).view(b, n, -1, attn.head_dim).transpose(1, 2)
+    k = _heads(attn, attn.k_proj, "k_norm", hidden)
     q, k = rope(attn, q, k, position_embeddings)
     return q, repeat_heads(k, q.shape[1])
+
+
+def key_states(attn: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor]) -> Tensor:
+    """(B, kv heads, L, head_dim) keys of a decoder attention module after RoPE, as its KV cache
+    holds them."""
+    k = _heads(attn, attn.k_proj, "k_norm", hidden)
+    return rope(attn, k, k, position_embeddings)[1]
 
 
 def repeat_heads(k: Tensor, heads: int) -> Tensor:
@@ -36,10 +52,67 @@ def repeat_heads(k: Tensor, heads: int) -> Tensor:
     return k.repeat_interleave(heads // k.shape[1], dim=1)
 
 
+def logits(q: Tensor, k: Tensor, scale: float) -> Tensor:
+    """(q @ kᵀ) * scale, the attention scores before the softmax, in float32."""
+    return (q.float() @ k.float().transpose(-1, -2)) * scale
+
+
 def probabilities(q: Tensor, k: Tensor, scale: float, allowed: Tensor | None = None) -> Tensor:
     """softmax((q @ kᵀ) * scale) over the keys, in float32; `allowed` (bool, broadcastable to the
     scores) hides the keys a query may not see (causality, padding)."""
-    scores = (q.float() @ k.float().transpose(-1, -2)) * scale
+    scores = logits(q, k, scale)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
     return scores.softmax(-1)
+
+
+def encoder_queries_keys(attn: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """(B, heads, L, head_dim) queries and keys of a vision-encoder attention module, as its own
+    forward makes them: batched (CLIP, SigLIP, InternViT with its q/k norms) or over a flat
+    (L, D) sequence with 2-D rotary embeddings (the Qwen ViTs: fused `qkv` or `q`/`k`; B = 1)."""
+    if hidden.dim() == 2:
+        return flat_queries_keys_values(attn, hidden, position_embeddings)[:2]
+    b, n, _ = hidden.shape
+    q, k = attn.q_proj(hidden), attn.k_proj(hidden)
+    if hasattr(attn, "q_norm"):
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k = (x.view(b, n, attn.num_heads, -1).transpose(1, 2) for x in (q, k))
+    return q, k
+
+
+def flat_queries_keys_values(
+    attn: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(1, heads, L, head_dim) queries and keys (rotated) and values of a Qwen ViT attention
+    module over a flat (L, D) sequence, as its forward makes them (fused `qkv` or `q`/`k`/`v`)."""
+    n = hidden.shape[0]
+    if hasattr(attn, "qkv"):
+        q, k, v = attn.qkv(hidden).reshape(n, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+    else:
+        q, k, v = (proj(hidden).reshape(n, attn.num_heads, -1) for proj in (attn.q, attn.k, attn.v))
+    cos, sin = position_embeddings
+    q, k = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision(q, k, cos, sin)
+    return q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None]
+
+
+#: float32 scores per block of query rows in `received`: about 8 MB, which stays in cache (the
+#: exp over the L x L map is the cost; blocks of this size ran it 2.2x faster than 1024 rows)
+BLOCK_SCORES = 2**21
+
+
+def received(q: Tensor, k: Tensor, scale: float, allowed: Tensor | None = None) -> Tensor:
+    """(B, heads, L) the attention each key receives, averaged over the query rows: the
+    importance an encoder without a [CLS] gives its tokens. Query rows go in blocks, so the
+    L x L map is never held whole; each block's probabilities are summed over its rows as
+    exp(scores - max)ᵀ @ (1 / row sums), without dividing the map."""
+    b, heads, length = q.shape[0], q.shape[1], k.shape[2]
+    rows = max(1, BLOCK_SCORES // (b * heads * length))
+    keys = k.float().transpose(-1, -2)
+    total = torch.zeros(b, heads, length, dtype=torch.float32, device=q.device)
+    for start in range(0, q.shape[2], rows):
+        scores = (q[:, :, start : start + rows].float() * scale) @ keys
+        if allowed is not None:
+            scores.masked_fill_(~allowed[..., start : start + rows, :], float("-inf"))
+        scores.sub_(scores.amax(-1, keepdim=True)).exp_()
+        total += (scores.transpose(-1, -2) @ scores.sum(-1, keepdim=True).reciprocal()).squeeze(-1)
+    return total / q.shape[2]

@@ -16,7 +16,9 @@ Signals follow the agreed convention: `attention` (B, heads, M, N_media) with M 
 after the last media token up to the last prompt token, `text` the hidden states of those M
 rows (the input of layer K), `keys` for the cache stage the layer-K keys with heads flattened;
 `cls_attention` and `keys` for LLaVA's projector stage come from the encoder layer the projector
-reads (keys averaged over heads, as ToMe and VisionZip use them). Where the projector stage acts
+reads (keys averaged over heads, as ToMe and VisionZip use them; `cls_from`: the last layer's
+logits); `anyres` each anyres image token's place; `received` from the encoder layers the method
+names (`Method.encoder_layers`), averaged over heads and query rows. Where the projector stage acts
 on the LLM input (every model but LLaVA), `text` is the prompt's real non-media token embeddings
 of the item's row and `frames` each video frame's mean token: one embedding space for both, as
 frame-selection methods require.
@@ -53,30 +55,38 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..examples import example_tokens
 from ..interface import Method
 from ..registry import get, methods
 from .models import adapter_for
 from .report import Report
 from .stages import STAGES, decoder_layer
+from .stages.projector import at_projector_input, encoder_cls, projector_signals, received_layers
 
 
 def _output_width(method: Method) -> str | None:
     """A reason where `method` changes the feature width (pixel shuffle, frame stacking): its
-    output needs a projector trained for the new width, which the model does not have."""
-    takes_none = method.special_tokens is None or 0 in method.special_tokens
-    tokens = example_tokens(method, dim=8, special=0 if takes_none else None)
-    try:
-        out = method(tokens)
-    except ValueError:
-        return None
-    if out.features.shape[-1] != tokens.features.shape[-1]:
+    output needs a projector trained for the new width, which the model does not have. Read
+    from the method's declared `output_width`, at the width it reads (a learned-query method's
+    own `dim`)."""
+    width = getattr(method, "dim", 8)
+    out = method.output_width(width)
+    if out != width:
         return (
-            f"{method.name} turns {tokens.features.shape[-1]}-wide tokens into "
-            f"{out.features.shape[-1]}-wide ones, which need a projector trained for that width; "
-            "it cannot run inside a pretrained model's projector stage"
+            f"{method.name} turns {width}-wide tokens into {out}-wide ones, which need a "
+            "projector trained for that width; it cannot run inside a pretrained model's "
+            "projector stage"
         )
     return None
+
+
+def _modality_fits(method: Method, tokens: dict[str, int]) -> bool:
+    """Whether the model carries tokens of a modality the method works on; a method that reads
+    one modality as the signal of another (OmniZip: a video guided by its audio) needs them all,
+    so a model without audio, or without video, can never run it."""
+    media = [signal for signal in method.needs if signal in ("image", "video", "audio")]
+    if media:
+        return all(x in tokens for x in (*method.modality, *media))
+    return any(x in tokens for x in method.modality)
 
 
 def _unwrapped(model: nn.Module) -> nn.Module:
@@ -102,9 +112,10 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
     except ValueError as error:
         return str(error)
     m, model_name = method, type(model).__name__
-    if not any(x in a.tokens for x in m.modality):
+    if not _modality_fits(m, a.tokens):
+        together = any(x in m.needs for x in ("image", "video", "audio"))
         return (
-            f"{m.name} works on {'/'.join(m.modality)} tokens but {model_name} carries "
+            f"{m.name} works on {('+' if together else '/').join(m.modality)} tokens but {model_name} carries "
             f"{'/'.join(a.tokens)} tokens: pick a method for {'/'.join(a.tokens)}"
         )
     if m.stage in a.unsupported_stages:
@@ -120,16 +131,13 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
         )
     if m.stage == "encoder" and (a.encoder_layers is None or "image" not in m.modality):
         return (
-            f"{m.name} is an encoder-stage method; reproductions.hf merges inside the CLIP / "
-            "SigLIP encoder of LlavaForConditionalGeneration models whose projector reads one "
-            f"encoder layer, which this {model_name} is not (LLaVA-OneVision and Qwen2-VL pack "
-            "or merge the encoder output into fixed grids)"
+            f"{m.name} is an encoder-stage method; reproductions.hf merges inside the encoders of "
+            "LLaVA (projector reading one layer), Gemma 3, Idefics3, InternVL and the Qwen ViTs, which this "
+            f"{model_name} is not (its encoder's crops, tiles or pooling are not handled yet)"
         )
     available = set(STAGES[m.stage].signals)
     if m.stage == "projector":
-        # at the LLM input (no projector hook): the prompt's text embeddings and, for videos,
-        # each frame's mean token (see ProjectorStage.sequence_signals)
-        available |= set(a.signals) if a.projector is not None else {"text", "frames"}
+        available |= projector_signals(a, m)
         width = _output_width(m)
         if width is not None:
             return width
@@ -139,19 +147,33 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
             f"{m.name} needs {', '.join(missing)}, which {model_name} cannot supply at the "
             f"{m.stage} stage (it supplies: {', '.join(sorted(available)) or 'no signals'})"
         )
-    cls_token = m.stage == "projector" and a.projector is not None and a.encoder_special > 0
+    if m.stage == "projector" and m.cls_from == "last_logits" and not encoder_cls(a, m):
+        return (f"{m.name} reads the [CLS] attention logits of the encoder's last layer, but {model_name}'s "
+                "encoder has no [CLS] that its projector drops: pick one with CLIP (LLaVA-NeXT)")
+    if m.stage == "projector" and "received" in m.needs:
+        try:
+            received_layers(a, m)
+        except ValueError as error:
+            return f"{m.name} on {model_name}: {error}"
+    cls_token = m.stage == "projector" and at_projector_input(a, m) and a.encoder_special > 0
     if m.special_tokens is not None and 0 not in m.special_tokens and not cls_token:
         return (
             f"{m.name} takes {m.special_tokens} leading [CLS] tokens, which {model_name} does not "
             f"have at the {m.stage} stage (only LLaVA's CLIP encoder has one, at the projector stage)"
         )
     if m.stage in ("llm", "cache"):
-        k = decoder_layer(m, layer)
-        if not isinstance(k, int) or not 1 <= k < len(a.layers):
-            return (
-                f"{m.name}.layer={k!r}: the {m.stage} stage needs a decoder layer K in "
-                f"[1, {len(a.layers) - 1}] (its attention comes from layer K - 1)"
-            )
+        several = m.decoder_layers() if m.stage == "llm" else ()
+        if several and layer is not None:
+            return f"{m.name} acts at its layers {several}: set them on the method, not with layer="
+        first = 0 if m.stage == "llm" else 1
+        for k in several or (decoder_layer(m, layer),):
+            if not isinstance(k, int) or not first <= k < len(a.layers):
+                return (
+                    f"{m.name}.layer={k!r}: the {m.stage} stage needs a decoder layer K in "
+                    f"[{first}, {len(a.layers) - 1}] (its attention comes from layer K - 1"
+                    + (", or layer 0's own at K = 0)" if first == 0 else ")")
+                )
+        k = min(several or (decoder_layer(m, layer),))
         if k < a.deepstack_layers:
             return (
                 f"{m.name}.layer={k}: {model_name}'s DeepStack adds vision features to the visual "
@@ -169,8 +191,9 @@ def why_unsupported(model: nn.Module, method: Method | str, layer: int | None = 
 
 def support(model: nn.Module, method: Method | str, layer: int | None = None) -> tuple[str, str | None]:
     """A support-matrix cell: ("runs", None); ("inherent", reason) where the method's modality is
-    not the model's or the method changes the token width (no pretrained projector reads it);
-    else ("missing", reason): something this integration could supply but does not yet."""
+    not the model's, the method changes the token width (no pretrained projector reads it), or
+    it needs an input layout the model does not have (`anyres` crops); else ("missing", reason):
+    something this integration could supply but does not yet."""
     reason = why_unsupported(model, method, layer)
     if reason is None:
         return "runs", None
@@ -178,12 +201,13 @@ def support(model: nn.Module, method: Method | str, layer: int | None = None) ->
         cls = methods().get(method)
         method = cls(**cls.example) if cls is not None else None
     try:
-        tokens = adapter_for(_unwrapped(model)).tokens
+        adapter = adapter_for(_unwrapped(model))
     except ValueError:
         return "missing", reason
     inherent = method is not None and (
-        not any(modality in tokens for modality in method.modality)
+        not _modality_fits(method, adapter.tokens)
         or (method.stage == "projector" and _output_width(method) is not None)
+        or ("anyres" in method.needs and getattr(adapter.tap, "packer", None) is None)
     )
     return ("inherent" if inherent else "missing"), reason
 
@@ -207,8 +231,9 @@ def _method(method: Method | str, layer: int | None, options: dict[str, Any]) ->
     return method, layer
 
 
-def _stage_options(method: Method, layer: int | None, schedule: list[int] | None, positions: str) -> dict[str, Any]:
-    """The options of the method's stage; refuses the options of another stage."""
+def stage_options(method: Method, layer: int | None, schedule: list[int] | None, positions: str) -> dict[str, Any]:
+    """The options of the method's stage; refuses the options of another stage (public: the
+    lmms-eval plugin checks them before it loads any weights)."""
     if positions not in ("original", "renumbered"):
         raise ValueError(f"positions={positions!r}: pass 'original' or 'renumbered'")
     if schedule is not None and method.stage != "encoder":
@@ -257,7 +282,7 @@ def compress(
     body raises.
     """
     method, layer = _method(method, layer, options)
-    stage_options = _stage_options(method, layer, schedule, positions)
+    for_stage = stage_options(method, layer, schedule, positions)
     model = _unwrapped(model)
     reason = why_unsupported(model, method, layer)
     if reason is not None:
@@ -274,7 +299,7 @@ def compress(
             "unless you trained or loaded them), so its outputs mean nothing until then",
             stacklevel=3,
         )
-    stage = STAGES[method.stage](model, method, adapter_for(model), **stage_options)
+    stage = STAGES[method.stage](model, method, adapter_for(model), **for_stage)
     with stage as report:
         yield report
     if report.calls and not stage.saw_media:

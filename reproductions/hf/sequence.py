@@ -20,17 +20,31 @@ from ..interface import Compression
 class Span:
     """One image, video or audio clip in one row of the LLM sequence.
 
-    `start`, `length`: where its placeholder tokens lie in the row; `layout`: the grid the tokens
-    fill ((H, W), (T, H, W) or (T,)), None where the model packs them irregularly; `item`: its
-    index among the items of its modality in (batch, sequence) order.
+    `columns`: where its placeholder tokens lie in the row, ascending (one run of placeholders,
+    or several: Qwen3-VL writes a video frame by frame, a timestamp before each); `layout`: the
+    grid the tokens fill ((H, W), (T, H, W) or (T,)), None where the model packs them
+    irregularly; `item`: its index among the items of its modality in (batch, sequence) order.
     """
 
     row: int
-    start: int
-    length: int
+    columns: Tensor
     modality: str
     layout: tuple[int, ...] | None
     item: int
+
+    @property
+    def start(self) -> int:
+        return int(self.columns[0])
+
+    @property
+    def length(self) -> int:
+        return len(self.columns)
+
+
+def placed_here(placed: Tensor, piece: Tensor) -> bool:
+    """Whether `piece`, rows of the LLM input, is exactly the media item `placed` that the model
+    put there (in the input's dtype): how a span finds its item's compression or signals."""
+    return placed.shape == piece.shape and torch.equal(placed.to(piece.dtype), piece)
 
 
 def row_of(comp: Compression, row: int) -> Compression:
@@ -104,31 +118,35 @@ def rebuild(
 
     `compressions[i]` is (Compression over the tokens of `spans[i]`, number of leading special
     tokens the method saw, which have no placeholder of their own). Output token k of a span
-    takes the position of the placeholder `start + max(positions[k] - special, 0)`; tokens are
-    emitted in the method's output order. Returns (new hidden (B, L', D), index (B, L')), rows
+    takes the position of the placeholder `columns[max(positions[k] - special, 0)]` and is
+    emitted where the run of placeholders holding that position starts, in the method's output
+    order (a one-run span: all at its start). Returns (new hidden (B, L', D), index (B, L')), rows
     left-padded with zeros (index -1) to the longest row.
     """
-    b = hidden.shape[0]
+    b, n = hidden.shape[:2]
     rows: list[Tensor] = []
     indices: list[Tensor] = []
     device = hidden.device
     for row in range(b):
-        own = sorted(
-            ((i, s) for i, s in enumerate(spans) if s.row == row and i in compressions),
-            key=lambda p: p[1].start,
-        )
-        pieces, where, cursor = [], [], 0
+        own = [(i, s) for i, s in enumerate(spans) if s.row == row and i in compressions]
+        keep = torch.ones(n, dtype=torch.bool, device=device)
+        for _, span in own:
+            keep[span.columns.to(device)] = False
+        where = [torch.arange(n, device=device)[keep]]
+        pieces = [hidden[row, keep]]
+        keys = [where[0] * (n + 1)]  # a kept prompt token sorts at its index
         for i, span in own:
             comp, special = compressions[i]
-            pieces.append(hidden[row, cursor : span.start])
-            where.append(torch.arange(cursor, span.start, device=device))
+            columns = span.columns.to(device)
+            at = columns[(comp.positions[0].to(device) - special).clamp_min(0)]
+            starts = columns[torch.cat([torch.ones(1, dtype=torch.bool, device=device), columns.diff() != 1])]
+            run_start = starts[torch.searchsorted(starts, at, right=True) - 1]
+            where.append(at)
             pieces.append(comp.features[0].to(hidden.dtype))
-            where.append(span.start + (comp.positions[0].to(device) - special).clamp_min(0))
-            cursor = span.start + span.length
-        pieces.append(hidden[row, cursor:])
-        where.append(torch.arange(cursor, hidden.shape[1], device=device))
-        rows.append(torch.cat(pieces))
-        indices.append(torch.cat(where))
+            keys.append(run_start * (n + 1) + 1 + torch.arange(len(at), device=device))
+        order = torch.cat(keys).argsort(stable=True)
+        rows.append(torch.cat(pieces)[order])
+        indices.append(torch.cat(where)[order])
     width = max(r.shape[0] for r in rows)
     out = hidden.new_zeros(b, width, hidden.shape[2])
     index = torch.full((b, width), -1, dtype=torch.long, device=device)
@@ -136,6 +154,13 @@ def rebuild(
         out[row, width - r.shape[0] :] = r
         index[row, width - w.shape[0] :] = w
     return out, index
+
+
+def unchanged(old: Tensor, new: Tensor, index: Tensor) -> bool:
+    """Whether the rebuilt sequence `new` (with its `index`) is `old` itself, every row in place:
+    then the call is left exactly as it was."""
+    n = old.shape[1]
+    return index.shape[1] == n and bool((index == torch.arange(n, device=index.device)).all()) and torch.equal(new, old)
 
 
 def valid_columns(index: Tensor, mask2d: Tensor | None) -> Tensor:

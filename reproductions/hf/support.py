@@ -1,5 +1,6 @@
 """The support matrix: every registered method against every supported family, each cell
-"runs", "inherent" (the modality does not fit, or the method changes the token width) or
+"runs", "inherent" (the modality does not fit, the method changes the token width, or it needs
+anyres crops the model does not make) or
 "missing" (a signal or a stage this integration does not supply there yet), with the reason.
 
 Each family is stood for by its tiny model (`tiny/`), which has the real family's structure;
@@ -53,8 +54,8 @@ def markdown(cells: dict[str, dict[str, Cell]]) -> str:
     runs, fitting, total = coverage(cells)
     lines = [
         f"{runs} of the {fitting} cells whose modality fits run ({100 * runs // max(fitting, 1)}%); "
-        f"{total - fitting} of {total} cells are inherent. ✓ runs, · inherent (modality or token "
-        "width), ✗ missing (a signal or stage not supplied there yet; `why_unsupported` says which).",
+        f"{total - fitting} of {total} cells are inherent. ✓ runs, · inherent (modality, token "
+        "width or anyres crops), ✗ missing (a signal or stage not supplied there yet; `why_unsupported` says which).",
         "",
         "| method | " + " | ".join(FAMILIES) + " |",
         "| --- | " + " | ".join(":---:" for _ in FAMILIES) + " |",

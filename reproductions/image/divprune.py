@@ -2,40 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor
-
 from ..interface import Budget, Compression, Method, Tokens, resolve_keep, validate_keep
-from ..ops import cosine_matrix, select, with_special
+from ..ops import max_min_diverse, select, with_special
 from ..registry import register
-
-
-def max_min_diverse(x: Tensor, k: int) -> Tensor:
-    """(B, k) indices of rows of `x` (B, N, D) picked by DivPrune's greedy max-min rule.
-
-    Distance is 1 - cosine. The first pick is the token whose nearest other token is farthest
-    (the official "second smallest entry of its column", the smallest being itself); every
-    next pick is the token whose distance to the picked set is largest. Ties go to the lowest
-    index. Picked tokens are never picked again. Returned in pick order.
-    """
-    b, n = x.shape[:2]
-    if k == 0 or n == 1:
-        return torch.zeros(b, k, dtype=torch.long, device=x.device)
-    dist = 1.0 - cosine_matrix(x)  # (B, N, N), row i: distances from token i
-    rows = torch.arange(b, device=x.device)
-    picks = torch.empty(b, k, dtype=torch.long, device=x.device)
-    picked = torch.zeros(b, n, dtype=torch.bool, device=x.device)
-    scores = dist.topk(2, dim=1, largest=False).values[:, 1]  # per column, as officially
-    for step in range(k):
-        best = scores.masked_fill(picked, -math.inf).argmax(dim=1)  # first max: lowest index
-        picks[:, step] = best
-        picked[rows, best] = True
-        to_best = dist[rows, best]  # (B, N)
-        scores = to_best if step == 0 else torch.minimum(scores, to_best)
-    return picks
 
 
 @register("divprune")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..interface import Budget, Compression, Method, Tokens, resolve_keep, validate_keep
+from ..interface import Budget, Compression, Method, Tokens, check_int, resolve_keep, validate_keep
 from ..ops import select_top, work_dtype
 from ..registry import register
 
@@ -44,11 +44,8 @@ class FastV(Method):
 
     def __post_init__(self) -> None:
         validate_keep(self.keep)
-        if isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 1:
-            raise ValueError(
-                f"layer={self.layer!r}: pass the 0-based decoder layer to prune at, an int >= 1 "
-                "(layer K is pruned by the attention of layer K - 1)"
-            )
+        hint = "pass the 0-based decoder layer to prune at, an int >= 1 (layer K is pruned by "
+        check_int("layer", self.layer, 1, hint + "the attention of layer K - 1)")
 
     def compress(self, tokens: Tokens) -> Compression:
         count = resolve_keep(self.keep, tokens.count, tokens.special)

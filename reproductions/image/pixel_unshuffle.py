@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..interface import Compression, Method, Tokens
-from ..ops import identity
+from ..interface import Compression, Method, Tokens, check_int
+from ..ops import frame_grid, identity, window_bookkeeping, window_source
 from ..registry import register
-from .pool import frame_grid, window_bookkeeping, window_source
 
 
 @register("pixel_unshuffle")
@@ -38,6 +37,7 @@ class PixelUnshuffle(Method):
     paper = "chen2024how"
     mechanisms = ("transformation",)
     modality = ("image", "video")
+    budget_knob = "factor"
     grid = True
     special_tokens = (0,)
     copies = False  # the output width is factor^2 times the input width
@@ -46,8 +46,10 @@ class PixelUnshuffle(Method):
     benchmark = {"factor": 2}
 
     def __post_init__(self) -> None:
-        if isinstance(self.factor, bool) or not isinstance(self.factor, int) or self.factor < 1:
-            raise ValueError(f"factor={self.factor!r}: pass a positive int block side")
+        check_int("factor", self.factor, 1, "pass a positive int block side")
+
+    def output_width(self, width: int) -> int:
+        return self.factor * self.factor * width
 
     def output_count(self, tokens: Tokens) -> int:
         t, h, w = frame_grid(tokens, self.name)

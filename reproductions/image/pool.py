@@ -9,41 +9,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens
-from ..ops import identity, input_sizes, merge, window_slots, work_dtype
+from ..interface import Compression, Method, Tokens, check_int
+from ..ops import (
+    frame_grid,
+    identity,
+    merge,
+    window_bookkeeping,
+    window_source,
+    work_dtype,
+)
 from ..registry import register
 
 MODES = ("avg", "max", "bilinear")
-
-
-def frame_grid(tokens: Tokens, name: str) -> tuple[int, int, int]:
-    """The (T, H, W) grid of the ordinary tokens: an image is one frame."""
-    if tokens.layout is None or len(tokens.layout) not in (2, 3):
-        raise ValueError(
-            f"{name} pools over the spatial grid: pass layout=(H, W) for an image or "
-            f"(T, H, W) for a video, got layout={tokens.layout}"
-        )
-    return (1, *tokens.layout) if len(tokens.layout) == 2 else tokens.layout
-
-
-def window_source(tokens: Tokens, grid: tuple[int, int, int], stride: int) -> tuple[Tensor, int]:
-    """(B, N) output slot of every token for stride x stride windows per frame, and the count.
-
-    Special tokens keep slots 0..special-1; window slots follow, row-major per frame.
-    """
-    slots, out = window_slots(grid, (1, stride, stride))
-    special = torch.arange(tokens.special)
-    row = torch.cat([special, slots + tokens.special]).to(tokens.features.device)
-    return row.expand(tokens.batch, -1).clone(), tokens.special + math.prod(out)
-
-
-def window_bookkeeping(tokens: Tokens, source: Tensor, count: int) -> tuple[Tensor, Tensor]:
-    """(positions, sizes) of windows: each slot's first (top-left) token, input sizes summed."""
-    b, n = source.shape
-    index = torch.arange(n, device=source.device).expand(b, n)
-    positions = source.new_full((b, count), n).scatter_reduce(1, source, index, reduce="amin")
-    sizes = input_sizes(tokens)
-    return positions, sizes.new_zeros(b, count).scatter_add_(1, source, sizes)
 
 
 @register("pool")
@@ -82,6 +59,7 @@ class Pool(Method):
 
     mechanisms = ("transformation",)
     modality = ("image", "video")
+    budget_knob = "stride"
     grid = True
     copies = False  # a partial window's bilinear sample is not its token
     identity = {"stride": 1}
@@ -89,8 +67,7 @@ class Pool(Method):
     benchmark = {"stride": 2, "mode": "bilinear"}
 
     def __post_init__(self) -> None:
-        if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1:
-            raise ValueError(f"stride={self.stride!r}: pass a positive int window side")
+        check_int("stride", self.stride, 1, "pass a positive int window side")
         if self.mode not in MODES:
             raise ValueError(f"mode={self.mode!r}: pass one of {', '.join(MODES)}")
 

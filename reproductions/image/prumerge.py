@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, check_bool, check_int, check_number
 from ..ops import cosine_matrix, gather, identity, input_sizes, order, top_k, work_dtype
 from ..registry import register
 
@@ -86,12 +86,10 @@ def prune_and_merge(tokens: Tokens, kept: Tensor, scores: Tensor, neighbors: int
 
 
 def _validate(ratio: float, neighbors: int, adaptive: bool) -> None:
-    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0.0 < ratio <= 1.0:
-        raise ValueError(f"ratio={ratio!r}: pass the kept fraction of tokens, a float in (0, 1]")
-    if isinstance(neighbors, bool) or not isinstance(neighbors, int) or neighbors < 1:
-        raise ValueError(f"neighbors={neighbors!r}: pass a positive int (the official uses 32)")
-    if not isinstance(adaptive, bool):
-        raise ValueError(f"adaptive={adaptive!r}: pass True (outlier ratio) or False (fixed ratio)")
+    hint = "pass the kept fraction of tokens, a float in (0, 1]"
+    check_number("ratio", ratio, 0.0, 1.0, open_low=True, hint=hint)
+    check_int("neighbors", neighbors, 1, "pass a positive int (the official uses 32)")
+    check_bool("adaptive", adaptive, "pass True (outlier ratio) or False (fixed ratio)")
 
 
 @register("prumerge")
@@ -134,12 +132,18 @@ class PruMerge(Method):
     stage = "projector"
     mechanisms = ("attention", "similarity")
     needs = ("cls_attention", "keys")
+    budget_knob = "ratio"
     batch_independent = False  # the adaptive outlier ratio spans the batch, as officially
     copies = False
     example = {}
 
     def __post_init__(self) -> None:
         _validate(self.ratio, self.neighbors, self.adaptive)
+
+    @classmethod
+    def at_budget(cls, budget, tokens, **params):
+        """The budget sets `ratio` with the adaptive (outlier) ratio off: a budget fixes the count."""
+        return super().at_budget(budget, tokens, **{"adaptive": False, **params})
 
     def kept_ratio(self, scores: Tensor) -> float:
         """The keep ratio: the batch's outlier fraction when adaptive, else `ratio`."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..interface import Compression, Method, Tokens
+from ..interface import Compression, Method, Tokens, check_int, resolve_keep
 from ..ops import input_sizes
 from ..registry import register
 
@@ -117,10 +117,8 @@ class PerceiverResampler(Method):
     def __post_init__(self) -> None:
         for name in ("dim", "num_queries", "depth", "heads", "head_dim", "ff_mult"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}: pass a positive int")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed={self.seed!r}: pass an int")
+            check_int(name, value, 1, "pass a positive int")
+        check_int("seed", self.seed)
         generator_state = torch.random.get_rng_state()
         try:  # a seeded initialisation that leaves the global generator as it was
             torch.manual_seed(self.seed)
@@ -132,6 +130,11 @@ class PerceiverResampler(Method):
 
     def output_count(self, tokens: Tokens) -> int:
         return self.num_queries
+
+    @classmethod
+    def at_budget(cls, budget, tokens, **params):
+        """`budget` learned queries (the count is exactly the number of queries)."""
+        return cls(**{**params, "num_queries": resolve_keep(budget, tokens.count, tokens.special)})
 
     def compress(self, tokens: Tokens) -> Compression:
         x = tokens.features

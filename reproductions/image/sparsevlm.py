@@ -7,8 +7,27 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Budget, Compression, Method, Tokens, resolve_keep, validate_keep
-from ..ops import density_peaks, gather, merge, order, select, top_k, with_special, work_dtype
+from ..interface import (
+    Budget,
+    Compression,
+    Method,
+    Tokens,
+    check_bool,
+    check_int,
+    resolve_keep,
+    validate_keep,
+)
+from ..ops import (
+    density_peaks,
+    gather,
+    merge,
+    order,
+    pairwise_distance,
+    select,
+    top_k,
+    with_special,
+    work_dtype,
+)
 from ..registry import register
 
 #: the share of pruned tokens recycled (the official top 30%, plus one)
@@ -42,11 +61,11 @@ def cluster(x: Tensor, clusters: int, seed: int) -> tuple[Tensor, Tensor]:
     Returns (assignment (n,) in [0, clusters), centres (clusters,) row indices).
     """
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    density, delta = density_peaks(x[None], clusters, generator=generator)
-    centres = top_k(density[0] * delta[0], clusters, sorted_by_position=False)
     x = x.to(work_dtype(x))
-    distance = torch.cdist(x[centres], x)  # the official scale 1/sqrt(D) does not change argmin
-    assignment = distance.argmin(dim=0)
+    dist = pairwise_distance(x[None]) / x.shape[-1] ** 0.5  # computed once, for both steps
+    density, delta = density_peaks(x[None], clusters, generator=generator, dist=dist)
+    centres = top_k(density[0] * delta[0], clusters, sorted_by_position=False)
+    assignment = dist[0, centres].argmin(dim=0)
     assignment[centres] = torch.arange(clusters, device=x.device)
     return assignment, centres
 
@@ -68,16 +87,19 @@ class SparseVLM(Method):
 
     Parameters: `keep` (int count or fraction of N, special tokens included; the official
     schedules for 64 / 128 / 192 tokens are per layer, e.g. 66, 30, 17 at layers 2, 6, 15 for
-    64), `recycle` (True), `seed` (the clustering's tie-breaking noise).
+    64), `layer` (K = 3: the official first sparsification scores with layer 2's attention and
+    prunes from layer 3), `recycle` (True), `seed` (the clustering's tie-breaking noise).
+    Inside a model, `text` holds the query rows' input embeddings (`text_from = "embeddings"`),
+    where the official code picks its raters.
 
     `source`: kept tokens their slot, recycled tokens their cluster's slot, others -1; a
     cluster's position is its centre's index (the official renumbers positions contiguously
     after each sparsification, which is the integration's concern).
 
     Differences from the official code:
-    - The official picks raters once, from the embedding-layer states, with a mean over the
-      whole batch (it supports batch 1 only); here from `features` and `text` as supplied, with a
-      per-row mean. A row where no text row is above average uses every row (officially an
+    - The official picks raters once, with a mean over the whole batch (it supports batch 1
+      only); here with a per-row mean, from `features` (the visual tokens entering layer K) and
+      `text` (the query rows' embeddings, as officially). A row where no text row is above average uses every row (officially an
       empty mean, NaN).
     - The official keeps min(keep, N - 1) tokens, so it always prunes one; here `keep` is exact,
       and keep = N returns the input unchanged.
@@ -87,6 +109,7 @@ class SparseVLM(Method):
     """
 
     keep: Budget = 64
+    layer: int = 3
     recycle: bool = True
     seed: int = 0
 
@@ -94,16 +117,20 @@ class SparseVLM(Method):
     stage = "llm"
     mechanisms = ("attention", "query")
     needs = ("attention", "text")
-    example = {"keep": 16}
+    text_from = "embeddings"
+    example = {"keep": 16, "layer": 3}
 
     def __post_init__(self) -> None:
         validate_keep(self.keep)
-        if not isinstance(self.recycle, bool):
-            raise ValueError(
-                f"recycle={self.recycle!r}: pass True to recycle pruned tokens, else False"
-            )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed={self.seed!r}: pass an int")
+        check_int(
+            "layer",
+            self.layer,
+            1,
+            "pass the 0-based decoder layer whose input is pruned, an int >= 1 (scored by the "
+            "attention of layer - 1; the official first is 3)",
+        )
+        check_bool("recycle", self.recycle, "pass True to recycle pruned tokens, else False")
+        check_int("seed", self.seed)
 
     def output_count(self, tokens: Tokens) -> int:
         kept = resolve_keep(self.keep, tokens.count, tokens.special)

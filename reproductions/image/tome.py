@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens
-from ..ops import cosine_matrix, identity, merge, order
+from ..interface import Compression, Method, Tokens, check_int
+from ..ops import cosine_matrix, identity, merge, order, slot_sizes
+from ..ops import proportional_attention_bias as proportional_attention_bias  # re-exported
 from ..registry import register
 
 
@@ -37,10 +38,7 @@ class Matching:
 
     def sizes(self, sizes: Tensor | None = None) -> Tensor:
         """(B, count) float32 sizes after the merge: input sizes (default ones) summed per slot."""
-        b, n = self.source.shape
-        weights = torch.ones(b, n, device=self.source.device) if sizes is None else sizes.float()
-        total = torch.zeros(b, self.count, device=self.source.device)
-        return total.scatter_add_(1, self.source, weights)
+        return slot_sizes(sizes, self.source, self.count)
 
 
 def bipartite_soft_matching(metric: Tensor, r: int, special: int = 0) -> Matching:
@@ -75,15 +73,6 @@ def bipartite_soft_matching(metric: Tensor, r: int, special: int = 0) -> Matchin
     return Matching(source, positions, n - r)
 
 
-def proportional_attention_bias(sizes: Tensor) -> Tensor:
-    """ToMe's proportional attention term log(s): (B, N) sizes -> (B, 1, 1, N) to add to logits.
-
-    Adding it to the attention logits of every query makes a token that stands for s tokens
-    weigh as much as its s originals would.
-    """
-    return sizes.float().log()[:, None, None, :]
-
-
 @register("tome")
 @dataclass
 class ToMe(Method):
@@ -107,6 +96,16 @@ class ToMe(Method):
       embeddings and RoPE ids stay meaningful.
     - Ties in the ranking of matches go to the lowest A index (the official argsort does not
       promise an order).
+    - Inside `reproductions.hf` on Gemma 3, Idefics3, InternVL and the Qwen ViTs (Qwen2-VL,
+      Qwen2.5-VL, Qwen2.5-Omni, Qwen3-VL), whose encoders pool fixed blocks of patches into each
+      LLM token (InternVL: the pixel shuffle's 2x2; Qwen: each 2x2 merge unit), the tokens ToMe
+      matches and merges are those blocks (their patches concatenated, keys averaged, each patch
+      weighted by its block's size in the proportional attention; InternViT's [CLS] a special
+      token), so that each merged block leaves one LLM token; the official code merges single
+      patches of a classification ViT. In the Qwen ViTs the keys are those
+      the attention uses (after the 2-D rotary embedding), merging stays within each image, the
+      sets A / B alternate in the order the blocks see the units (Qwen2.5-VL: window order), and
+      a merged unit attends in its destination's window.
     """
 
     r: int = 8
@@ -115,24 +114,20 @@ class ToMe(Method):
     mechanisms = ("similarity",)
     stage = "encoder"
     modality = ("image",)
+    uses = ("keys",)
+    budget_knob = "r"
     identity = {"r": 0}
     example = {"r": 16}
     benchmark = {"r": 32}
 
     def __post_init__(self) -> None:
-        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 0:
-            raise ValueError(f"r={self.r!r}: pass the number of tokens to merge, an int >= 0")
+        check_int("r", self.r, 0, "pass the number of tokens to merge, an int >= 0")
 
     def output_count(self, tokens: Tokens) -> int:
         return tokens.count - min(self.r, (tokens.count - tokens.special) // 2)
 
     def compress(self, tokens: Tokens) -> Compression:
         metric = tokens.features if tokens.keys is None else tokens.keys
-        if tokens.keys is not None and tuple(tokens.keys.shape[:2]) != (tokens.batch, tokens.count):
-            raise ValueError(
-                f"keys has shape {tuple(tokens.keys.shape)}; expected ({tokens.batch}, "
-                f"{tokens.count}, *): pass the encoder keys of the same tokens"
-            )
         if self.r == 0:
             return identity(tokens)
         matching = bipartite_soft_matching(metric, self.r, tokens.special)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..interface import Compression, Method, Tokens
-from ..ops import gather, input_sizes, top_k, work_dtype
+from ..interface import Compression, Method, Tokens, check_int, resolve_keep
+from ..ops import gather, input_sizes, l2_normalize, top_k, work_dtype
 from ..registry import register
 
 
@@ -30,7 +30,10 @@ class VisionZip(Method):
     Output = [dominant, contextual], `dominant + contextual` tokens.
 
     Parameters: `dominant` (>= 1, the [CLS] included; official LLaVA-1.5 settings 54 / 10,
-    108 / 20, 191 / 30), `contextual` (>= 0). Expects the [CLS] at index 0 (special=1).
+    108 / 20, 191 / 30), `contextual` (>= 0). Takes the [CLS] at index 0 (special=1), or no
+    [CLS] (special=0: an encoder without one, SigLIP or a Qwen ViT, whose `cls_attention` is the
+    attention each token receives): then all `dominant` tokens are ranked, as LightCompress'
+    Qwen2.5-VL port does.
     A contextual token's `source` slot holds its target and every token assigned to it,
     `sizes` count them and `positions` is the target's index. Its feature is not an average:
     target + mean(assigned), as officially; a target with nothing assigned is itself, unchanged.
@@ -38,6 +41,7 @@ class VisionZip(Method):
     returns its input unchanged.
 
     Differences from the official code:
+    - The official code has no [CLS]-less path; special=0 follows LightCompress' Qwen2.5-VL port.
     - `contextual = 0` is allowed (pure dominant selection); the official step
       `R // contextual` divides by zero.
     - Ties in the [CLS] attention ranking and in the target assignment go to the lowest index.
@@ -50,15 +54,22 @@ class VisionZip(Method):
     paper = "yang2024visionzip"
     mechanisms = ("attention", "similarity")
     needs = ("cls_attention", "keys")
-    special_tokens = (1,)
+    special_tokens = (0, 1)
     example = {"dominant": 10, "contextual": 4}
     benchmark = {"dominant": 54, "contextual": 10}
+
+    @classmethod
+    def at_budget(cls, budget, tokens, **params):
+        """`budget` tokens split as the official settings split them: contextual = round(budget
+        * 10 / 64), dominant the rest (64 -> 54 + 10, 128 -> 108 + 20, 192 -> 162 + 30)."""
+        count = resolve_keep(budget, tokens.count, tokens.special)
+        contextual = round(count * 10 / 64)
+        return cls(**{**params, "dominant": count - contextual, "contextual": contextual})
 
     def __post_init__(self) -> None:
         for name, lowest in (("dominant", 1), ("contextual", 0)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-                raise ValueError(f"{name}={value!r}: pass an int >= {lowest}")
+            check_int(name, value, lowest)
 
     def output_count(self, tokens: Tokens) -> int:
         return self.dominant + self.contextual
@@ -72,11 +83,12 @@ class VisionZip(Method):
             )
         x, b = tokens.features, tokens.batch
         device = x.device
-        # 1. dominant: [CLS] + top (dominant - 1) by [CLS] attention summed over heads
+        # 1. dominant: [CLS] (if any) + the rest by [CLS] attention summed over heads
+        s = tokens.special
         attention = tokens.cls_attention.to(work_dtype(tokens.cls_attention)).sum(dim=1)
-        ranked = top_k(attention[:, 1:], self.dominant - 1) + 1
-        lead = torch.zeros(b, 1, dtype=torch.long, device=device)
-        dominant = torch.cat([lead, ranked], dim=1)  # (B, dominant), ascending
+        dominant = top_k(attention[:, s:], self.dominant - s) + s
+        if s:
+            dominant = torch.cat([torch.zeros(b, 1, dtype=torch.long, device=device), dominant], dim=1)
         is_dominant = torch.zeros(b, n, dtype=torch.bool, device=device)
         is_dominant.scatter_(1, dominant, True)
         remaining = torch.arange(n, device=device).expand(b, n)[~is_dominant].view(b, -1)
@@ -94,8 +106,7 @@ class VisionZip(Method):
         is_target[targets] = True
         others = torch.arange(r, device=device)[~is_target]
         dtype = work_dtype(x)
-        metric = gather(tokens.keys, remaining).to(work_dtype(tokens.keys))
-        metric = metric / metric.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        metric = l2_normalize(gather(tokens.keys, remaining).to(work_dtype(tokens.keys)))
         similarity = metric[:, others] @ metric[:, targets].transpose(1, 2)  # (B, R-C, C)
         assigned = similarity.argmax(dim=-1)  # first max: the lowest target
         hidden = gather(x, remaining).to(dtype)

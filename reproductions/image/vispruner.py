@@ -7,7 +7,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Budget, Compression, Method, Tokens, resolve_keep, validate_keep
+from ..interface import (
+    Budget,
+    Compression,
+    Method,
+    Tokens,
+    check_number,
+    resolve_keep,
+    validate_keep,
+)
 from ..ops import cosine_matrix, gather, order, select, with_special, work_dtype
 from ..registry import register
 
@@ -85,11 +93,8 @@ class VisPruner(Method):
     def __post_init__(self) -> None:
         validate_keep(self.keep)
         ratio = self.important_ratio
-        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
-            raise ValueError(
-                f"important_ratio={ratio!r}: pass the share of the budget chosen by attention, "
-                "a float in [0, 1] (the official uses 0.5)"
-            )
+        hint = "pass the share of the budget chosen by attention, a float in [0, 1] (official: 0.5)"
+        check_number("important_ratio", ratio, 0, 1, hint=hint)
 
     def compress(self, tokens: Tokens) -> Compression:
         s = tokens.special

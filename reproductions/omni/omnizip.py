@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ..interface import SIGNALS, Compression, Method, Tokens, validate_tokens
-from ..ops import gather, input_sizes, top_k, work_dtype
+from ..interface import Compression, Method, Tokens, check_int, check_number
+from ..ops import density_peaks, gather, input_sizes, l2_norms, top_k, work_dtype
 from ..registry import register
 
 #: the video prune ratio of a time chunk is clamped to this range (official constants)
@@ -40,13 +39,16 @@ class OmniZip(Method):
        similar anchor (cosine), and each anchor absorbs the g tokens of its group whose maximum
        cosine to any video token is highest: anchor <- (anchor + sum_i w_i a_i) / (1 + sum_i w_i)
        with w = softmax of those scores. All other audio tokens are dropped.
-    3. Time chunks, as Qwen2.5-Omni interleaves them (`use_audio_in_video`): video chunk i is
-       `frames_per_chunk` grid steps, audio chunk i is `audio_per_chunk` tokens (2 s: 2 steps at
-       the default 2 fps, 50 tokens at 25 Hz). The first min(#video, #audio chunks) are guided;
-       video left over after the audio ends is one more, unguided, chunk (its tokens are one run
-       in the interleaved sequence).
-    4. Video prune ratio of guided chunk i: clamp(0.75 - 0.4 * r_i, 0.35, 0.75), r_i = the fraction
-       of audio chunk i kept in step 2; with more than two guided chunks the ratios of all but the
+    3. Time chunks, read from Qwen2.5-Omni's interleaved layout (`use_audio_in_video`), as the
+       official code reads them from the runs of video and audio token ids. The processor cuts the
+       video into chunks of `frames_per_chunk` grid steps and the audio into chunks of
+       `audio_per_chunk` tokens (2 s: 2 steps at the default 2 fps, 50 tokens at 25 Hz) and writes
+       video chunk j, then audio chunk j. Chunks with nothing between them form one run: when the
+       audio lasts longer, its trailing chunks join the last video chunk's audio run; when the video
+       lasts longer, its trailing chunks are one run. The first min(#video, #audio runs) runs are
+       guided; the video run left over, if any, is unguided.
+    4. Video prune ratio of guided run i: clamp(0.75 - 0.4 * r_i, 0.35, 0.75), r_i = the fraction
+       of audio run i kept in step 2; with more than two guided chunks the ratios of all but the
        lowest and highest are rescaled (then shifted) so that the guided chunks discard
        video_ratio of their tokens, each clamped again. Unguided chunks use video_ratio.
     5. Video: in each chunk, int(H * W * (1 - ratio)) tokens per frame are kept: on the chunk's
@@ -64,8 +66,8 @@ class OmniZip(Method):
       official result).
     - Ties in top-k / arg-max go to the lowest index (torch.topk leaves them unspecified).
     - Scores are computed in float32 (float64 for float64 inputs), not the model's bfloat16.
-    - Time chunks come from `frames_per_chunk` / `audio_per_chunk`, not from the runs of video and
-      audio token ids in `input_ids` (the same chunks for Qwen2.5-Omni's interleaving).
+    - Time chunks are rebuilt from `frames_per_chunk` / `audio_per_chunk` and the processor's
+      interleaving rule, not read from `input_ids`: the same runs for Qwen2.5-Omni's layout.
     """
 
     audio_ratio: float = 0.3
@@ -88,46 +90,23 @@ class OmniZip(Method):
 
     def __post_init__(self) -> None:
         for name in ("audio_ratio", "video_ratio", "contextual_ratio"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not 0.0 <= value <= 1.0
-            ):
-                raise ValueError(f"{name}={value!r}: pass a fraction in [0, 1]")
+            check_number(name, getattr(self, name), 0.0, 1.0, hint="pass a fraction in [0, 1]")
         for name, lowest in (("g", 0), ("frames_per_chunk", 1), ("audio_per_chunk", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-                raise ValueError(f"{name}={value!r}: pass an int >= {lowest}")
+            check_int(name, getattr(self, name), lowest)
 
-    def __call__(self, tokens: Tokens) -> Compression:
-        """Validate like `Method.__call__`, but with `attention` spanning [features, audio]."""
-        for signal in self.needs:
-            if getattr(tokens, signal) is None:
-                raise ValueError(f"{self.name} needs the signal {signal!r}: {SIGNALS[signal]}")
-        x, attention = tokens.features, tokens.attention
-        n = x.shape[1] if x.dim() == 3 else 0
-        validate_tokens(dataclasses.replace(tokens, attention=attention[..., :n]), self)
+    def check_inputs(self, tokens: Tokens) -> None:
+        """Video tokens on a (T, H, W) grid, audio tokens of the same width (`attention` spans
+        [features, audio]: `validate_tokens` checks that for every method that needs `audio`)."""
         if len(tokens.grid) != 3:
             raise ValueError(
                 f"omnizip compresses video tokens with layout (T, H, W), got layout {tokens.layout}: "
                 "pass the video tokens in features and the audio tokens in the audio signal"
             )
-        na = tokens.audio.shape[1]
-        if attention.shape[-1] != n + na:
+        if tokens.audio.shape[2] != tokens.features.shape[2]:
             raise ValueError(
-                f"attention has shape {tuple(attention.shape)}; omnizip reads (B, heads, M, N + Na) = "
-                f"(B, *, *, {n + na}): the attention paid to [features, audio], whose audio columns "
-                "hold the audio saliency"
+                f"audio tokens have width {tokens.audio.shape[2]} but video tokens "
+                f"{tokens.features.shape[2]}: pass both in the LLM embedding space"
             )
-        if not torch.isfinite(attention).all():
-            raise ValueError("attention contains NaN or inf: pass finite values")
-        if tokens.audio.shape[2] != x.shape[2]:
-            raise ValueError(
-                f"audio tokens have width {tokens.audio.shape[2]} but video tokens {x.shape[2]}: pass "
-                "both in the LLM embedding space"
-            )
-        return self.compress(tokens)
 
     def compress(self, tokens: Tokens) -> Compression:
         x = tokens.features
@@ -138,8 +117,12 @@ class OmniZip(Method):
         saliency = tokens.attention[..., n:].to(dtype).mean(dim=(1, 2))  # (B, Na)
         norms = x.to(dtype).norm(dim=-1)  # (B, N), reused by every cosine below
         plans = [self.audio_plan(audio[i].to(dtype), x[i], norms[i], saliency[i]) for i in range(b)]
-        ratios = self.chunk_ratios(tokens.grid[0], na, [plan[0] for plan in plans])
-        video_kept = self.video_keep(x, norms, tokens.grid, ratios)  # (B, Kv) ascending
+        video_runs, audio_runs = interleaved_runs(
+            tokens.grid[0], na, self.frames_per_chunk, self.audio_per_chunk
+        )
+        per_frame = math.prod(tokens.grid[1:])
+        ratios = self.run_ratios(video_runs, audio_runs, per_frame, [plan[0] for plan in plans])
+        video_kept = self.video_keep(x, norms, tokens.grid, video_runs, ratios)  # (B, Kv) ascending
         audio_kept = torch.stack([keep.nonzero().squeeze(1) for keep, _ in plans])  # (B, Ka)
         kv, ka = video_kept.shape[1], audio_kept.shape[1]
         features = torch.cat([gather(x, video_kept), gather(audio, audio_kept)], dim=1)
@@ -181,6 +164,8 @@ class OmniZip(Method):
         pool = remaining[rest]
         if pool.numel() == 0:
             return keep, absorbed
+        # the official code adds 1e-6 to the norms instead of clamping them (`l2_normalize`):
+        # kept, as it shifts every cosine slightly and with it near-tied assignments
         a = audio / (audio.norm(dim=-1, keepdim=True) + 1e-6)
         assign = (a[pool] @ a[anchors].T).argmax(dim=1)
         # max cosine to any video token; the video is divided by its norms after the product
@@ -195,36 +180,40 @@ class OmniZip(Method):
             absorbed[anchor] = (members[best], group[best].softmax(dim=0))
         return keep, absorbed
 
-    def chunk_ratios(self, frames: int, na: int, keeps: list[Tensor]) -> list[float]:
-        """Steps 3-4: the video prune ratio of every video chunk (guided ones first)."""
-        video_chunks = math.ceil(frames / self.frames_per_chunk)
-        guided = min(video_chunks, math.ceil(na / self.audio_per_chunk))
+    def run_ratios(
+        self,
+        video_runs: list[tuple[int, int]],
+        audio_runs: list[tuple[int, int]],
+        per_frame: int,
+        keeps: list[Tensor],
+    ) -> list[float]:
+        """Step 4: the video prune ratio of every video run (guided ones first)."""
+        guided = min(len(video_runs), len(audio_runs))
         retention = []
-        for i in range(guided):
-            span = slice(i * self.audio_per_chunk, (i + 1) * self.audio_per_chunk)
-            rows = [keep[span].float().mean().item() for keep in keeps]
+        for start, end in audio_runs[:guided]:
+            rows = [keep[start:end].float().mean().item() for keep in keeps]
             retention.append(sum(rows) / len(rows))
         low, high = MIN_VIDEO_RATIO, MAX_VIDEO_RATIO
         base = [max(low, min(high, high + (low - high) * r)) for r in retention]
-        sizes = [
-            min(self.frames_per_chunk, frames - i * self.frames_per_chunk) for i in range(guided)
-        ]
+        sizes = [(end - start) * per_frame for start, end in video_runs[:guided]]  # in tokens
         ratios = rebalance(base, sizes, self.video_ratio * sum(sizes), low, high)
-        if video_chunks > guided:
-            ratios.append(self.video_ratio)
-        return ratios
+        return ratios + [self.video_ratio] * (len(video_runs) - guided)
 
     def video_keep(
-        self, x: Tensor, norms: Tensor, grid: tuple[int, ...], ratios: list[float]
+        self,
+        x: Tensor,
+        norms: Tensor,
+        grid: tuple[int, ...],
+        runs: list[tuple[int, int]],
+        ratios: list[float],
     ) -> Tensor:
         """Step 5: (B, Kv) indices of the kept video tokens, ascending."""
         b, _, d = x.shape
         frames, per_frame = grid[0], math.prod(grid[1:])
         video = x.reshape(b, frames, per_frame, d)
         lengths = norms.reshape(b, frames, per_frame).clamp_min(1e-12)
-        starts = [min(i * self.frames_per_chunk, frames) for i in range(len(ratios))]
-        chunk_of = [min(t // self.frames_per_chunk, len(ratios) - 1) for t in range(frames)]
-        local = [t - starts[chunk_of[t]] for t in range(frames)]
+        chunk_of = [i for i, (start, end) in enumerate(runs) for _ in range(start, end)]
+        local = [t - runs[chunk_of[t]][0] for t in range(frames)]
         even = [t for t in range(frames) if local[t] % 2 == 0]
         odd = [t for t in range(frames) if local[t] % 2 == 1]
         scores = torch.empty(b, frames, per_frame, dtype=norms.dtype, device=x.device)
@@ -245,6 +234,27 @@ class OmniZip(Method):
                 kept.append(top_k(scores[:, t], count))
             kept[-1] = kept[-1] + t * per_frame
         return torch.cat(kept, dim=1)
+
+
+def interleaved_runs(
+    frames: int, na: int, frames_per_chunk: int, audio_per_chunk: int
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The runs of video frames and of audio tokens in Qwen2.5-Omni's interleaved sequence.
+
+    The processor writes video chunk j, then audio chunk j, for every j. Video chunk j ends a run
+    only where audio chunk j exists; audio chunk j ends one only where video chunk j + 1 exists.
+    So the longer stream's trailing chunks join into one run, which the official code reads as one
+    chunk. Returns ([(first frame, end frame)], [(first audio token, end audio token)]).
+    """
+    video = [(s, min(s + frames_per_chunk, frames)) for s in range(0, frames, frames_per_chunk)]
+    audio = [(s, min(s + audio_per_chunk, na)) for s in range(0, na, audio_per_chunk)]
+    return join_after(video, len(audio), frames), join_after(audio, len(video) - 1, na)
+
+
+def join_after(chunks: list[tuple[int, int]], alone: int, end: int) -> list[tuple[int, int]]:
+    """The first `alone` chunks as they are, then the rest joined into one run ending at `end`."""
+    alone = max(0, alone)
+    return chunks[:alone] + ([(chunks[alone][0], end)] if len(chunks) > alone else [])
 
 
 def rebalance(
@@ -287,19 +297,13 @@ def density_peak_scores(frames: Tensor, lengths: Tensor | None = None, k: int = 
     the distance to the nearest denser token (the largest distance for a token with none denser).
     `lengths` (..., P) are the token norms, when already known.
     """
-    p = frames.shape[-2]
     if lengths is None:
-        lengths = frames.norm(dim=-1).clamp_min(1e-12)
+        lengths = l2_norms(frames)
     gram = frames @ frames.transpose(-1, -2)
     dist = 1 - gram / (lengths.unsqueeze(-1) * lengths.unsqueeze(-2))
-    eye = torch.eye(p, dtype=torch.bool, device=frames.device)
-    apart = dist.masked_fill(eye, math.inf)
-    nearest = apart.topk(min(k, p - 1), dim=-1, largest=False).values
-    density = (-nearest.mean(dim=-1)).exp()
-    denser = density.unsqueeze(-2) > density.unsqueeze(-1)  # [..., i, j]: j denser than i
-    delta = apart.masked_fill(~denser, math.inf).min(dim=-1).values
-    widest = dist.masked_fill(eye, 0).max(dim=-1).values
-    delta = torch.where(delta.isinf(), widest, delta)
+    density, delta = density_peaks(
+        None, k, dist=dist, squared=False, exclude_self=True, farthest="row"
+    )
     return delta * density
 
 

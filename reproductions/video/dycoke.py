@@ -7,10 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens
-from ..ops import identity, select, top_k, with_special, work_dtype
+from ..interface import Compression, Method, Tokens, check_number
+from ..ops import identity, l2_normalize, select, top_k, video_grid, with_special, work_dtype
 from ..registry import register
-from .temporal_pool import video_grid
 
 
 def pruned_frames(frames: int) -> dict[int, int]:
@@ -62,6 +61,7 @@ class DyCoke(Method):
 
     stage = "projector"
     modality = ("video",)
+    budget_knob = "prune_ratio"
     grid = True
     mechanisms = ("similarity",)
     paper = "tao2024dycoke"
@@ -70,12 +70,8 @@ class DyCoke(Method):
     benchmark = {"prune_ratio": 0.7}
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.prune_ratio, bool)
-            or not isinstance(self.prune_ratio, int | float)
-            or not 0.0 <= self.prune_ratio < 1.0
-        ):
-            raise ValueError(f"prune_ratio={self.prune_ratio!r}: pass a fraction in [0, 1)")
+        hint = "pass a fraction in [0, 1)"
+        check_number("prune_ratio", self.prune_ratio, 0.0, 1.0, open_high=True, hint=hint)
 
     def kept_per_frame(self, per_frame: int) -> int:
         """P', the tokens a reduced frame keeps: int((1 - prune_ratio) * P), as released."""
@@ -109,6 +105,4 @@ class DyCoke(Method):
 
 def _cosine_rows(a: Tensor, b: Tensor) -> Tensor:
     """(B, P) cosine similarity of a[:, p] and b[:, p], position by position."""
-    a = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    b = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return (a * b).sum(dim=-1)
+    return (l2_normalize(a) * l2_normalize(b)).sum(dim=-1)

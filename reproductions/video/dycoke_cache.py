@@ -7,7 +7,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens
+from ..interface import (
+    Compression,
+    Method,
+    Tokens,
+    all_finite,
+    check_int,
+    check_number,
+    validate_tokens,
+)
 from ..ops import identity, select, top_k, work_dtype
 from ..registry import register
 
@@ -48,6 +56,10 @@ class DyCokeCache(Method):
     - The released code handles batch size 1 (row 0 decides for everyone). Here each row keeps
       its own scores and top-k; since one Compression has one token count, the batch prunes at
       a step when any row's similarity is below the threshold (see `batch_independent`).
+    - A step that prunes nothing returns the input keys themselves as its features (no copy);
+      treat them as read-only.
+    - Inputs are checked for NaN and inf on the first step after `reset()`; later steps check
+      the attention row they read (the released code checks nothing).
     - Kept entries come back in positional order (the released code gathers them in
       `topk(sorted=False)` order; attention does not depend on the order of the keys).
     """
@@ -58,6 +70,7 @@ class DyCokeCache(Method):
 
     stage = "cache"
     modality = ("video",)
+    budget_knob = "prune_ratio"
     mechanisms = ("attention",)
     needs = ("attention",)
     paper = "tao2024dycoke"
@@ -71,18 +84,12 @@ class DyCokeCache(Method):
 
     def __post_init__(self) -> None:
         self._previous: Tensor | None = None  # state, not a hyperparameter: no dataclass field
-        if isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 1:
-            raise ValueError(
-                f"layer={self.layer!r}: pass a decoder layer >= 1 (its scores come from layer - 1)"
-            )
-        for name in ("prune_ratio", "threshold"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"{name}={value!r}: pass a number")
-        if not 0.0 <= self.prune_ratio < 1.0:
-            raise ValueError(f"prune_ratio={self.prune_ratio!r}: pass a fraction in [0, 1)")
-        if not -1.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold={self.threshold!r}: pass a cosine similarity in [-1, 1]")
+        hint = "pass a decoder layer >= 1 (its scores come from layer - 1)"
+        check_int("layer", self.layer, 1, hint)
+        hint = "pass a fraction in [0, 1)"
+        check_number("prune_ratio", self.prune_ratio, 0.0, 1.0, open_high=True, hint=hint)
+        hint = "pass a cosine similarity in [-1, 1]"
+        check_number("threshold", self.threshold, -1.0, 1.0, hint=hint)
 
     def reset(self) -> None:
         """Forget the previous step's scores: call at the start of every generate / prefill."""
@@ -101,8 +108,18 @@ class DyCokeCache(Method):
         attention = tokens.attention
         return attention[:, :, -1, :].to(work_dtype(attention)).mean(dim=1)
 
-    def compress(self, tokens: Tokens) -> Compression:
+    def __call__(self, tokens: Tokens) -> Compression:
+        """Validate in full on the first step after `reset()`; later steps check the shapes and
+        the scores they read, not every key and attention value again (that scan cost more
+        than the step's decision)."""
+        first = self._previous is None
+        validate_tokens(tokens, self, values=first)
+        return self.compress(tokens, checked=first)
+
+    def compress(self, tokens: Tokens, checked: bool = True) -> Compression:
         scores = self.scores(tokens)
+        if not checked and not all_finite(scores):
+            raise ValueError("attention contains NaN or inf in its last row: pass finite values")
         previous = self._previous
         if previous is not None and previous.shape != scores.shape:
             raise ValueError(
@@ -118,5 +135,5 @@ class DyCokeCache(Method):
         self._previous = scores.detach().clone()
         keep = self.kept(tokens.count)
         if not prune or keep == tokens.count:
-            return identity(tokens)
+            return identity(tokens, copy=False)  # the stage reads `source` only: no key copy
         return select(tokens, top_k(scores, keep))

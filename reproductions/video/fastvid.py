@@ -8,10 +8,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens
-from ..ops import density_peaks, identity, order, stack_rows, top_k, work_dtype
+from ..interface import Compression, Method, Tokens, check_int, check_number
+from ..ops import (
+    density_peaks,
+    identity,
+    l2_normalize,
+    order,
+    stack_rows,
+    top_k,
+    video_grid,
+    work_dtype,
+)
 from ..registry import register
-from .temporal_pool import video_grid
 
 
 def segment_lengths(frames: Tensor, segments: int, tau: float) -> list[int]:
@@ -21,7 +29,7 @@ def segment_lengths(frames: Tensor, segments: int, tau: float) -> list[int]:
     `segments` - 1 lowest (ties: earlier j) or below `tau`.
     """
     t = frames.shape[0]
-    unit = frames / frames.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    unit = l2_normalize(frames)
     similarity = (unit[:-1] * unit[1:]).sum(dim=-1)
     lowest = order(similarity, descending=False)[: min(segments - 1, t - 1)]
     below = torch.nonzero(similarity < tau).flatten()
@@ -49,7 +57,7 @@ def merge_into(
     n members becomes w * target + (1 - w) * mean(members), w = max(1 / (n + 1), beta).
     Returns the merged targets and each member's target (..., M). Leading dims are batched.
     """
-    target_unit = targets / targets.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    target_unit = l2_normalize(targets)
     assign = (members_unit @ target_unit.transpose(-1, -2)).argmax(dim=-1)
     one_hot = torch.nn.functional.one_hot(assign, targets.shape[-2]).to(targets.dtype)
     counts = one_hot.sum(dim=-2).unsqueeze(-1)
@@ -108,6 +116,15 @@ class FastVID(Method):
     - The released code keeps the quirk that an anchor frame whose share equals C (e.g. C = 1,
       L = 3, p = 2) is treated as a one-frame segment, so its segment's other frames lose their
       non-salient tokens; kept here, as released.
+    - When the context tokens per frame come out as 0 (`salient_ratio=0`, or a retained count so
+      small that int(retained * salient_ratio) is 0), the released code crashes; here the frames
+      keep their salient tokens only, and every non-salient token is dropped.
+    - Inside `reproductions.hf` (LLaVA-OneVision, the Qwen-VL families) `cls_attention` is the
+      attention each token receives at the encoder layer the projector reads, pooled onto the
+      LLM tokens as the model pools them (bilinearly on OneVision, as released); the released
+      code reads the SigLIP pooling head's attention instead, which those models do not run.
+    - The density peaks use the released k = 4 nearest neighbours, which assumes a frame has 4
+      non-salient tokens; here a frame with fewer uses all it has.
     """
 
     retention: float = 0.10
@@ -119,6 +136,7 @@ class FastVID(Method):
 
     stage = "projector"
     modality = ("video",)
+    budget_knob = "retention"
     grid = True
     mechanisms = ("similarity", "attention")
     needs = ("cls_attention", "frames")
@@ -129,24 +147,12 @@ class FastVID(Method):
     benchmark = {"retention": 0.10, "segments": 8, "tau": 0.9}
 
     def __post_init__(self) -> None:
-        def number(name: str, low: float, high: float, low_open: bool = False) -> None:
-            value = getattr(self, name)
-            ok = not isinstance(value, bool) and isinstance(value, int | float)
-            if not ok or not (low < value if low_open else low <= value) or value > high:
-                bracket = "(" if low_open else "["
-                raise ValueError(f"{name}={value!r}: pass a number in {bracket}{low}, {high}]")
-
-        def count(name: str) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}: pass a positive int")
-
-        number("retention", 0.0, 1.0, low_open=True)
-        number("tau", -1.0, 1.0)
-        number("salient_ratio", 0.0, 1.0)
-        number("beta", 0.0, 1.0)
-        count("segments")
-        count("anchor_period")
+        check_number("retention", self.retention, 0.0, 1.0, open_low=True)
+        check_number("tau", self.tau, -1.0, 1.0)
+        check_number("salient_ratio", self.salient_ratio, 0.0, 1.0)
+        check_number("beta", self.beta, 0.0, 1.0)
+        check_int("segments", self.segments, 1, "pass a positive int")
+        check_int("anchor_period", self.anchor_period, 1, "pass a positive int")
 
     def output_count(self, tokens: Tokens) -> int | None:
         return None  # depends on the segmentation of each video
@@ -193,7 +199,7 @@ class FastVID(Method):
         rest_mask.scatter_(1, salient, False)
         rest = torch.arange(per_frame, device=device).expand(t, -1)[rest_mask].reshape(t, -1)
         rest_tokens = video.gather(1, rest.unsqueeze(-1).expand(-1, -1, video.shape[-1]))
-        rest_unit = rest_tokens / rest_tokens.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        rest_unit = l2_normalize(rest_tokens)
         rest_index = frame_index.gather(1, rest)
         # density-peak scores, per frame; only anchor frames pick context tokens, so only
         # theirs are computed (the released code scores every frame and uses these)

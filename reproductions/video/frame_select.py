@@ -1,4 +1,4 @@
-"""Query-guided frame selection: keep the frames whose global feature best matches the question."""
+"""Query-guided frame selection, a baseline: keep the frames that best match the question."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..interface import Compression, Method, Tokens
-from ..ops import cosine_matrix, identity, select, top_k, with_special, work_dtype
+from ..interface import Compression, Method, Tokens, check_int, check_number
+from ..ops import cosine_matrix, identity, select, top_k, video_grid, with_special, work_dtype
 from ..registry import register
-from .temporal_pool import video_grid
 
 
 @register("frame_select")
@@ -18,48 +17,44 @@ from .temporal_pool import video_grid
 class FrameSelect(Method):
     """Keep every token of the `frames` frames most similar to the text query, in time order.
 
-    The query is the mean of the `text` rows (B, M, Dt); each frame's score is the cosine
-    between it and the frame's global feature (`frames`, (B, T, Df), Df = Dt: e.g. SigLIP /
-    CLIP image and text embeddings of one model). The top `frames` frames (ties: the earlier
-    frame) keep all their H * W tokens, in temporal order; special tokens pass through.
+    A frame-selection baseline, not KVTP (that is `kvtp`) nor any other paper's method, so it
+    links to no paper (`paper = None`). The query is the mean of the `text` rows (B, M, Dt); each
+    frame's score is the cosine between it and the frame's global feature (`frames`, (B, T, Df),
+    Df = Dt: e.g. SigLIP / CLIP image and text embeddings of one model). The top `frames` frames
+    (ties: the earlier frame) keep all their H * W tokens, in temporal order; special tokens
+    pass through.
 
     Parameters: `frames`, an int count of frames or a float fraction of T in (0, 1] (floor,
     at least one frame); all the frames return the input.
 
-    Closest catalogued paper: KVTP, "Keyframe-oriented Vision Token Pruning: Enhancing
-    Efficiency of Large Vision Language Models on Long-Form Video Processing" (Liu et al.,
-    arXiv 2503.10742). KVTP scores each frame's relevance to the query and turns the scores
-    into per-frame token retention rates (soft keyframe selection) before pruning tokens
-    inside frames; its hard keyframe-selection special case keeps only the most relevant
-    frames. Differences from it: this method is that hard case only (whole frames, no
-    per-frame rates or in-frame pruning); the relevance is the raw cosine between a mean-pooled
-    text embedding and the frame embedding, not KVTP's fine-tuned SigLIP relevance predictor;
-    no temporal context fusion of dropped frames.
+    It is the hard keyframe-selection extreme of query-guided video pruning: whole frames are
+    kept or dropped, with no per-frame keep rates and no pruning inside frames. KVTP (`kvtp`)
+    instead turns the frames' relevance into soft per-frame keep rates and prunes inside each
+    frame; its released hard-selection switch has no effect (see `kvtp`).
 
-    Differences from the official code: no code is linked for KVTP in the catalog sources;
-    the differences from the paper are listed above.
+    Differences from the official code: none to list, as a baseline it has no official code.
     """
 
     frames: int | float = 8
 
     stage = "projector"
     modality = ("video",)
+    budget_knob = "frames"
     grid = True
     mechanisms = ("query",)
     needs = ("text", "frames")
-    paper = "liu2025keyframe"
+    paper = None
     identity = {"frames": 1.0}
     example = {"frames": 2}
     benchmark = {"frames": 8}
 
     def __post_init__(self) -> None:
-        value = self.frames
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"frames={value!r}: pass an int count or a float fraction in (0, 1]")
-        if isinstance(value, float) and (not math.isfinite(value) or not 0.0 < value <= 1.0):
-            raise ValueError(f"frames={value!r}: a float is a fraction of the frames in (0, 1]")
-        if isinstance(value, int) and value < 1:
-            raise ValueError(f"frames={value!r}: pass a positive number of frames to keep")
+        if isinstance(self.frames, float):
+            hint = "a float is a fraction of the frames in (0, 1]"
+            check_number("frames", self.frames, 0.0, 1.0, open_low=True, hint=hint)
+        else:
+            hint = "pass a positive int count of frames to keep, or a float fraction in (0, 1]"
+            check_int("frames", self.frames, 1, hint)
 
     def frame_count(self, total: int) -> int:
         """Frames kept out of `total`: an int as is, a fraction floor(frames * T), at least 1."""

@@ -8,19 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..interface import Compression, Method, Tokens
-from ..ops import identity, merge, slot_sizes, window_slots, work_dtype
+from ..interface import Compression, Method, Tokens, check_ints
+from ..ops import identity, merge, slot_sizes, video_grid, window_slots, work_dtype
 from ..registry import register
-
-
-def video_grid(tokens: Tokens, name: str) -> tuple[int, int, int]:
-    """The (T, H, W) grid of the ordinary tokens, or a ValueError saying how to pass it."""
-    if tokens.layout is None or len(tokens.layout) != 3:
-        raise ValueError(
-            f"{name} works on the (T, H, W) grid of a video: pass layout=(T, H, W) "
-            f"(frame-major token order), got layout={tokens.layout}"
-        )
-    return tokens.layout
 
 
 def adaptive_windows(length: int, out: int) -> list[tuple[int, int]]:
@@ -91,7 +81,7 @@ class TemporalPool(Method):
     mechanisms = ("transformation",)
     paper = "xu2024pllava"
     copies = False  # a window mean is not one of its tokens
-    identity = {"size": (4, 4, 4)}
+    identity = {"size": None, "stride": (1, 1, 1)}  # one window per token, on any grid
     example = {"size": (2, 2, 2)}
     benchmark = {"size": (16, 12, 12)}
 
@@ -104,13 +94,8 @@ class TemporalPool(Method):
         if self.size is None and self.stride is None:
             self.size = PLLAVA_SIZE
         name, value = ("size", self.size) if self.size is not None else ("stride", self.stride)
-        if (
-            not isinstance(value, tuple | list)
-            or len(value) != 3
-            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)
-        ):
-            raise ValueError(f"{name}={value!r}: pass three positive ints (T, H, W)")
-        setattr(self, name, tuple(value))
+        hint = "pass three positive ints (T, H, W)"
+        setattr(self, name, check_ints(name, value, 1, hint, length=3))
 
     def output_count(self, tokens: Tokens) -> int:
         grid = video_grid(tokens, self.name)

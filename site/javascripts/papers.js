@@ -30,7 +30,9 @@
     var selects = all(root, "select[data-facet]");
     var search = root.querySelector("[data-filter-text]");
     var count = root.querySelector("[data-papers-count]");
-    var reset = root.querySelector("[data-filter-reset]");
+    var resets = all(root, "[data-filter-reset]"); // the filters' Reset and the empty result's
+    var notice = root.querySelector("[data-papers-notice]");
+    var empty = root.querySelector("[data-papers-empty]");
     var headers = all(table, "th[data-column]");
     var sort = { key: "", order: "asc" };
 
@@ -45,12 +47,21 @@
     });
     var rowText = rows.map(function (row) { return row.getAttribute("data-text") || ""; });
 
+    // A shared address with a value the catalog lacks (?venue=Foo) shows every paper for that
+    // facet, and says so instead of ignoring it silently.
     function readUrl() {
       var params = new URLSearchParams(window.location.search);
+      var unknown = [];
       selects.forEach(function (select) {
-        var value = params.get(select.getAttribute("data-facet")) || "";
+        var facet = select.getAttribute("data-facet");
+        var value = params.get(facet) || "";
         select.value = hasOption(select, value) ? value : "";
+        if (value && !select.value) unknown.push(facet + " \u201c" + value + "\u201d");
       });
+      notice.textContent = unknown.length
+        ? "Not in the catalog, so not filtered on: " + unknown.join(", ") + "."
+        : "";
+      notice.hidden = !unknown.length;
       search.value = params.get("q") || "";
       var key = params.get("sort") || "";
       sort.key = headers.some(function (th) { return th.getAttribute("data-column") === key; }) ? key : "";
@@ -89,6 +100,7 @@
       count.textContent = shown === rows.length
         ? rows.length + " papers"
         : shown + " of " + rows.length + " papers";
+      empty.hidden = shown > 0;
     }
 
     function order() {
@@ -116,10 +128,14 @@
       body.appendChild(fragment);
     }
 
-    selects.forEach(function (select) {
-      select.addEventListener("change", function () { filter(); writeUrl(); });
-    });
-    search.addEventListener("input", function () { filter(); writeUrl(); });
+    function changed() {
+      notice.hidden = true;
+      filter();
+      writeUrl();
+    }
+
+    selects.forEach(function (select) { select.addEventListener("change", changed); });
+    search.addEventListener("input", changed);
     headers.forEach(function (th) {
       th.querySelector("button").addEventListener("click", function () {
         var key = th.getAttribute("data-column");
@@ -129,18 +145,31 @@
         writeUrl();
       });
     });
-    reset.addEventListener("click", function () {
-      selects.forEach(function (select) { select.value = ""; });
-      search.value = "";
-      sort.key = "";
-      filter();
-      order();
-      writeUrl();
+    resets.forEach(function (button) {
+      button.addEventListener("click", function () {
+        selects.forEach(function (select) { select.value = ""; });
+        search.value = "";
+        sort.key = "";
+        changed();
+        order();
+      });
     });
 
     readUrl();
     filter();
     order();
+    // The header row sticks to the page only where no box around the table scrolls (site.css):
+    // mark the table's box when the table fits it, again whenever either changes size.
+    var wrap = table.closest(".papers-table-wrap");
+    if (wrap && window.ResizeObserver) {
+      var fits = function () {
+        wrap.toggleAttribute("data-fits", table.getBoundingClientRect().width <= wrap.clientWidth + 1);
+      };
+      var observer = new ResizeObserver(fits);
+      observer.observe(wrap);
+      observer.observe(table);
+    }
+
     root.setAttribute("data-ready", "true");
     window.papersReadyAt = window.performance.now(); // ms since navigation start
     window.papersSetupMs = window.papersReadyAt - started; // ms spent in this setup

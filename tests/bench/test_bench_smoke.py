@@ -1,4 +1,4 @@
-"""A smoke run of `python -m tools bench` on the tiny preset, and the harness's own pieces.
+"""A smoke run of `python -m benchmarks` on the tiny preset, and the harness's own pieces.
 
 Speed targets live in the printed figures of a real run, never here: these tests check what is
 recorded (token counts, schedules, FLOPs, the JSON format), not how fast anything was.
@@ -13,8 +13,10 @@ import pytest
 import torch
 
 import reproductions
+from benchmarks import FORMAT, budgets, presets, report, sweep, timing
+from benchmarks.__main__ import main as dispatch
+from reproductions.flops import ModelShape
 from reproductions.interface import Tokens, check_compression
-from tools import bench
 
 #: one method per stage: projector (keep, and a stride knob), encoder (per-layer r), llm, cache
 METHODS = ["random", "pool", "tome", "fastv", "dycoke_cache"]
@@ -35,8 +37,9 @@ def run(tmp_path_factory) -> dict:
         "--out",
         str(out),
         "--quiet",
+        "--plots",
     ]
-    assert bench.main(argv) == 0
+    assert dispatch(["sweep", *argv]) == 0  # `python -m benchmarks sweep ...`
     files = sorted(out.glob("*.json"))
     assert len(files) == 1
     data = json.loads(files[0].read_text())
@@ -45,7 +48,7 @@ def run(tmp_path_factory) -> dict:
 
 
 def test_json_format_and_environment(run):
-    assert run["format"] == bench.FORMAT
+    assert run["format"] == FORMAT
     assert {"torch", "device", "threads", "dtype", "transformers"} <= set(run["environment"])
     assert run["environment"]["threads"] == 1 and run["environment"]["device"] == "cpu"
     assert run["model"]["decoder"]["layers"] == 2 and run["model"]["encoder"]["layers"] == 2
@@ -75,8 +78,8 @@ def test_records_agree_with_budgets_and_flops(run):
         assert r["speedup"]["flops"] == pytest.approx(
             base["flops"]["llm_prefill"] / r["flops"]["llm_prefill"]
         )
-        for timing in ("method_time_s", "prefill_time_s", "ttft_s", "decode_time_per_token_s"):
-            assert r[timing]["median"] >= 0 and r[timing]["p95"] >= r[timing]["median"]
+        for clocked in ("method_time_s", "prefill_time_s", "ttft_s", "decode_time_per_token_s"):
+            assert r[clocked]["median"] >= 0 and r[clocked]["p95"] >= r[clocked]["median"]
         if r["stage"] == "projector":  # the LLM sees the kept tokens in every layer
             assert r["schedule"] == [r["tokens_out"] + run["settings"]["text_tokens"]] * layers
             assert r["kv_cache_bytes"] < base["kv_cache_bytes"]
@@ -116,7 +119,7 @@ def test_summary_plots_and_report(run):
     # ToMe merges at most half the tokens per layer: two layers cannot come near 16 of 145, so
     # it is not measured at that budget
     assert at_budget == {"random", "pool", "fastv"}
-    text = bench.report({k: v for k, v in run.items() if k != "_out"})
+    text = report.report({k: v for k, v in run.items() if k != "_out"})
     assert "efficiency" in text and "random" in text
     plots = sorted(Path(run["_out"]).glob("*.png"))
     assert [p.name.rsplit("-", 1)[1] for p in plots] == ["overhead.png", "speedup.png"]
@@ -124,20 +127,20 @@ def test_summary_plots_and_report(run):
 
 
 def test_summary_statistics():
-    stats = bench.summary([3.0, 1.0, 2.0, 10.0])
+    stats = timing.summary([3.0, 1.0, 2.0, 10.0])
     assert (
         stats["median"] == 2.5
         and stats["p95"] == 10.0
         and stats["samples"] == [3.0, 1.0, 2.0, 10.0]
     )
-    assert bench.summary([]) is None
+    assert timing.summary([]) is None
 
 
 def test_per_layer_passes_compose_into_one_compression():
     """ToMe applied once per encoder layer: the composed result maps the original tokens."""
     tome = reproductions.get("tome", r=5)
     tokens = Tokens(features=torch.randn(1, 37, 8), layout=(6, 6), special=1)
-    out = bench.apply(tome, tokens, passes=3)
+    out = budgets.apply(tome, tokens, passes=3)
     assert out.count == 37 - 15
     check_compression(out, tokens)
 
@@ -176,10 +179,11 @@ def test_any_config_or_local_checkpoint(tmp_path, flag):
         "--out",
         str(tmp_path),
         "--quiet",
-        "--no-plots",
     ]
-    assert bench.main(argv) == 0
+    assert sweep.main(argv) == 0
     data = json.loads(next(tmp_path.glob("*.json")).read_text())
+    # no PNG unless asked (the site draws its plots from the JSON); no staging file left over
+    assert {p.suffix for p in tmp_path.iterdir() if p.is_file()} == {".json"}
     assert data["model"]["name"] == "my-model" and data["model"]["source"].startswith(flag[2:])
     assert data["model"]["decoder"]["kv_heads"] == 1 and data["model"]["encoder"] is None
     baseline = data["scenarios"][0]["baseline"]
@@ -187,14 +191,14 @@ def test_any_config_or_local_checkpoint(tmp_path, flag):
     assert baseline["kv_cache_bytes"] == 2 * 3 * 1 * 8 * 4 * (144 + 8)
 
 
-def llava_image() -> tuple[bench.Scenario, bench.ModelShape]:
-    preset = bench.PRESETS["llava-cpu"]
+def llava_image() -> tuple[presets.Scenario, ModelShape]:
+    preset = presets.PRESETS["llava-cpu"]
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(**preset.vision), text_config=LlamaConfig(**preset.text)
     )
-    return preset.scenarios[0], bench.ModelShape.from_config(config)
+    return preset.scenarios[0], ModelShape.from_config(config)
 
 
 @pytest.mark.parametrize(
@@ -210,18 +214,18 @@ def llava_image() -> tuple[bench.Scenario, bench.ModelShape]:
 def test_budgets_fit_on_the_default_image_scenario(name, expected):
     scenario, shape = llava_image()
     cls = reproductions.methods()[name]
-    tokens = bench.bench_tokens(
-        cls(**bench.declared(cls, "image")),
+    tokens = budgets.bench_tokens(
+        cls(**budgets.declared(cls, "image")),
         scenario,
-        bench.special_tokens(cls, shape),
+        budgets.special_tokens(cls, shape),
         4,
         2,
         8,
         torch.device("cpu"),
         torch.float32,
     )
-    fits = bench.fit_budgets(
-        cls, tokens, scenario.budgets, bench.passes_for(cls, scenario), "image"
+    fits = budgets.fit_budgets(
+        cls, tokens, scenario.budgets, budgets.passes_for(cls, scenario), "image"
     )
     got = [({k: v for k, v in f.params.items() if k != "mode"}, f.count) for f in fits]
     assert got == expected
@@ -235,6 +239,15 @@ def test_budgets_fit_on_the_default_image_scenario(name, expected):
     ],
 )
 def test_bad_options_say_what_to_pass(tmp_path, capsys, argv, message):
-    assert bench.main(["--model", "tiny", "--out", str(tmp_path), "--quiet", *argv]) == 2
+    assert sweep.main(["--model", "tiny", "--out", str(tmp_path), "--quiet", *argv]) == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_one_program_with_commands(capsys):
+    """`python -m benchmarks --help` lists every command; an unknown one says what exists."""
+    assert dispatch(["--help"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("methods", "prefill", "plot"))
+    assert dispatch(["no-such-command"]) == 2
+    assert "unknown command 'no-such-command'" in capsys.readouterr().err

@@ -92,6 +92,25 @@ def test_from_bibtex_offline(catalog: Path, capsys) -> None:
     assert [line for line in validate(catalog, registry=False).errors if "checked" not in line] == []
 
 
+def test_bibtex_latex_accents_are_stored_as_unicode(catalog: Path, capsys) -> None:
+    source = catalog.parent / "accents.bib"
+    source.write_text(
+        r"""@article{muller2026uber,
+  title = {{\"U}ber Caf{\'e} Tokens for Vision-Language Models},
+  author = {M{\"u}ller, Anna and Sch\"{o}n, Bj{\o}rn},
+  journal = {arXiv preprint arXiv:2611.54321},
+  year = {2026}
+}
+""",
+        encoding="utf-8",
+    )
+    assert main(["--bibtex", str(source), "--root", str(catalog), "--mechanism", "similarity"]) == 0
+    written = next(p for p in (catalog / "papers").glob("*.yaml") if "2611.54321" in p.read_text(encoding="utf-8"))
+    paper = yaml.safe_load(written.read_text(encoding="utf-8"))
+    assert paper["authors"] == ["Anna Müller", "Bjørn Schön"]
+    assert paper["title"] == "Über Café Tokens for Vision-Language Models"
+
+
 def test_bibtex_duplicate_title_is_refused(catalog: Path, capsys) -> None:
     source = catalog.parent / "paper.bib"
     source.write_text(BIBTEX.replace("doi       = {10.48550/arXiv.2210.09461},\n", ""))
@@ -106,3 +125,45 @@ def test_bibtex_without_an_entry_is_refused(catalog: Path, capsys) -> None:
     source.write_text("this is not bibtex")
     assert main(["--bibtex", str(source), "--root", str(catalog)]) == 1
     assert "no BibTeX entry" in capsys.readouterr().err
+
+
+def test_an_arxiv_id_the_catalog_has_is_refused_before_the_network(catalog: Path, capsys, monkeypatch) -> None:
+    import tools.add
+
+    def network(arxiv: str) -> str:
+        raise AssertionError("asked the arXiv API for a paper the catalog has")
+
+    monkeypatch.setattr(tools.add, "fetch_atom", network)
+    before = snapshot(catalog)
+    assert main(["2403.06764", "--root", str(catalog)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: duplicate: ") and "chen2024image.yaml already has this paper" in err
+    assert snapshot(catalog) == before
+
+
+def test_offline_names_the_cause_and_the_offline_options(catalog: Path, capsys, monkeypatch) -> None:
+    import urllib.error
+    import urllib.request
+
+    def unreachable(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
+    before = snapshot(catalog)
+    assert main(["2611.01234", "--root", str(catalog)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: could not reach the arXiv API ([Errno -2] Name or service not known)")
+    assert "--bibtex FILE" in err and "--atom FILE" in err and "id_list=2611.01234" in err
+    assert snapshot(catalog) == before
+
+
+def test_the_contributing_example_is_not_in_the_catalog() -> None:
+    """Followed literally, the guide's example must scaffold a file, not stop at a duplicate."""
+    import re
+
+    from tools.catalog import CATALOG, ROOT, load_papers
+
+    guide = (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    examples = re.findall(r"python -m tools add (\d{4}\.\d{4,5})", guide)
+    assert examples
+    assert not set(examples) & {paper.get("arxiv") for paper in load_papers(CATALOG)}

@@ -118,3 +118,15 @@ def test_bibtex_findings_track_and_journal_venues() -> None:
 def test_bibtex_escapes_latex_specials_in_titles() -> None:
     entry = bibtexparser.parse_string(bibtex(paper(title="Vote&Mix: 50% Fewer Tokens"))).entries[0]
     assert entry["title"] == r"{Vote\&Mix: 50\% Fewer Tokens}"
+
+
+def test_load_papers_returns_what_each_file_parses_to() -> None:
+    """`load_papers` hands on the validator's parse (the site build validates, then makes pages,
+    from one read of the catalog): it equals a fresh parse of every file, sorted by id."""
+    from tools.catalog import CATALOG, LOADER, load_papers, normalise
+
+    fresh = sorted(
+        (normalise(yaml.load(path.read_text(encoding="utf-8"), Loader=LOADER)) for path in (CATALOG / "papers").glob("*.yaml")),
+        key=lambda p: p["id"],
+    )
+    assert load_papers(CATALOG) == fresh and len(fresh) > 600

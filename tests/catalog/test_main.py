@@ -14,8 +14,13 @@ from tools.catalog import ROOT
 def test_usage_lists_every_command(capsys) -> None:
     assert dispatcher.main([]) == 2
     out = capsys.readouterr().out
-    for command in ("import", "validate", "tables", "bib", "json", "add", "bench"):
+    for command in ("import", "validate", "tables", "bib", "json", "add", "stats", "support"):
         assert f"  {command} " in out
+
+
+def test_the_benchmark_moved_to_its_own_program(capsys) -> None:
+    assert dispatcher.main(["bench"]) == 2
+    assert "python -m benchmarks" in capsys.readouterr().err
 
 
 def test_unknown_command(capsys) -> None:
@@ -24,8 +29,8 @@ def test_unknown_command(capsys) -> None:
 
 
 def test_a_missing_command_module_gives_a_clear_message(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    monkeypatch.setitem(dispatcher.COMMANDS, "bench", ("tools.no_such_module", "benchmarks"))
-    assert dispatcher.main(["bench"]) == 2
+    monkeypatch.setitem(dispatcher.COMMANDS, "later", ("tools.no_such_module", "not written yet"))
+    assert dispatcher.main(["later"]) == 2
     assert "module tools.no_such_module is missing" in capsys.readouterr().err
 
 

@@ -179,11 +179,99 @@ def test_missing_field(catalog: Path, capsys) -> None:
     assert one_error(catalog, capsys, "chen2024image.yaml")["field"] == "kind"
 
 
+def test_missing_field_is_reported_at_the_first_key_not_the_comment(catalog: Path, capsys) -> None:
+    text = "\n".join(line for line in dump_paper(paper()).splitlines() if not line.startswith("kind:"))
+    write(catalog, "chen2024image.yaml", text + "\n")
+    match = one_error(catalog, capsys, "chen2024image.yaml")
+    assert int(match["line"]) == 2 and text.splitlines()[1].startswith("id:")
+
+
+def test_month_out_of_range_names_the_range(catalog: Path, capsys) -> None:
+    write(catalog, "chen2024image.yaml", dump_paper(paper(month=13)))
+    match = one_error(catalog, capsys, "chen2024image.yaml")
+    assert match["field"] == "month" and match.group(0).endswith("found 13; expected a value from 1 to 12")
+
+
+def test_tab_indentation_is_named(catalog: Path, capsys) -> None:
+    text = replace_line(dump_paper(VALID), "authors: [Liang Chen, Haozhe Zhao]\n", "authors:\n\t- Liang Chen\n")
+    write(catalog, "chen2024image.yaml", text)
+    match = one_error(catalog, capsys, "chen2024image.yaml")
+    assert match["field"] == "file" and "a tab character" in match.group(0)
+    assert int(match["line"]) == text.splitlines().index("\t- Liang Chen") + 1
+
+
+def test_unquoted_arxiv_id_says_to_quote_it(catalog: Path, capsys) -> None:
+    """YAML reads 2403.06764 as a float, which would also lose a trailing zero (2403.10100)."""
+    text = replace_line(dump_paper(VALID), 'arxiv: "2403.06764"', "arxiv: 2403.06764")
+    write(catalog, "chen2024image.yaml", text)
+    match = one_error(catalog, capsys, "chen2024image.yaml")
+    assert match["field"] == "arxiv" and 'expected the id in quotes: arxiv: "2403.06764"' in match.group(0)
+
+
+def test_byte_order_mark_is_refused(catalog: Path, capsys) -> None:
+    write(catalog, "chen2024image.yaml", "\ufeff".encode() + dump_paper(VALID).encode())
+    match = one_error(catalog, capsys, "chen2024image.yaml")
+    assert (match["field"], match["line"]) == ("file", "1") and "byte-order mark" in match.group(0)
+
+
+def test_windows_line_endings_are_a_warning(catalog: Path, capsys) -> None:
+    write(catalog, "chen2024image.yaml", dump_paper(VALID).replace("\n", "\r\n").encode())
+    report = validate(catalog, registry=False)
+    assert report.errors == []
+    assert [line for line in report.warnings if "CRLF" in line] == [
+        f"{catalog}/papers/chen2024image.yaml:1: file: found Windows line endings (CRLF); "
+        "expected LF line endings, as every generated file has (git config core.autocrlf input)"
+    ]
+
+
+def test_a_cut_short_title_without_arxiv_is_a_warning(catalog: Path, capsys) -> None:
+    """A list that cut a title short and gave no arXiv id: probably the same paper twice."""
+    short = paper(id="chen2024an", title="An Image is Worth 1/2 Tokens After Layer 2: Plug-and-Play", arxiv=None,
+                  links={**VALID["links"], "paper": "https://example.org/fastv"})
+    write(catalog, "chen2024an.yaml", dump_paper(short))
+    report = validate(catalog, registry=False)
+    assert report.errors == [], report.errors
+    warned = [line for line in report.warnings if "begins the same way" in line]
+    assert len(warned) == 1 and warned[0].startswith(f"{catalog}/papers/chen2024an.yaml:3: title:")
+    assert "chen2024image.yaml" in warned[0]
+
+
 def test_several_errors_in_one_file_each_get_a_line(catalog: Path, capsys) -> None:
     write(catalog, "chen2024image.yaml", dump_paper(paper(month=13, cost="free", kind="paper")))
     status, lines = run(catalog, capsys)
     assert status == 1
     assert sorted(LINE.match(line)["field"] for line in lines) == ["cost", "kind", "month"]
+
+
+def test_warnings_are_printed_for_the_files_changed_since_main(catalog: Path, capsys) -> None:
+    """A newcomer sees their own file's warnings, and a count for the rest of the catalog."""
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(catalog), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       check=True, capture_output=True)
+
+    write(catalog, "old2023paper.yaml", dump_paper(paper(id="old2023paper", title="An Old Paper Without A Cost",
+                                                         arxiv=None, cost=None, year=2023, venue=None,
+                                                         links={**VALID["links"], "paper": "https://example.org/old",
+                                                                "code": None})))
+    git("init", "-q", "-b", "main")
+    git("add", "-A")
+    git("commit", "-qm", "base")
+    git("switch", "-qc", "new-paper")
+    write(catalog, "new2024paper.yaml", dump_paper(paper(id="new2024paper", title="A New Paper Without A Cost",
+                                                         arxiv=None, cost=None, venue=None,
+                                                         links={**VALID["links"], "paper": "https://example.org/new",
+                                                                "code": None})))
+    assert main(["--root", str(catalog), "--no-registry", "--all-warnings"]) == 0
+    every = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    theirs = [line for line in every if "new2024paper.yaml" in line]
+    assert theirs and len(theirs) < len(every)
+    assert main(["--root", str(catalog), "--no-registry"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.startswith("warning:")] == theirs
+    assert out[-1].startswith(f"({len(every) - len(theirs)} more warnings in files unchanged since ")
+    assert out[-1].endswith("--all-warnings prints them)")
 
 
 def test_only_method_papers_must_be_classified(catalog: Path, capsys) -> None:

@@ -1,18 +1,23 @@
 """Shared pieces of the transformers-integration tests: a tiny llm-stage method, hook counting,
-captures of what reaches the language model, and a hand-built reference sequence."""
+captures of what reaches the language model, a hand-built reference sequence, and the model,
+prompt and parameters for one cell of the support matrix."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from transformers.masking_utils import create_causal_mask
 
 from reproductions import Compression, Method, Tokens
 from reproductions.hf.models import adapter_for
-from reproductions.hf.tiny import BUILDERS
+from reproductions.hf.support import FAMILIES
+from reproductions.hf.tiny import BUILDERS, IMAGE, MODALITY
+from reproductions.hf.tiny.parts import prompts
 from reproductions.ops import select, top_k
 
 
@@ -112,6 +117,14 @@ def reference_sequence(
     return out, new_mask, new_pos
 
 
+def causal_mask(lm: nn.Module, h: Tensor, positions: Tensor) -> Any:
+    """The causal mask `lm` builds for the unpadded row `h` (1, L) at `positions`, no cache."""
+    return create_causal_mask(
+        config=lm.config, inputs_embeds=h, attention_mask=torch.ones(1, h.shape[1]), cache=None,
+        position_ids=positions,
+    )
+
+
 def logits_from(model: nn.Module, embeds: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
     """Run the plain language model + head of a multimodal model on prepared embeddings."""
     with torch.no_grad():
@@ -131,3 +144,51 @@ def tiny(family: str, attn: str = "sdpa") -> tuple[nn.Module, dict[str, Any]]:
     with torch.no_grad():
         model.generate(**inputs, max_new_tokens=1, do_sample=False)
     return model, inputs
+
+
+def cell_prompts(family: str, cls: type[Method]) -> list[str]:
+    """The tiny prompts of the support-matrix family in a modality the method takes (for grid
+    methods, only those with a grid: OneVision's anyres images fill none)."""
+    base = FAMILIES[family]
+    gridded = adapter_for(tiny(base)[0]).gridded
+    prompts = [
+        name
+        for name in MODALITY
+        if name in (base, f"{base}_image", f"{base}_video", f"{base}_audio")
+        and MODALITY[name] in cls.modality
+        and (not cls.grid or MODALITY[name] in gridded)
+    ]
+    assert prompts, f"no tiny prompt of {cls.modality} for {family}"
+    return prompts
+
+
+def cell_method(cls: type[Method], model: nn.Module, **overrides: Any) -> Method:
+    """The example parameters with budgets for 8-16-token spans (an int `keep` becomes a half,
+    VisionZip keeps 3 + 1),
+    a layer inside the 4-layer decoder, and (trainable methods) the width of the features the
+    stage hands them; `overrides` last."""
+    params = dict(cls.example)
+    names = {f.name for f in dataclasses.fields(cls)}
+    if "dim" in names:
+        config = model.config
+        params["dim"] = (config.vision_config if adapter_for(model).projector is not None else config.get_text_config()).hidden_size
+        if "out_dim" in names:
+            params["out_dim"] = params["dim"]
+    if "keep" in names and isinstance(params.get("keep", getattr(cls, "keep", None)), int):
+        params["keep"] = 0.5
+    if "layer" in names:
+        params["layer"] = 2
+    if "dominant" in names:  # VisionZip's counts, split as officially, for an 8-token span
+        params |= {"dominant": 3, "contextual": 1}
+    return cls(**{**params, **overrides})
+
+
+def llava_next_at(height: int, width: int) -> tuple[nn.Module, dict[str, Any]]:
+    """The tiny LLaVA-NeXT with both images of size (height, width), its placeholders counted by
+    the model's own packing (unpadding included)."""
+    model, inputs = BUILDERS["llava_next"]()
+    sizes = torch.tensor([[height, width]] * 2)
+    with torch.no_grad():
+        count = len(model.model.get_image_features(pixel_values=inputs["pixel_values"], image_sizes=sizes).pooler_output[0])
+    ids, mask = prompts([[(IMAGE, count)]] * 2, [7, 5], torch.Generator().manual_seed(0))
+    return model, {**inputs, "input_ids": ids, "attention_mask": mask, "image_sizes": sizes}

@@ -32,17 +32,17 @@ def test_unsupported_model_lists_the_supported_ones():
 @pytest.mark.parametrize(
     "family,method,match",
     [
-        ("qwen2_vl", lambda: get("visionzip", dominant=4, contextual=2), "cls_attention"),
+        ("qwen2_5_omni", lambda: get("omnizip"), "needs audio, attention"),
         (
             "qwen2_audio",
             lambda: get("pool", stride=2),
             "image/video tokens",
         ),
-        ("llava", lambda: LastRowTopK(keep=3, layer=9), r"layer K in \[1, 3\]"),
+        ("llava", lambda: LastRowTopK(keep=3, layer=9), r"layer K in \[0, 3\]"),
         (
-            "qwen2_vl",
+            "llava_next",
             lambda: get("tome", r=2),
-            "SigLIP encoder of LlavaForConditionalGeneration",
+            "merges inside the encoders of LLaVA",
         ),
         ("llava", lambda: get("pixel_unshuffle", factor=2), "projector trained for that width"),
     ],

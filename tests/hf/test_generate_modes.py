@@ -82,3 +82,21 @@ def test_use_cache_false_equals_the_cached_generation(family, name, params):
         for cached, uncached in zip(runs[True].logits, runs[False].logits, strict=True):
             torch.testing.assert_close(uncached, cached, rtol=0, atol=1e-4)
         assert torch.equal(runs[True].sequences, runs[False].sequences)
+
+
+@pytest.mark.parametrize("family,name,params", CASES, ids=[f"{f}-{n}" for f, n, _ in CASES])
+def test_bfloat16_runs_as_float32_does(family, name, params):
+    """In bfloat16 the compressed model keeps as many tokens as in float32, and its first-step
+    logits stay within bfloat16 rounding of a bfloat16 plain compressed forward."""
+    model, inputs = BUILDERS[family]()
+    half = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in inputs.items()}
+    with compress(model, name, **params) as full, torch.no_grad():
+        model(**inputs)
+    model = model.to(torch.bfloat16)
+    with compress(model, name, **params) as report, torch.no_grad():
+        logits = model(**half).logits
+        out = model.generate(**half, max_new_tokens=2, do_sample=False, output_logits=True,
+                             return_dict_in_generate=True, suppress_tokens=SPECIAL)
+    assert report.records[0].media_after == full.records[0].media_after
+    assert logits.dtype == torch.bfloat16 and bool(torch.isfinite(logits).all())
+    torch.testing.assert_close(out.logits[0].float(), logits[:, -1].float(), rtol=0, atol=5e-2)

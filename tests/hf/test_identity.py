@@ -27,12 +27,22 @@ def _run(model, inputs):
 
 
 KEEP_ALL["encoder"] = lambda: get("tome", r=0)
-#: every (family, stage) where the stage runs (ToMe: LLaVA's encoders; Gemma 3: no llm stage)
+MEDIA = {"pixel_values": "image", "pixel_values_videos": "video", "input_features": "audio"}
+
+
+def carried(inputs: dict) -> set[str]:
+    """The modalities whose media a tiny prompt carries."""
+    return {modality for key, modality in MEDIA.items() if key in inputs}
+
+
+#: every (family, stage) where the stage runs on the prompt's media (ToMe: images only, in the
+#: encoders it handles; Gemma 3: no llm stage)
 CASES = [
     (family, stage)
     for family in FAMILIES
     for stage in sorted(KEEP_ALL)
     if why_unsupported(tiny(family)[0], KEEP_ALL[stage]()) is None
+    and carried(tiny(family)[1]) & set(KEEP_ALL[stage]().modality)
 ]
 
 

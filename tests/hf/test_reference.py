@@ -5,17 +5,19 @@ a left-padded batch equals its rows run one by one."""
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 import torch
 from hf_helpers import (
     Capture,
     LastRowTopK,
+    causal_mask,
     language_model_inputs,
     logits_from,
     reference_sequence,
     tiny,
 )
-from transformers.masking_utils import create_causal_mask
 
 from reproductions import Tokens, get, methods
 from reproductions.hf import compress
@@ -73,7 +75,7 @@ def test_qwen2_vl_kept_tokens_keep_their_3d_position_ids():
         )
         lm = language_model_inputs(model, inputs)
     media = lm["inputs_embeds"][ids == IMAGE].view(2, 8, -1)
-    comp = method(Tokens(features=media, layout=(4, 2)))
+    comp = method(Tokens(features=media, layout=(2, 4)))
     with compress(model, method):
         capture = Capture(model.model.language_model)
         try:
@@ -102,6 +104,16 @@ def test_qwen2_vl_kept_tokens_keep_their_3d_position_ids():
     torch.testing.assert_close(logits[valid], expected[valid], rtol=0, atol=1e-6)
 
 
+def layer_keys(attn, normed, pe):
+    """(1, n, kv heads * head_dim) keys of a decoder attention module after RoPE, by hand."""
+    k = attn.k_proj(normed).view(1, normed.shape[1], -1, attn.head_dim).transpose(1, 2)
+    cos, sin = (x.unsqueeze(1) for x in pe)
+    half = k.shape[-1] // 2
+    rotated = torch.cat([-k[..., half:], k[..., :half]], dim=-1)
+    k = k * cos + rotated * sin
+    return k.transpose(1, 2).reshape(1, normed.shape[1], -1)
+
+
 def _llm_methods():
     found = [("last_row_topk", lambda: LastRowTopK(keep=5, layer=2))]
     for name, cls in methods().items():
@@ -114,6 +126,8 @@ def _llm_methods():
             if "layer" in cls.__dataclass_fields__:
                 params["layer"] = 2
             found.append((name, lambda cls=cls, params=params: cls(**params)))
+        elif cls.stage == "llm" and [f.name for f in fields(cls)] == ["layer"]:  # VTW: keeps none
+            found.append((name, lambda cls=cls: cls(layer=2)))
     return found
 
 
@@ -130,41 +144,38 @@ def test_llm_stage_equals_layers_run_by_hand(name, build):
     lm = eager.model.language_model
     with torch.no_grad():
         h = language_model_inputs(eager, one)["inputs_embeds"]
+        embeds = h  # SparseVLM reads its raters from the query rows' input embeddings
         n = h.shape[1]
         pos = torch.arange(n)[None]
         pe = lm.rotary_emb(h, pos)
-        full_mask = create_causal_mask(
-            config=lm.config,
-            inputs_embeds=h,
-            attention_mask=torch.ones(1, n),
-            past_key_values=None,
-            position_ids=pos,
-        )
+        full_mask = causal_mask(lm, h, pos)
         for layer in lm.layers[: k - 1]:
             h = layer(h, attention_mask=full_mask, position_embeddings=pe, position_ids=pos)
         last = lm.layers[k - 1]
         _, weights = last.self_attn(
             last.input_layernorm(h), position_embeddings=pe, attention_mask=full_mask
         )
+        keys = layer_keys(last.self_attn, last.input_layernorm(h), pe)  # as layer K - 1 caches them
         h = last(h, attention_mask=full_mask, position_embeddings=pe, position_ids=pos)
         media = (one["input_ids"][0] == IMAGE).nonzero()[:, 0]
         rows = torch.arange(int(media.max()) + 1, n)
         attention = weights[:, :, rows][:, :, :, media]
-        comp = method(Tokens(features=h[:, media], attention=attention, text=h[:, rows]))
+        scored = lm.norm(h) if method.hidden_from == "final_norm" else h  # DART scores normed
+        text_states = embeds if method.text_from == "embeddings" else scored
+        signals = {"keys": keys[:, media], "text_keys": keys[:, rows]}
+        signals = {name: value for name, value in signals.items() if name in method.needs}
+        comp = method(
+            Tokens(features=scored[:, media], attention=attention, text=text_states[:, rows], **signals)
+        )
         text = torch.tensor([j for j in range(n) if j not in set(media.tolist())])
         where = torch.cat([text, media[comp.positions[0]]])
-        feats = torch.cat([h[0, text], comp.features[0]])
+        kept_media = h[0, media[comp.positions[0]]] if scored is not h else comp.features[0]
+        feats = torch.cat([h[0, text], kept_media])
         order = where.argsort()
         kept, h = where[order], feats[order][None]
         cos, sin = pe
         pe_kept = (cos[:, kept], sin[:, kept])
-        kept_mask = create_causal_mask(
-            config=lm.config,
-            inputs_embeds=h,
-            attention_mask=torch.ones(1, len(kept)),
-            past_key_values=None,
-            position_ids=kept[None],
-        )
+        kept_mask = causal_mask(lm, h, kept[None])
         for layer in lm.layers[k:]:
             h = layer(
                 h, attention_mask=kept_mask, position_embeddings=pe_kept, position_ids=kept[None]
@@ -329,7 +340,7 @@ def test_cache_stage_equals_a_decoding_step_run_by_hand():
             input_ids=token,
             attention_mask=mask,
             position_ids=step,
-            past_key_values=copy.deepcopy(prefill.past_key_values),
+            cache=copy.deepcopy(prefill.past_key_values),
             output_attentions=True,
         )
         video = (one["input_ids"][0] == VIDEO).nonzero()[:, 0]
@@ -355,7 +366,7 @@ def test_cache_stage_equals_a_decoding_step_run_by_hand():
                 input_ids=token,
                 attention_mask=mask,
                 position_ids=step,
-                past_key_values=prefill.past_key_values,
+                cache=prefill.past_key_values,
             ).logits[:, -1]
         finally:
             for handle in handles:
@@ -463,7 +474,7 @@ def test_qwen3_vl_deepstack_features_follow_the_kept_tokens(name, params):
     for row in range(ids.shape[0]):
         where = (ids[row] == IMAGE).nonzero().flatten()
         start, length = int(where[0]), len(where)
-        comp = method(Tokens(features=embeds[row, start : start + length][None], layout=(4, 2)))
+        comp = method(Tokens(features=embeds[row, start : start + length][None], layout=(2, 4)))
         replaced.append((row, start, length, comp.features[0], comp.positions[0]))
         for k in range(comp.count):  # the DeepStack rows each kept token stands for, in order
             members = (comp.source[0] == k).nonzero().flatten() + start
@@ -520,3 +531,99 @@ def test_gemma3_kept_image_tokens_still_attend_to_each_other_both_ways():
     valid = new_mask.bool()
     torch.testing.assert_close(logits[valid], expected[valid], rtol=0, atol=1e-5)
     assert (causal[valid] - expected[valid]).abs().max() > 1e-3  # the semantics the test guards
+
+
+def test_qwen3_vl_video_frames_are_one_clip_and_kept_tokens_stay_in_their_frames():
+    """Qwen3-VL writes a video frame by frame (timestamp, vision start, tokens, vision end): the
+    method sees the clip's frames as one (T, H, W) grid, and each kept token stays inside its
+    own frame's run, between that frame's timestamp and vision end, with its own position ids."""
+    from reproductions.hf.tiny import VIDEO
+
+    model, inputs = tiny("qwen3_vl_video")
+    method = get("divprune", keep=3)
+    lm = language_model_inputs(model, inputs)
+    embeds, ids, pos = lm["inputs_embeds"], inputs["input_ids"], lm["position_ids"]
+    with compress(model, method), torch.no_grad():
+        capture = Capture(model.model.language_model)  # after compress's hook: sees its output
+        try:
+            model(**inputs)
+        finally:
+            capture.close()
+    got = capture.calls[0]
+    for row in range(ids.shape[0]):
+        columns = (ids[row] == VIDEO).nonzero().flatten()
+        assert len(columns) == 8 and not bool((columns.diff() == 1).all())  # two runs of 4
+        comp = method(Tokens(features=embeds[row, columns][None], layout=(2, 2, 2)))
+        kept = columns[comp.positions[0]]
+        where = []
+        for j in range(ids.shape[1]):
+            if not inputs["attention_mask"][row, j]:
+                continue
+            if ids[row, j] != VIDEO:
+                where.append(j)
+            elif j == 0 or ids[row, j - 1] != VIDEO:  # a frame's run starts: its kept tokens
+                run = columns[(columns >= j) & (columns < j + 4)]
+                where += [int(k) for k in kept if k in run]
+        where = torch.tensor(where)
+        real = got["attention_mask"][row].bool()
+        assert int(real.sum()) == int(inputs["attention_mask"][row].sum()) - 5
+        torch.testing.assert_close(got["inputs_embeds"][row, real], embeds[row, where])
+        assert torch.equal(got["position_ids"][..., row, :][..., real], pos[..., row, where])
+
+
+@pytest.mark.parametrize("family", ["gemma3", "idefics3"])
+def test_encoder_tome_in_a_pooled_grid_merges_whole_units(family):
+    """Gemma 3 and Idefics3 pool fixed blocks of patches into each LLM token, so ToMe merges whole
+    blocks (units). With merges in the last encoder layer only: that layer run by hand with ToMe
+    on the units (patches concatenated, keys averaged), put back on the grid, post-normed and
+    projected, gives the projector's output, and each image hands the LLM its kept units' tokens."""
+    from reproductions.hf.models import adapter_for
+    from reproductions.hf.tiny import IMAGE
+
+    model, inputs = tiny(family)
+    adapter = adapter_for(model)
+    layers, units = adapter.encoder_layers, adapter.tap.units
+    entering = []
+    hook = layers[-1].register_forward_pre_hook(lambda m, a, k: entering.append(a[0] if a else k["hidden_states"]),
+                                                with_kwargs=True)
+    try:
+        lm = language_model_inputs(model, inputs)
+    finally:
+        hook.remove()
+    layer, h = layers[-1], entering[0]
+    b, n, d = h.shape
+    k = units.shape[1]
+    with torch.no_grad():
+        x = layer.layer_norm1(h)
+        hidden = h + layer.self_attn(hidden_states=x)[0]
+        keys = layer.self_attn.k_proj(x).view(b, n, layer.self_attn.num_heads, -1).mean(2)[:, units.flatten()]
+        tokens = Tokens(features=hidden[:, units.flatten()].reshape(b, -1, k * d),
+                        keys=keys.view(b, -1, k, keys.shape[-1]).mean(2))
+        comp = get("tome", r=3)(tokens)
+        merged = comp.features.reshape(b, -1, d)
+        merged = merged + layer.mlp(layer.layer_norm2(merged))
+        grid = torch.empty_like(h)
+        grid[:, units.flatten()] = merged.view(b, -1, k, d).gather(
+            1, comp.source[:, :, None, None].expand(-1, -1, k, d)).reshape(b, -1, d)
+        tower = model.model.vision_tower if family == "gemma3" else model.model.vision_model
+        tower = getattr(tower, "vision_model", tower)
+        placed = adapter.tap.output(tower.post_layernorm(grid))
+    schedule = [0] * (len(layers) - 1) + [3]
+    with compress(model, "tome", r=3, schedule=schedule) as report, torch.no_grad():
+        capture = Capture(adapter.language_model)
+        try:
+            model(**inputs)
+        finally:
+            capture.close()
+    got, ids = capture.calls[0]["inputs_embeds"], inputs["input_ids"]
+    units_per_item = units.shape[0]
+    assert report.records[0].media_after == [
+        int((ids[r] == IMAGE).sum()) // units_per_item * comp.count for r in range(ids.shape[0])
+    ]
+    item = 0
+    for r in range(ids.shape[0]):
+        rows = [placed[item + t][comp.positions[item + t]] for t in range(int((ids[r] == IMAGE).sum()) // units_per_item)]
+        item += len(rows)
+        expected = torch.cat(rows)
+        assert all(any(torch.allclose(e, g, atol=1e-5) for g in got[r]) for e in expected)
+    assert lm["inputs_embeds"].shape[1] > got.shape[1]

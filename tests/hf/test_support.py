@@ -1,60 +1,23 @@
-"""The support matrix is true: the README's copy equals a fresh generation, every cell marked
-"runs" compresses a prompt of its family's tiny model, and the others are refused with the
-reason the matrix gives."""
+"""The support matrix is true: the README's copy equals a fresh generation; every cell marked
+"runs" compresses its family's tiny prompt through `generate()`, only in its own modality and
+leaving no hook behind, and a budget that keeps every token changes no logit; the others are
+refused with the reason the matrix gives. Cases come from the matrix, which comes from the
+registry, so a method that lands later is exercised (or refused) without a line here."""
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-
 import pytest
 import torch
+from hf_helpers import cell_method, cell_prompts, hook_count, tiny
 
 import reproductions
+from reproductions import Tokens
 from reproductions.hf import compress
-from reproductions.hf.models import adapter_for
 from reproductions.hf.support import FAMILIES, matrix
-from reproductions.hf.tiny import BUILDERS, MODALITY
 from tools.catalog import ROOT
 from tools.support import render
 
 CELLS = matrix()
-
-
-@functools.cache
-def built(tiny: str):
-    return BUILDERS[tiny]()
-
-
-def inputs_for(family: str, cls) -> tuple[torch.nn.Module, dict]:
-    """The family's model with a prompt of a modality the method takes (one with a grid for
-    grid methods: OneVision's video)."""
-    base = FAMILIES[family]
-    model, _ = built(base)
-    gridded = adapter_for(model).gridded
-    for tiny in [name for name in MODALITY if name == base or name.startswith(f"{base}_")]:
-        modality = MODALITY[tiny]
-        if modality in cls.modality and (not cls.grid or modality in gridded):
-            return model, built(tiny)[1]
-    raise AssertionError(f"no tiny prompt of {cls.modality} for {family}")
-
-
-def small(cls, model: torch.nn.Module):
-    """The example parameters with budgets for 8-16-token spans, a layer of the 4-layer decoder,
-    and (trainable methods) the width of the features the stage hands them."""
-    params = dict(cls.example)
-    names = {f.name for f in dataclasses.fields(cls)}
-    if "dim" in names:
-        adapter = adapter_for(model)
-        config = model.config
-        params["dim"] = (config.vision_config if adapter.projector is not None else config.get_text_config()).hidden_size
-        if "out_dim" in names:
-            params["out_dim"] = params["dim"]
-    if "keep" in names and isinstance(params.get("keep", getattr(cls, "keep", None)), int):
-        params["keep"] = 0.5
-    if "layer" in names:
-        params["layer"] = 2
-    return cls(**params)
 
 
 def test_the_readme_matrix_is_current():
@@ -68,23 +31,73 @@ RUNS = [(name, family) for name, row in CELLS.items() for family, (kind, _) in r
 REFUSED = [(name, family) for name, row in CELLS.items() for family, (kind, _) in row.items() if kind != "runs"]
 
 
-@pytest.mark.parametrize("name,family", RUNS, ids=[f"{n}-{f}" for n, f in RUNS])
-def test_a_cell_that_runs_compresses(name, family):
+#: every "runs" cell with each of its family's prompts in a modality the method takes
+PROMPTS = [
+    (name, family, prompt)
+    for name, family in RUNS
+    for prompt in cell_prompts(family, reproductions.methods()[name])
+]
+
+
+@pytest.mark.parametrize("name,family,prompt", PROMPTS, ids=["-".join(case) for case in PROMPTS])
+def test_a_cell_that_runs_compresses_through_generate(name, family, prompt):
     cls = reproductions.methods()[name]
-    model, inputs = inputs_for(family, cls)
-    with compress(model, small(cls, model)) as report, torch.no_grad():
-        if cls.stage == "cache":
-            model.generate(**inputs, max_new_tokens=2, do_sample=False)
-        else:
-            model(**inputs)
+    model, inputs = tiny(FAMILIES[family])[0], tiny(prompt)[1]
+    method = cell_method(cls, model)
+    hooks = hook_count(model)
+    with compress(model, method) as report, torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert out.shape == (inputs["input_ids"].shape[0], inputs["input_ids"].shape[1] + 3)
+    assert hook_count(model) == hooks
     assert report.records, f"{name} compressed nothing in {family}"
-    assert all(sum(r.media_after) <= sum(r.media_before) for r in report.records)
+    for record in report.records:
+        assert record.stage == method.stage
+        for b in range(len(record.tokens_before)):
+            lowest = 0 if keeps_none(method, record.media_before[b]) else 1
+            assert lowest <= record.media_after[b] <= record.media_before[b]
+            removed = record.media_before[b] - record.media_after[b]
+            assert record.tokens_after[b] == record.tokens_before[b] - removed
+
+
+def keeps_none(method, count: int) -> bool:
+    """True where the method declares it keeps no token of `count` (VTW's withdrawal)."""
+    try:
+        return method.output_count(Tokens(features=torch.zeros(1, count, 1))) == 0
+    except (ValueError, AttributeError):  # a count it cannot take, or a signal it reads
+        return False
+
+
+def keeps_everything(cls) -> dict | None:
+    """The parameters of a budget that keeps every token: the method's `identity`, else keep=1.0;
+    None where it has neither (a fixed-ratio pooling)."""
+    if cls.identity is not None:
+        return dict(cls.identity)
+    return {"keep": 1.0} if "keep" in cls.__dataclass_fields__ else None
+
+
+KEEP_ALL = [case for case in PROMPTS if keeps_everything(reproductions.methods()[case[0]]) is not None]
+
+
+@pytest.mark.parametrize("name,family,prompt", KEEP_ALL, ids=["-".join(case) for case in KEEP_ALL])
+def test_a_budget_that_keeps_everything_changes_nothing(name, family, prompt):
+    cls = reproductions.methods()[name]
+    model, inputs = tiny(FAMILIES[family])[0], tiny(prompt)[1]
+    method = cell_method(cls, model, **keeps_everything(cls))
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        tokens = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+        with compress(model, method):
+            kept_logits = model(**inputs).logits
+            kept_tokens = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    valid = inputs["attention_mask"].bool()
+    assert torch.equal(kept_logits[valid], logits[valid])
+    assert torch.equal(kept_tokens, tokens)
 
 
 @pytest.mark.parametrize("name,family", REFUSED, ids=[f"{n}-{f}" for n, f in REFUSED])
 def test_a_cell_that_does_not_run_is_refused_with_its_reason(name, family):
     cls = reproductions.methods()[name]
-    model, _ = built(FAMILIES[family])
+    model, _ = tiny(FAMILIES[family])
     _, reason = CELLS[name][family]
     with pytest.raises(ValueError) as error, compress(model, cls(**cls.example)):
         pass

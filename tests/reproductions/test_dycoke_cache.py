@@ -90,3 +90,22 @@ def test_batch_prunes_when_any_row_changed():
 def test_bad_parameters(params, match):
     with pytest.raises(ValueError, match=match):
         get("dycoke_cache", **params)
+
+
+def test_values_are_scanned_once_per_generate_and_the_read_row_at_every_step():
+    method = get("dycoke_cache", prune_ratio=0.5)
+    bad_keys = step(SCORES)
+    bad_keys.features[0, 2, 1] = float("nan")
+    with pytest.raises(ValueError, match="features contain NaN"):
+        method(bad_keys)  # the first step after reset checks every value
+    method.reset()
+    method(step(SCORES))
+    later = step(SCORES)
+    later.attention[0, 1, -1, 3] = float("inf")
+    with pytest.raises(ValueError, match="last row"):
+        method(later)  # later steps check the scores they read
+    unchanged = step(SCORES)
+    same = method(unchanged)
+    assert same.count == 6 and same.features is unchanged.features  # read-only, not copied
+    with pytest.raises(ValueError, match="attention has shape"):
+        method(Tokens(features=step(SCORES).features, attention=torch.rand(1, 2, 1, 5)))

@@ -131,3 +131,22 @@ def test_cost_one_is_identity_and_bad_parameters_raise():
     for params in ({"cost": 0.0}, {"similarity": 2.0}, {"layers": 0}):
         with pytest.raises(ValueError):
             get("framefusion", **params)
+
+
+def test_layers_before_k_count_at_full_cost():
+    # 100 random 64-d tokens: no cosine reaches 0.6, so one merge step merges nothing and the
+    # rest is pruning. At K = 0: [0] -> ratio 1 - (28 * 0.5 - 1) / 27 -> keep round(48.1) = 48.
+    # At K = 2 the two full layers come first: [0, 0, 0] -> 1 - (14 - 3) / 25 -> keep 44.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 100, 64, generator=g, dtype=torch.float64)
+    tokens = Tokens(features=x, layout=(4, 5, 5), attention=attention_for(torch.rand(100).tolist()))
+    assert get("framefusion", cost=0.5).layer == 0  # the released code merges before layer 0
+    assert get("framefusion", cost=0.5)(tokens).count == 48
+    assert get("framefusion", cost=0.5, layer=2)(tokens).count == 44
+
+
+def test_layer_must_leave_budget_and_layers():
+    with pytest.raises(ValueError, match="layer="):
+        get("framefusion", layer=27)
+    with pytest.raises(ValueError, match="full-cost layers"):
+        get("framefusion", cost=0.05, layer=2)  # 28 * 0.05 = 1.4 layer-equivalents < 2

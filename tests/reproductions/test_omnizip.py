@@ -10,7 +10,12 @@ import torch
 
 from reproductions import Tokens, get
 from reproductions.interface import check_compression
-from reproductions.omni.omnizip import density_peak_scores, pool_saliency, rebalance
+from reproductions.omni.omnizip import (
+    density_peak_scores,
+    interleaved_runs,
+    pool_saliency,
+    rebalance,
+)
 
 
 def omni_tokens(
@@ -88,6 +93,48 @@ def test_video_ratio_follows_audio_retention_per_chunk():
     per_frame = out.source[0, :64].reshape(4, 16).ge(0).sum(dim=1).tolist()
     # retention 1 -> ratio 0.35 -> int(16 * 0.65) = 10; retention 0 -> 0.75 -> int(16 * 0.25) = 4
     assert per_frame == [10, 10, 4, 4]
+
+
+def test_trailing_audio_chunks_are_one_run_as_in_the_interleaved_sequence():
+    # The issue's clip: 4 frames (2 video chunks of 2 s) and 140 audio tokens (3 chunks: 50, 50,
+    # 40). Qwen2.5-Omni writes V0 A0 V1 A1 A2, so the official code reads audio runs [0, 50) and
+    # [50, 140). Keep 70 = round(0.5 * 140) audio tokens: 30 of [0, 50), 8 of [50, 100), 32 of
+    # [100, 140).
+    saliency = [1.0] * 140
+    for j in [*range(0, 30), *range(50, 58), *range(100, 132)]:
+        saliency[j] = 2.0
+    tokens = with_saliency(omni_tokens(frames=4, side=3, na=140), saliency)
+    method = get("omnizip", audio_ratio=0.5, contextual_ratio=0.0)
+    out = method(tokens)
+    per_frame = out.source[0, :36].reshape(4, 9).ge(0).sum(dim=1).tolist()
+    # run 0: r = 30 / 50 -> ratio 0.75 - 0.4 * 0.6 = 0.51 -> int(9 * 0.49) = 4 per frame;
+    # run 1: r = 40 / 90 -> ratio 0.75 - 0.4 * 0.444 = 0.572 -> int(9 * 0.428) = 3 per frame
+    # (fixed 50-token chunks gave r = 8 / 50 -> ratio 0.686 -> 2 per frame: 12 tokens, not 14)
+    assert per_frame == [4, 4, 3, 3]
+    check_compression(out, tokens)
+
+
+def runs_of(ids: list[str], kind: str) -> list[tuple[int, int]]:
+    """The runs of `kind` ids in a sequence, as positions within that kind (the official reading)."""
+    runs, count, previous = [], 0, False
+    for token in ids:
+        if token == kind:
+            if not previous:
+                runs.append([count, count])
+            runs[-1][1] = count = count + 1
+        previous = token == kind
+    return [tuple(run) for run in runs]
+
+
+@pytest.mark.parametrize(
+    "frames, na, fpc, apc", [(4, 140, 2, 50), (7, 60, 2, 50), (4, 100, 2, 50), (3, 7, 1, 2)]
+)
+def test_interleaved_runs_match_the_runs_of_the_processor_layout(frames, na, fpc, apc):
+    # Qwen2.5-Omni's placeholder, one "v" per frame: video chunk j, then audio chunk j
+    ids: list[str] = []
+    for j in range(max(math.ceil(frames / fpc), math.ceil(na / apc))):
+        ids += ["v"] * max(0, min(fpc, frames - j * fpc)) + ["a"] * max(0, min(apc, na - j * apc))
+    assert interleaved_runs(frames, na, fpc, apc) == (runs_of(ids, "v"), runs_of(ids, "a"))
 
 
 def test_odd_frames_keep_the_tokens_that_changed_since_the_previous_frame():

@@ -147,3 +147,14 @@ def test_text_width_must_match_the_features():
 def test_bad_parameters_raise(params):
     with pytest.raises(ValueError, match=next(iter(params))):
         reproductions.get("sparsevlm", **params)
+
+
+def test_the_official_first_sparsification_is_the_default():
+    """SparseVLM's first sparse layer scores with layer 2's attention and prunes from layer 3:
+    K = 3; inside a model its raters come from the query rows' input embeddings."""
+    from reproductions import get
+
+    method = get("sparsevlm")
+    assert method.layer == 3 and method.text_from == "embeddings"
+    with pytest.raises(ValueError, match="layer"):
+        get("sparsevlm", layer=0)

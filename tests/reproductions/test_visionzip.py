@@ -67,6 +67,20 @@ def test_hand_built_dominant_and_contextual_tokens():
     assert out.features[0, :, 0].tolist() == [0, 2, 5, 7, 7]
 
 
+def test_without_a_cls_every_dominant_token_is_ranked():
+    """special=0 (SigLIP, Qwen ViTs; LightCompress' Qwen2.5-VL port): token 0 is not kept for
+    its index; the `dominant` most attended tokens are, then the contextual merge as usual."""
+    x = torch.arange(6, dtype=torch.float64).unsqueeze(-1).expand(1, 6, 2).clone()
+    received = torch.tensor([[[0.0, 0.1, 0.4, 0.0, 0.0, 0.5]]], dtype=torch.float64)
+    # remaining 0, 1, 3, 4 -> targets (step 4 // 2 = 2) tokens 0 and 3; 1 points like 0, 4 like 3
+    keys = torch.tensor([[[1, 0], [1, 0], [9, 9], [0, 1], [0, 1], [9, 9]]], dtype=torch.float64)
+    tokens = Tokens(features=x, layout=(2, 3), special=0, cls_attention=received, keys=keys)
+    out = get("visionzip", dominant=2, contextual=2)(tokens)
+    assert out.positions[0].tolist() == [2, 5, 0, 3]
+    assert out.source[0].tolist() == [2, 2, 0, 3, 3, 1]
+    assert out.features[0, :, 0].tolist() == [2, 5, 0 + 1, 3 + 4]
+
+
 def test_a_target_with_nothing_assigned_is_itself():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1, 9, 4, generator=g)

@@ -63,6 +63,13 @@ def build_site(catalog: Path, results: Path, site: Path, site_url: str = "http:/
     return Build(site=site, catalog=catalog, results=results, log=log, seconds=seconds)
 
 
+@pytest.fixture
+def mkdocs_env() -> dict[str, str]:
+    """The environment for a mkdocs run of a test, without the MkDocs 2 banners. A fixture, not
+    an import: `from conftest import ...` finds tests/catalog's conftest when both folders run."""
+    return {**os.environ, **QUIET}
+
+
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Build]:
     """The site built once from a copy of the catalog plus the fixture papers."""

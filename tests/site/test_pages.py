@@ -164,8 +164,10 @@ def test_newest_prefers_uncommitted_then_latest_commit() -> None:
 def test_paper_page_escapes_every_field(hostile: dict) -> None:
     data = SiteData(papers=[hostile, fixture_paper()], taxonomy={})
     page = site_pages.paper_markdown(hostile, data)
+    # the BibTeX block is code (shown as text); the plain-text citation before it is checked too
+    outside_code = re.sub(r"(`{3,}) bibtex\n.*?\n\1\n", "", page, flags=re.DOTALL)
+    assert "@" not in outside_code.split("## Cite")[1]  # the block was found and removed
     for raw in ("<script>", "<img", "<svg", "<b ", "<iframe", "javascript:alert('paper')"):
-        outside_code = page.split("## BibTeX")[0]
         assert raw not in outside_code, raw
     assert text(hostile["title"]) in page
     row = site_pages.paper_row(hostile, data, "papers/index.md")
@@ -231,7 +233,8 @@ def test_paper_page_links_its_catalog_file_in_the_repository() -> None:
     linked = site_pages.paper_markdown(paper, SiteData(papers=[paper], taxonomy={}, repo_url="https://github.com/o/r"))
     assert 'href="https://github.com/o/r/blob/main/catalog/papers/doe2024tokens.yaml"' in linked
     plain = site_pages.paper_markdown(paper, SiteData(papers=[paper], taxonomy={}))
-    assert "<code>catalog/papers/doe2024tokens.yaml</code>" in plain and "blob/main" not in plain
+    shown = re.sub(r"<[^>]+>", "", plain.split('class="paper-file"', 1)[1].split("</td>")[0])
+    assert shown.endswith("catalog/papers/doe2024tokens.yaml") and "blob/main" not in plain
 
 
 def test_unknown_category_values_are_text_not_links() -> None:
@@ -259,3 +262,30 @@ def test_a_paper_page_shows_where_and_when_it_was_checked(hostile: dict) -> None
     shown = site_pages.paper_markdown(hostile, SiteData(papers=[hostile], taxonomy={}))
     checked = shown.split("## Checked")[1].split("## ")[0]
     assert "<script>" not in checked and "&lt;script&gt;" in checked
+
+
+def _sweep_row(method: str, budget: int | None, score: float, kept: float, ttft: float, gain: float | None):
+    return {"model": "llava", "task": "pope", "method": method, "budget": budget, "params": {},
+            "score": score, "kept_tokens": kept, "ttft_s": ttft, "gain": gain}
+
+
+def test_benchmarks_page_shows_the_newest_accuracy_sweep_and_its_plot() -> None:
+    """The newest committed `python -m tools eval` table: a plot of accuracy against TTFT and
+    kept tokens drawn from it at build time, and one row per run with its gain over the best
+    control; without a sweep the page says how to make one."""
+    from tools.site import accuracy_plots
+
+    rows = [_sweep_row("none", None, 0.86, 576, 0.90, 0.0), _sweep_row("random", 64, 0.78, 64, 0.20, 0.0),
+            _sweep_row("pool", 64, 0.80, 64, 0.20, 0.0), _sweep_row("visionzip", 64, 0.84, 64, 0.21, 0.04)]
+    data = SiteData(papers=[], taxonomy={}, methods=reproductions.methods(),
+                    accuracy=[{"name": "older", "rows": []}, {"name": "llava-pope", "rows": rows}])
+    plots = accuracy_plots(data)
+    assert list(plots) == ["benchmarks/accuracy-llava-pope.png"]
+    assert plots["benchmarks/accuracy-llava-pope.png"].startswith(b"\x89PNG")
+    page = site_pages.benchmarks_page(data, list(plots))
+    section = page.split("## Accuracy")[1]
+    assert "llava-pope" in section and 'src="accuracy-llava-pope.png"' in section
+    assert section.count("<tr>") == 1 + len(rows)
+    assert "+0.040" in section and "visionzip/" in section  # the gain, and a link to the method
+    empty = site_pages.benchmarks_page(SiteData(papers=[], taxonomy={}), [])
+    assert "No accuracy sweep is committed yet" in empty.split("## Accuracy")[1]

@@ -22,6 +22,20 @@ def test_pages_workflow_deploys_main_with_the_strict_build() -> None:
     assert config["strict"] is True and config["theme"]["font"] is False
 
 
+def test_site_url_is_the_pages_address_in_ci_and_unset_locally(monkeypatch) -> None:
+    """Canonical links and the sitemap name the published address, never localhost: the Pages
+    workflow passes it, `make site` leaves it unset, and `mkdocs serve` sets its own."""
+    from mkdocs.config import load_config
+
+    monkeypatch.delenv("SITE_URL", raising=False)
+    assert load_config(str(ROOT / "mkdocs.yml"))["site_url"] is None
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "pages.yml").read_text(encoding="utf-8"))
+    address = workflow["jobs"]["deploy"]["env"]["SITE_URL"]
+    assert address.startswith("https://${{ github.repository_owner }}.github.io/")
+    monkeypatch.setenv("SITE_URL", "https://example.github.io/project/")
+    assert load_config(str(ROOT / "mkdocs.yml"))["site_url"] == "https://example.github.io/project/"
+
+
 class _MkdocsLoader(yaml.SafeLoader):
     """mkdocs.yml uses `!ENV`; read it as its default."""
 

@@ -5,10 +5,50 @@ and laid out on grids. Each family subclasses `Adapter` in a module of its own."
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
+
+#: pools a signal given per encoder token of one encoder call (C, tokens) onto the n tokens of
+#: one placed item (C, n), as the family's merger or projector pools the encoder's tokens
+Pool = Callable[[Tensor], Tensor]
+#: (the output module's args, kwargs, output) -> per media item placed into the LLM input: its
+#: features (n, D) and the Pool onto them
+Items = Callable[[tuple, dict, Any], list[tuple[Tensor, Pool]]]
+
+
+@dataclass
+class EncoderTap:
+    """Where a family whose projector stage compresses LLM-input rows reads its encoder signals:
+    the attention of the encoder layer whose output the merger or projector pools, carried onto
+    each LLM token as the mean over the encoder tokens it is pooled from."""
+
+    #: the attention module of that encoder layer
+    attention: nn.Module
+    #: the module whose output is placed into the LLM input (merger or projector); None where
+    #: only the packer places items
+    output: nn.Module | None
+    #: leading tokens of each encoder sequence that the model drops: a [CLS], whose attention row
+    #: is then `cls_attention` (without one, each token's attention received, as the ports do)
+    special: int
+    #: each placed item and how it pools the call's encoder tokens (over the call's batch, [CLS]
+    #: left out)
+    items: Items | None
+    #: the modalities whose items these are
+    modalities: tuple[str, ...] = ("image", "video")
+    #: grid families: the encoder tokens each placed token of an item pools (n, k), the same for
+    #: every item; the encoder stage merges these units whole (ToMe), so each leaves one token
+    units: Tensor | None = None
+    #: every encoder layer's attention module, in order (`attention` among them): where
+    #: `received` is read at the layers a method names
+    attentions: tuple[nn.Module, ...] = ()
+    #: anyres families: the module and the name of its method that packs each image's crops
+    #: (LLaVA-NeXT / OneVision `pack_image_features`: unpadding, resizing, newlines), which the
+    #: stage runs again on the signals, so each packed token gets its own patch's (a newline: 0)
+    packer: tuple[nn.Module, str] | None = None
 
 
 @dataclass
@@ -28,8 +68,14 @@ class Adapter:
     #: vision encoder layers, and the index of the one whose output the projector reads
     encoder_layers: nn.ModuleList | None = None
     feature_layer: int | None = None
-    #: signals the projector stage can give from the encoder (LLaVA: [CLS] attention, keys)
+    #: the Qwen ViT (flat per-image sequences cut by `cu_seqlens`, a merger over each merge
+    #: unit), in whose blocks the encoder stage merges (`stages/packed.py`)
+    packed: nn.Module | None = None
+    #: signals the projector stage can give from the encoder (LLaVA: [CLS] attention, keys,
+    #: attention received at any encoder layer)
     signals: tuple[str, ...] = ()
+    #: where the projector stage reads those signals when it compresses LLM-input rows
+    tap: EncoderTap | None = None
     #: leading encoder tokens ([CLS]) that the model drops before its projector
     encoder_special: int = 0
     #: trailing tokens of each video span that are not frame tokens (OneVision's newline)
@@ -61,6 +107,14 @@ class Adapter:
         of placeholders)."""
         return None
 
+    def item_runs(
+        self, modality: str, found: list[list[tuple[int, int]]], kwargs: dict[str, Any]
+    ) -> list[list[tuple[list[tuple[int, int]], tuple[int, ...] | None]]]:
+        """Per row, each item's runs of placeholders (start, length) and its grid (None: `layout`
+        finds it): one run per item, unless the family writes an item as several runs
+        (Qwen3-VL's video frames). `kwargs`: the model call's arguments (its grids)."""
+        return [[([run], None) for run in row] for row in found]
+
     def layout(self, modality: str, length: int, positions: Tensor | None) -> tuple[int, ...] | None:
         """The grid a span of `length` placeholders fills: (H, W), (T, H, W) or (T,); None where
         the model packs the tokens irregularly. `positions` (3, length) are the span's M-RoPE ids
@@ -86,3 +140,34 @@ def square(length: int) -> tuple[int, int] | None:
     """(side, side) where `length` tokens fill a square grid."""
     side = math.isqrt(length)
     return (side, side) if side * side == length else None
+
+
+def pooled_groups(index: Tensor) -> Tensor:
+    """(n, k) long from a pooling function's output on encoder-token indices given as features:
+    the k encoder tokens each of the n pooled tokens is made from."""
+    return index.reshape(-1, index.shape[-1]).round().long()
+
+
+def group_mean(groups: Tensor) -> Pool:
+    """The Pool of a merger that makes each placed token from a group of encoder tokens (n, k):
+    the mean over the group (LightCompress' Qwen2.5-VL ports average the 2x2 merged patches)."""
+    return lambda x: x[:, groups.to(x.device)].mean(-1)
+
+
+def grid_tap(
+    attention: nn.Module, output: nn.Module, special: int, units: Tensor, attentions: tuple[nn.Module, ...] = ()
+) -> EncoderTap:
+    """The tap of a family that pools each item's encoder tokens in fixed `units` (n, k): one
+    item per batch row of the output module's (B, n, D) output."""
+    per_item = units.numel()
+
+    def items(args: tuple, kwargs: dict, out: Tensor) -> list[tuple[Tensor, Pool]]:
+        return [(out[i], group_mean(units + i * per_item)) for i in range(out.shape[0])]
+
+    return EncoderTap(attention=attention, output=output, special=special, items=items, units=units,
+                      attentions=attentions)
+
+
+def arange_features(count: int, device: torch.device | None = None) -> Tensor:
+    """Encoder-token indices 0..count-1 as one-wide float features (exact below 2**24)."""
+    return torch.arange(count, dtype=torch.float32, device=device)

@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.models.gemma3 import modeling_gemma3
 
 from ..sequence import take
-from .base import Adapter, language_parts, square
+from .base import Adapter, EncoderTap, arange_features, grid_tap, language_parts, square
 
 DECODER_STAGES = (
     "Gemma 3 gives its full- and sliding-attention layers masks of their own, with image tokens "
@@ -44,6 +45,22 @@ class Gemma3Adapter(Adapter):
         )
 
 
+def vision_tap(inner: nn.Module) -> EncoderTap:
+    """The last SigLIP layer (no [CLS]); each image token is the projector's average pool of a
+    kernel_size² block of patches."""
+    projector = inner.multi_modal_projector
+    side, kernel = projector.patches_per_image, projector.kernel_size
+    index = arange_features(side * side).view(1, 1, side, side)
+    units = F.unfold(index, kernel, stride=kernel)[0].T.round().long()  # (tokens, kernel²), row-major
+    layers = vision_layers(inner)
+    return grid_tap(layers[-1].self_attn, projector, 0, units, tuple(layer.self_attn for layer in layers))
+
+
+def vision_layers(inner: nn.Module) -> nn.ModuleList:
+    tower = inner.vision_tower
+    return getattr(tower, "vision_model", tower).encoder.layers
+
+
 def build(model: nn.Module) -> Gemma3Adapter:
     config = model.config
     return Gemma3Adapter(
@@ -53,5 +70,9 @@ def build(model: nn.Module) -> Gemma3Adapter:
         gridded=("image",),
         unsupported_stages={"llm": DECODER_STAGES, "cache": DECODER_STAGES},
         tokens_per_image=config.mm_tokens_per_image,
+        signals=("cls_attention", "keys", "received"),
+        tap=vision_tap(model.model),
+        encoder_layers=vision_layers(model.model),
+        feature_layer=len(vision_layers(model.model)) - 1,
         text_config=config.get_text_config(),
     )

@@ -1,9 +1,10 @@
 """LLaVA (LlavaForConditionalGeneration: CLIP or SigLIP encoder, MLP projector).
 
 The projector stage compresses the encoder features the projector reads (as the official
-LLaVA code of VisionZip, PruMerge, DivPrune, ... does), with [CLS] attention and keys from that
-encoder layer; the encoder stage merges inside the encoder's layers. Every image fills a square
-grid of patches_per_side² placeholders."""
+LLaVA code of VisionZip, PruMerge, DivPrune, ... does), with [CLS] attention (on SigLIP, which
+has no [CLS], the attention each token receives) and keys from that encoder layer; the encoder
+stage merges inside the encoder's layers. Every image fills a square grid of patches_per_side²
+placeholders."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def build(model: nn.Module) -> LlavaAdapter:
         projector=inner.multi_modal_projector,
         encoder_layers=layers if one else None,
         feature_layer=feature_layer % (len(layers) + 1) - 1 if one else None,
-        signals=(("cls_attention", "keys") if has_cls else ("keys",)) if one else (),
+        signals=("cls_attention", "keys", "received") if one else (),
         encoder_special=1 if config.vision_feature_select_strategy == "default" else 0,
         patches_per_side=vc.image_size // vc.patch_size,
         has_cls=has_cls,

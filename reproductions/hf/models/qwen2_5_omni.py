@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .base import Adapter, language_parts
+from .qwen2_vl import vision_encoder, vision_tap
 
 INTERLEAVED = (
     "Qwen2.5-Omni interleaves a video's audio with its frames in 2-second chunks "
@@ -34,4 +35,7 @@ def build(model: nn.Module) -> OmniAdapter:
         tokens={"image": config.image_token_id, "video": config.video_token_id, "audio": config.audio_token_id},
         mrope=True,
         gridded=("image", "video", "audio"),
+        signals=("cls_attention", "keys", "received"),
+        tap=vision_tap(model.model.visual),
+        **vision_encoder(model.model.visual),
     )

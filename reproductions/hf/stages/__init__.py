@@ -2,12 +2,13 @@
 its hooks on entry and removes them in `finally`:
 
 - `projector.py`: the media tokens entering the LLM (LLaVA: at the encoder output);
-- `encoder.py`: ToMe-style merging inside LLaVA's vision encoder;
+- `encoder.py`: ToMe-style merging inside the vision encoder (`packed.py`: the Qwen ViTs);
 - `llm.py`: at decoder layer K during prefill (FastV-style);
 - `cache.py`: the KV cache entries during decoding (DyCoke's stage 2).
 
 `input.py` holds what the projector and encoder stages share (the rebuilt, shorter LLM input),
-`decoder.py` what the llm and cache stages share (the hooks at and after layer K), and `base.py`
+`decoder.py` what the llm and cache stages share (the hooks at and after layer K), `signals.py`
+the encoder signals recomputed for the projector stage, and `base.py`
 what all of them do.
 """
 

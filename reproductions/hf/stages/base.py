@@ -55,6 +55,7 @@ class Stage:
         self.handles: list[Any] = []
         self.input_ids: Tensor | None = None
         self.outer_mask: Tensor | None = None
+        self.outer_kwargs: dict[str, Any] = {}
         self.spans: list[Span] = []
         self.cache: Any = None
         self.cols: Tensor | None = None
@@ -139,6 +140,7 @@ class Stage:
         self.input_ids = ids if isinstance(ids, Tensor) else None
         mask = kwargs.get("attention_mask")  # 2-D here, also where the decoder gets 4-D masks (Gemma 3)
         self.outer_mask = mask if isinstance(mask, Tensor) and mask.dim() == 2 else None
+        self.outer_kwargs = kwargs
 
     def _decoder(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         embeds = kwargs.get("inputs_embeds")
@@ -184,12 +186,15 @@ class Stage:
         spans: list[Span] = []
         for modality in self.modalities:
             found = split_runs(runs(ids, self.adapter.tokens[modality]), self.adapter.item_size(modality))
+            trailer = self.adapter.video_trailer if modality == "video" else 0
             item = 0
-            for row, items in enumerate(found):
-                for start, run in items:
-                    n = run - (self.adapter.video_trailer if modality == "video" else 0)
-                    ids3 = grid[:, row, start : start + n] if grid is not None else None
-                    spans.append(Span(row, start, n, modality, self.adapter.layout(modality, n, ids3), item))
+            for row, items in enumerate(self.adapter.item_runs(modality, found, self.outer_kwargs)):
+                for item_runs, layout in items:
+                    columns = torch.cat([torch.arange(start, start + run - trailer) for start, run in item_runs])
+                    if layout is None:
+                        ids3 = grid[:, row, columns.to(grid.device)] if grid is not None else None
+                        layout = self.adapter.layout(modality, len(columns), ids3)
+                    spans.append(Span(row, columns, modality, layout, item))
                     item += 1
         return spans
 
@@ -221,7 +226,7 @@ class Stage:
 
     def media_columns(self, row: int) -> Tensor:
         """The original indices of every media token of `row`."""
-        idx = [torch.arange(s.start, s.start + s.length) for s in self.spans if s.row == row]
+        idx = [s.columns for s in self.spans if s.row == row]
         return torch.cat(idx) if idx else torch.empty(0, dtype=torch.long)
 
     def row_layout(self, row: int) -> tuple[int, ...] | None:

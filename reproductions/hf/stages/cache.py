@@ -58,8 +58,8 @@ class CacheStage(DecoderStage):
         cols = torch.stack(columns).to(probs.device)
         attention = torch.stack([probs[r, :, :, cols[r]] for r in range(b)]).to(hidden.dtype)
         kv = cache.layers[self.layer].keys  # (B, kv heads, C, hd), the current token not yet added
-        flat = kv.transpose(1, 2).reshape(b, kv.shape[2], -1)
-        features = torch.stack([flat[r, cols[r]] for r in range(b)])
+        # the media entries first, then heads flattened: one copy of those entries only
+        features = torch.stack([kv[r][:, cols[r]].transpose(0, 1).flatten(1) for r in range(b)])
         comp = self.method(Tokens(features=features, layout=self.row_layout(0), attention=attention))
         keep = torch.ones(b, total, dtype=torch.bool, device=probs.device)
         for r in range(b):

@@ -1,7 +1,8 @@
 """The stages that act inside the language model at decoder layer K (llm and cache): the input
 of layer K - 1's attention is captured (its attention to the media tokens is recomputed from it,
 so SDPA works), layer K does the stage's work, and layers after K run with the mask, position
-embeddings and ids that go with the kept tokens (`group`).
+embeddings and ids that go with the kept tokens (`group`). At K = 0 (the llm stage only) no
+layer has run: the attention is the one layer 0 computes over the full input (`own_input`).
 """
 
 from __future__ import annotations
@@ -33,22 +34,32 @@ class DecoderStage(Stage):
         self.layer = decoder_layer(method, layer)
         #: kwargs that layers >= K run with (None: as they are)
         self.group: dict[str, Any] | None = None
+        self.embeds: Tensor | None = None
         #: layer K - 1's attention module, its input hidden states and position embeddings
         self.attention_input: tuple[nn.Module, Tensor, tuple[Tensor, Tensor]] | None = None
 
     def install_hooks(self) -> None:
         layers, k = self.adapter.layers, self.layer
-        self.hook(layers[k - 1].self_attn.register_forward_pre_hook(self._capture, with_kwargs=True))
+        if k > 0:
+            attention = layers[k - 1].self_attn
+            self.hook(attention.register_forward_pre_hook(self._capture, with_kwargs=True))
         self.hook(layers[k].register_forward_pre_hook(self._layer_k, with_kwargs=True))
         for later in layers[k + 1 :]:
             self.hook(later.register_forward_pre_hook(self._later, with_kwargs=True))
 
     def prefill(self, args: tuple, kwargs: dict, embeds: Tensor) -> None:
         self.group = None
+        self.embeds = embeds  # the decoder's input, for methods whose `text` comes from it
         return None
 
     def _capture(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self.attention_input = (module, argument(args, kwargs, "hidden_states"), kwargs.get("position_embeddings"))
+
+    def own_input(self, layer: nn.Module, args: tuple, kwargs: dict) -> None:
+        """At K = 0: layer 0's attention module, the input it will get (the layer's input
+        normalised as the layer does) and its position embeddings, as `_capture` keeps them."""
+        hidden = argument(args, kwargs, "hidden_states")
+        self.attention_input = (layer.self_attn, layer.input_layernorm(hidden), kwargs.get("position_embeddings"))
 
     def _layer_k(self, module: nn.Module, args: tuple, kwargs: dict):
         """Layer K's call: the stage's work (`at_layer_k`), then the group's kwargs."""

@@ -1,7 +1,11 @@
-"""The encoder stage: ToMe-style merging inside every layer of a LLaVA model's CLIP or SigLIP
-encoder (LLaVA-OneVision and Qwen2-VL pack or merge the encoder output into fixed grids
-afterwards, which merged tokens no longer fill). The merged, projected tokens replace each
-image's span of the LLM input (see `input.py`).
+"""The encoder stage: ToMe-style merging inside every layer of a CLIP or SigLIP encoder: LLaVA's,
+and Gemma 3's and Idefics3's (and InternVL's InternViT), which pool a fixed grid of patches into
+each LLM token afterwards. There the method merges whole pooling units (a token's 2x2 or 4x4
+patches, concatenated; a leading [CLS] is a special token that never merges), and
+before the pooling the merged units are put back on the grid (each unit holding its merged
+unit's patches), so every merged unit leaves one distinct LLM token; the kept one stands for
+them all. The merged, projected tokens replace each image's span of the LLM input (`input.py`).
+The Qwen ViTs, which run every image as one flat sequence, merge in `packed.py`.
 
 Each encoder layer runs, for the duration of `compress`, a forward bound to that one layer
 instance (the class is untouched; the instance attribute is deleted on exit) that does what the
@@ -20,65 +24,57 @@ forward runs inside the layer's normal call.
 
 from __future__ import annotations
 
-import dataclasses
-import types
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ...interface import Compression, Method, Tokens
+from ...ops import proportional_attention_bias
 from ..sequence import row_of
 from .input import InputStage
+from .merging import Merging
+from .packed import PackedMerging
 
 
 def _bias(sizes: Tensor | None, mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     """ToMe's proportional attention term log(sizes) (B, 1, 1, N), plus any given mask."""
     if sizes is None:
         return mask
-    bias = sizes.float().log()[:, None, None, :].to(dtype)
+    bias = proportional_attention_bias(sizes).to(dtype)
     return bias if mask is None else bias + mask
 
 
-class EncoderMerging:
-    """Installs the merging forward on every encoder layer and tracks the merges of one call."""
+def _parts(layer: nn.Module) -> tuple[Any, nn.Module, Tensor | None, Any, Any, Tensor | None]:
+    """A pre-norm encoder layer's pieces: norm, attention, its layer scale (None: none), norm,
+    MLP, its layer scale: CLIP / SigLIP's, or InternViT's (`lambda_1`, `lambda_2`)."""
+    if hasattr(layer, "self_attn"):
+        return layer.layer_norm1, layer.self_attn, None, layer.layer_norm2, layer.mlp, None
+    mlp = lambda x: layer.dropout(layer.mlp(x))  # noqa: E731
+    return layer.layernorm_before, layer.attention, layer.lambda_1, layer.layernorm_after, mlp, layer.lambda_2
+
+
+class EncoderMerging(Merging):
+    """The merging of CLIP / SigLIP encoder layers; tracks the merges of one call."""
 
     def __init__(
-        self, method: Method, layers: nn.ModuleList, schedule: list[int] | None, special: int
+        self, method: Method, layers: nn.ModuleList, schedule: list[int] | None, special: int,
+        units: Tensor | None = None, unmerge_at: int | None = None,
     ) -> None:
-        if schedule is not None and len(schedule) != len(layers):
-            raise ValueError(
-                f"schedule has {len(schedule)} entries for {len(layers)} encoder layers: pass "
-                "one merge count per layer"
-            )
-        if schedule is not None and not any(f.name == "r" for f in dataclasses.fields(method)):
-            raise ValueError(f"schedule= sets ToMe's r per layer; {method.name} has no r")
-        self.method = method
-        self.layers = layers
-        self.schedule = schedule
+        super().__init__(method, layers, schedule)
         self.special = special
+        #: grid families: the patches of each pooling unit (U, k), merged whole, and the layer
+        #: after which the units go back on the grid for the model's own pooling
+        self.units, self.unmerge_at = units, unmerge_at
         self.reset()
 
     def reset(self) -> None:
         """Forget the merges of the previous encoder call."""
         self.sizes: Tensor | None = None
+        self.regrouped = False  # grid families: the patches lie unit by unit (after a merge)
         self.source: Tensor | None = None  # (B, N0): slot of each input token, -1 dropped
         self.positions: Tensor | None = None  # (B, N): input index each current token stands at
         self.after: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
-
-    def install(self) -> None:
-        for index, layer in enumerate(self.layers):
-            layer.forward = types.MethodType(self._forward_for(index), layer)
-
-    def remove(self) -> None:
-        for layer in self.layers:
-            if "forward" in vars(layer):
-                del layer.forward
-
-    def _method_for(self, index: int) -> Method:
-        if self.schedule is None:
-            return self.method
-        return dataclasses.replace(self.method, r=self.schedule[index])
 
     def _forward_for(self, index: int):
         merging = self
@@ -91,22 +87,80 @@ class EncoderMerging:
         ) -> Tensor:
             if index == 0:
                 merging.reset()
-            residual = hidden_states
-            x = layer.layer_norm1(hidden_states)
-            bias = _bias(merging.sizes, attention_mask, x.dtype)
-            out, _ = layer.self_attn(hidden_states=x, attention_mask=bias, **kwargs)
-            hidden = residual + out
-            hidden = merging._merge(index, layer, x, hidden)
-            return hidden + layer.mlp(layer.layer_norm2(hidden))
+            if merging.units is not None:
+                merging.refuse_padding(attention_mask)
+                attention_mask = None  # it hides nothing
+            norm1, attn, scale1, norm2, mlp, scale2 = _parts(layer)
+            x = norm1(hidden_states)
+            bias = _bias(merging.patch_sizes(), attention_mask, x.dtype)
+            out, _ = attn(hidden_states=x, attention_mask=bias, **kwargs)
+            hidden = (out if scale1 is None else scale1 * out) + hidden_states
+            hidden = merging._merge(index, attn, x, hidden)
+            out = mlp(norm2(hidden))
+            hidden = (out if scale2 is None else scale2 * out) + hidden
+            return merging.on_grid(hidden) if index == merging.unmerge_at else hidden
 
         return forward
 
-    def _merge(self, index: int, layer: nn.Module, normed: Tensor, hidden: Tensor) -> Tensor:
-        attn = layer.self_attn
-        b, n, _ = normed.shape
-        keys = attn.k_proj(normed).view(b, n, attn.num_heads, -1).mean(2)
-        tokens = Tokens(features=hidden, keys=keys, sizes=self.sizes, special=self.special)
+    def refuse_padding(self, mask: Tensor | None) -> None:
+        """Unit merging reorders and shortens the sequence, which a padding mask cannot follow:
+        refuse a mask that hides patches (one that hides nothing the caller drops)."""
+        if mask is not None and not bool((mask if mask.dtype == torch.bool else mask == 0).all()):
+            raise ValueError(
+                "the encoder stage merges whole pooling units of full tiles; this call pads some "
+                "tiles (a patch attention mask): pass full-size tiles, or use a projector-stage method"
+            )
+
+    def patch_sizes(self) -> Tensor | None:
+        """The size of every current encoder token (a unit's size on each of its patches; a
+        leading [CLS] its own)."""
+        if self.sizes is None or self.units is None or not self.regrouped:
+            return self.sizes if self.units is None else None
+        s = self.special
+        return torch.cat([self.sizes[:, :s], self.sizes[:, s:].repeat_interleave(self.units.shape[1], dim=1)], 1)
+
+    def on_grid(self, hidden: Tensor) -> Tensor:
+        """The units back on the grid: each original unit's patches hold its merged unit's (a
+        leading [CLS] stays ahead)."""
+        if not self.regrouped:  # nothing merged: the patches never left the grid
+            return hidden
+        s, (b, _, d), k = self.special, hidden.shape, self.units.shape[1]
+        merged = hidden[:, s:].reshape(b, -1, k, d)
+        slots = (self.source[:, s:] - s).clamp_min(0)
+        placed = merged.gather(1, slots[:, :, None, None].expand(-1, -1, k, d).to(hidden.device))
+        grid = torch.empty(b, self.units.numel(), d, dtype=hidden.dtype, device=hidden.device)
+        grid[:, self.units.flatten().to(hidden.device)] = placed.reshape(b, -1, d)
+        return torch.cat([hidden[:, :s], grid], 1)
+
+    def _merge(self, index: int, attn: nn.Module, normed: Tensor, hidden: Tensor) -> Tensor:
+        b, n, d = normed.shape
+        keys = attn.k_proj(normed)
+        keys = (attn.k_norm(keys) if hasattr(attn, "k_norm") else keys).view(b, n, attn.num_heads, -1).mean(2)
+        grid, s = hidden, self.special
+        if self.units is not None:  # one token per unit: its patches concatenated, keys averaged
+            k = self.units.shape[1]
+            lead, hidden, lead_keys, keys = hidden[:, :s], hidden[:, s:], keys[:, :s], keys[:, s:]
+            if not self.regrouped:  # still in grid order: put each unit's patches side by side
+                order = self.units.flatten().to(hidden.device)
+                hidden, keys = hidden[:, order], keys[:, order]
+            hidden = torch.cat([lead.repeat(1, 1, k), hidden.reshape(b, -1, k * d)], 1)  # [CLS]: as wide
+            keys = torch.cat([lead_keys, keys.reshape(b, -1, k, keys.shape[-1]).mean(2)], 1)
+        tokens = Tokens(features=hidden, keys=keys, sizes=self.sizes, special=s)
         comp = self._method_for(index)(tokens)
+        if self.units is None:
+            self._compose(index, comp)
+            return comp.features
+        if not self.regrouped:
+            units = torch.arange(hidden.shape[1], device=hidden.device)
+            if comp.count == hidden.shape[1] and bool((comp.source == units).all()):
+                self._compose(index, comp)
+                return grid  # nothing merged yet: stay on the grid, bit for bit
+            self.regrouped = True
+        self._compose(index, comp)
+        return torch.cat([lead, comp.features[:, s:].reshape(b, -1, d)], 1)  # special tokens never merge
+
+    def _compose(self, index: int, comp: Compression) -> None:
+        """Fold this layer's merges into the map from the encoder's input tokens (or units)."""
         if self.source is None:
             self.source = comp.source
             self.positions = comp.positions
@@ -118,7 +172,6 @@ class EncoderMerging:
             self.positions = self.positions.gather(1, comp.positions)
         self.sizes = comp.sizes
         self.after[index] = (self.source, self.positions, self.sizes)
-        return comp.features
 
     def compression_at(self, index: int, features: Tensor) -> Compression:
         """The composed merges up to layer `index`, with `features` (B, K, D) as the output."""
@@ -133,11 +186,24 @@ class EncoderStage(InputStage):
     def __init__(self, *args: Any, schedule: list[int] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         a = self.adapter
-        self.merging = EncoderMerging(self.method, a.encoder_layers, schedule, special=int(a.has_cls))
+        units = a.tap.units if a.projector is None and a.packed is None else None
+        self.merging: Merging = (
+            PackedMerging(self.method, a.packed, a.outer, schedule) if a.packed is not None else
+            EncoderMerging(
+                self.method, a.encoder_layers, schedule,
+                special=a.tap.special if units is not None else int(getattr(a, "has_cls", False)),
+                units=units, unmerge_at=a.feature_layer if units is not None else None,
+            )
+        )
 
     def install_hooks(self) -> None:
         self.merging.install()
-        self.hook(self.adapter.projector.register_forward_hook(self._projector))
+        if self.adapter.packed is not None:
+            self.hook(self.adapter.packed.register_forward_hook(self._packed))
+        elif self.adapter.projector is not None:
+            self.hook(self.adapter.projector.register_forward_hook(self._projector))
+        else:
+            self.hook(self.adapter.tap.output.register_forward_hook(self._pooled, with_kwargs=True))
 
     def remove(self) -> None:
         super().remove()
@@ -159,6 +225,22 @@ class EncoderStage(InputStage):
         cls = int(self.adapter.has_cls)
         self.encoded = [(placeholder[i], row_of(comp, i), cls) for i in range(output.shape[0])]
         return placeholder
+
+    def _pooled(self, module: nn.Module, args: tuple, kwargs: dict, output: Tensor) -> None:
+        """Grid families: each item's tokens came from units; the kept unit's token stands for
+        every unit merged into it (their tokens are equal). A [CLS] (dropped) leaves no token."""
+        s = self.merging.special
+        source, positions, sizes = (x[:, s:] for x in self.merging.after[self.adapter.feature_layer])
+        self.encoded = []
+        for b, (placed, _) in enumerate(self.adapter.tap.items(args, kwargs, output)):
+            kept = (positions[b] - s).to(placed.device)
+            comp = Compression(placed[kept][None], source[b][None] - s, kept[None], sizes[b][None])
+            self.encoded.append((placed, comp, 0))
+
+    def _packed(self, module: nn.Module, args: tuple, output: Any) -> None:
+        """Qwen ViTs: each image of an image call, placed as the model will place it."""
+        if self.merging.active:
+            self.encoded = [(placed, comp, 0) for placed, comp in self.merging.items(output.pooler_output)]
 
     def compress_spans(self, embeds: Tensor) -> dict[int, tuple[Compression, int]]:
         return {i: self.encoded_image(embeds, span) for i, span in enumerate(self.spans) if span.modality == "image"}

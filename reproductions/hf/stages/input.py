@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ...interface import Compression
 from ..report import Record
-from ..sequence import Span, rebuild, take, valid_columns
+from ..sequence import Span, placed_here, rebuild, take, unchanged, valid_columns
 from .base import Stage
 
 
@@ -45,13 +45,13 @@ class InputStage(Stage):
 
     def encoded_image(self, embeds: Tensor, span: Span) -> tuple[Compression, int]:
         """The compression a hook made of the image in this span, found by the span's content."""
-        piece = embeds[span.row, span.start : span.start + span.length]
+        piece = embeds[span.row, span.columns.to(embeds.device)]
         for placed, comp, special in self.encoded:
-            if placed.shape == piece.shape and torch.equal(placed.to(piece.dtype), piece):
+            if placed_here(placed, piece):
                 return comp, special
         raise RuntimeError(
             f"{self.method.name}: the image at row {span.row}, tokens {span.start}-"
-            f"{span.start + span.length - 1} was not encoded through {type(self.model).__name__}'s "
+            f"{int(span.columns[-1])} was not encoded through {type(self.model).__name__}'s "
             "projector inside this compress context (image features computed outside it, e.g. "
             "passed as mm_encoder_outputs or inputs_embeds, cannot be compressed at the encoder "
             "output): pass pixel_values inside the context"
@@ -64,7 +64,7 @@ class InputStage(Stage):
         compressions = self.compress_spans(embeds)
         new, index = rebuild(embeds, self.spans, compressions)
         self.record(index, n, compressions)
-        if index.shape[1] == n and bool((index == torch.arange(n, device=index.device)).all()) and torch.equal(new, embeds):
+        if unchanged(embeds, new, index):
             return None  # nothing changed: leave the call exactly as it was
         self.cols = index
         kwargs = dict(kwargs)
@@ -96,8 +96,8 @@ class InputStage(Stage):
             comp, special = compressions[i]
             source = comp.source[0, special:] - special
             for k, position in enumerate(comp.positions[0, special:].tolist()):
-                members = (source == k).nonzero().flatten() + span.start
-                owner[(span.row, span.start + position)] = members
+                members = span.columns[(source == k).nonzero().flatten().cpu()]
+                owner[(span.row, int(span.columns[position]))] = members
         new_mask = take(mask.long(), index, dim=1, fill=0).bool()
         rows = []
         for b, p in new_mask.nonzero().tolist():

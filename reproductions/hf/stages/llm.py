@@ -2,119 +2,278 @@
 layers >= K. The method reads the attention that the rows after the last media token pay to the
 media tokens at layer K - 1 (recomputed from that layer's queries and keys, in float32) and those
 rows' hidden states as `text`; all media tokens of a row form one candidate set. Layers < K cache
-every token, layers >= K the kept ones.
+every token, layers >= K the kept ones. K = 0 acts on the decoder's input (FrameFusion's first
+merge): no layer has run, so the attention is layer 0's own over the full input; a method with
+`attention_from = "own"` reads layer K's own attention at every K; one with
+`attention_rows = "media"` also gets the rows of the media tokens themselves, first (FitPrune).
+
+A method that declares several `decoder_layers()` K_1 < K_2 < ... (PyramidDrop) runs one step
+per layer, `method.step(i, N)` at K_i on the media tokens the earlier steps kept; the layers of
+each segment [K_i, K_i+1) run with the mask and positions of that segment's kept rows, also
+while decoding (each segment's cache holds its own rows).
+
+A method that needs `keys` / `text_keys` gets layer K - 1's keys (after RoPE, kv heads
+concatenated, as its KV cache holds them) of the media tokens and of the query rows; one that
+reads `hidden_from = "final_norm"` scores the states through the decoder's final norm and keeps
+the unnormalised rows of the tokens it keeps (DART). A method may keep no media token (VTW).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ...interface import Compression, Tokens
-from ..attention import probabilities, queries, queries_keys, repeat_heads, rope
+from ...interface import Compression, Method, Tokens
+from ..attention import key_states, probabilities, queries, queries_keys, repeat_heads, rope
+from ..models import Adapter
 from ..report import Record
-from ..sequence import mask_4d, row_of, take, valid_columns
-from .base import cache_of
+from ..sequence import mask_4d, row_of, take, unchanged, valid_columns
+from .base import argument, cache_of
 from .decoder import DecoderStage
 
 
 class LlmStage(DecoderStage):
     name = "llm"
+    signals = ("attention", "text", "keys", "text_keys")
+
+    def __init__(self, model: nn.Module, method: Method, adapter: Adapter, layer: int | None = None) -> None:
+        super().__init__(model, method, adapter, layer)
+        #: the decoder layers the method acts at: its own several, else K
+        self.ks: tuple[int, ...] = tuple(method.decoder_layers()) or (self.layer,)
+        self.layer = self.ks[0]
+        #: K -> layer K - 1's attention module, its input and position embeddings
+        self.inputs: dict[int, tuple[nn.Module, Tensor, tuple[Tensor, Tensor]]] = {}
+        #: per step run in this prefill: the original index of every row layers >= K_i see (B, L_i)
+        #: (-1: padding), None while nothing was dropped; and the kwargs those layers run with
+        self.indices: list[Tensor | None] = []
+        self.groups: list[dict[str, Any] | None] = []
+
+    def install_hooks(self) -> None:
+        layers = self.adapter.layers
+        for i, k in enumerate(self.ks):
+            if k > 0 and self.method.attention_from == "previous":
+                hook = partial(self._capture_for, k)
+                self.hook(layers[k - 1].self_attn.register_forward_pre_hook(hook, with_kwargs=True))
+            self.hook(layers[k].register_forward_pre_hook(partial(self._step, i), with_kwargs=True))
+        for j in range(self.ks[0] + 1, len(layers)):
+            if j not in self.ks:
+                hook = partial(self._segment, j)
+                self.hook(layers[j].register_forward_pre_hook(hook, with_kwargs=True))
+
+    def prefill(self, args: tuple, kwargs: dict, embeds: Tensor) -> None:
+        self.indices, self.groups = [], []
+        return super().prefill(args, kwargs, embeds)
+
+    def _capture_for(self, k: int, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self.inputs[k] = (module, argument(args, kwargs, "hidden_states"), kwargs.get("position_embeddings"))
+
+    def _segment(self, j: int, module: nn.Module, args: tuple, kwargs: dict):
+        """A layer between two steps: the kwargs of the last step before it."""
+        done = [i for i, k in enumerate(self.ks) if k < j and i < len(self.groups)]
+        return self.apply(self.groups[done[-1]] if done else None, args, kwargs)
+
+    @staticmethod
+    def apply(group: dict[str, Any] | None, args: tuple, kwargs: dict):
+        return None if group is None else (args, {**kwargs, **group})
 
     def decode(self, args: tuple, kwargs: dict, embeds: Tensor):
+        """Every segment's cache gets the step's rows; its mask sees its own kept columns."""
         if self.cols is None:
             return None
-        valid = self.extend(kwargs, embeds)
-        self.group = {"attention_mask": mask_4d(valid, embeds.shape[1], self.implementation, embeds.dtype)}
+        b, q = embeds.shape[:2]
+        mask2d = self.mask_2d(kwargs)
+        full = mask2d if mask2d is not None else torch.ones(b, self.seen + q, dtype=torch.long, device=embeds.device)
+        new = torch.arange(self.seen, self.seen + q, device=embeds.device).expand(b, q)
+        for i, index in enumerate(self.indices):
+            if index is not None:
+                self.indices[i] = torch.cat([index.to(new.device), new], dim=1)
+                valid = valid_columns(self.indices[i], full)
+                self.groups[i] = {"attention_mask": mask_4d(valid, q, self.implementation, embeds.dtype)}
+        self.seen += q
+        self.cols = self.indices[-1]
         return None
 
-    def _layer_k(self, module: nn.Module, args: tuple, kwargs: dict):
+    def _step(self, i: int, module: nn.Module, args: tuple, kwargs: dict):
+        """Step i at layer K_i: in prefill, the method on the media rows still present; then
+        the kwargs of the rows it kept."""
         if not self.in_prefill:
-            return self.apply_group(args, kwargs)
-        if not self.spans or self.attention_input is None:
+            return self.apply(self.groups[i] if i < len(self.groups) else None, args, kwargs)
+        if i != len(self.groups):  # an earlier step did not run (no prefill hook saw it)
             return None
-        hidden = args[0] if args else kwargs["hidden_states"]
+        before = self.indices[-1] if self.indices else None
+        group = self.groups[-1] if self.groups else None
+        if group is not None:  # the layer's inputs as the layers before it saw them
+            args, seen_kwargs = self.apply(group, args, kwargs)
+        else:
+            seen_kwargs = kwargs
+        hidden = args[0] if args else seen_kwargs["hidden_states"]
+        index = self.compress_step(i, module, hidden, args, seen_kwargs, before)
+        if index is None:
+            self.indices.append(before)
+            self.groups.append(group)
+            return self.apply(group, args, kwargs)
+        new, index = index
+        self.indices.append(index)
+        self.cols = index
+        group = self.group_for(index, kwargs, hidden.dtype)
+        self.groups.append(group)
+        args = (new, *args[1:]) if args else args
+        if "hidden_states" in kwargs:
+            kwargs = {**kwargs, "hidden_states": new}
+        return self.apply(group, args, kwargs)
+
+    def compress_step(
+        self, i: int, module: nn.Module, hidden: Tensor, args: tuple, kwargs: dict, before: Tensor | None
+    ) -> tuple[Tensor, Tensor] | None:
+        """Step i on `hidden` (B, n): the new rows and their original indices, or None where
+        nothing changed."""
+        if not self.spans:
+            return None
         b, n = hidden.shape[:2]
-        columns = [self.media_columns(r).to(hidden.device) for r in range(b)]
+        k = self.ks[i]
+        if k == 0 or self.method.attention_from == "own":
+            self.own_input(module, args, kwargs)
+        else:
+            self.attention_input = self.inputs.get(k)
+        if self.attention_input is None:
+            return None
+        original = [self.media_columns(r).to(hidden.device) for r in range(b)]
+        at = before if before is not None else torch.arange(n, device=hidden.device).expand(b, n)
+        columns = [torch.isin(at[r], original[r]).nonzero().flatten() for r in range(b)]
         # M: every row after the last media token up to the last prompt token
         rows = [
             torch.arange(min(int(c.max()) + 1 if len(c) else n - 1, n - 1), n, device=hidden.device)
             for c in columns
         ]
-        attention = self.attention_rows(rows, columns, cache_of(kwargs))
-        comps = self.compressions(hidden, columns, rows, attention)
-        new, index = self.rebuild_rows(hidden, columns, comps)
-        self.record(index, n, columns, comps)
-        if index.shape[1] == n and bool((index == torch.arange(n, device=index.device)).all()) and torch.equal(new, hidden):
+        outer = self.mask2d[:, -self.seen :] if self.mask2d is not None else None
+        valid = valid_columns(at, outer)  # the real columns of this sequence
+        asking = rows
+        if self.method.attention_rows == "media":  # the media rows' own attention first
+            asking = [torch.cat([c, r]) for c, r in zip(columns, rows, strict=True)]
+        attention = self.attention_rows(asking, columns, cache_of(kwargs), k, valid)
+        methods = [self.method.step(i, len(c)) if len(c) else None for c in original]
+        layouts = [self.row_layout(r) if before is None else None for r in range(b)]
+        scored = hidden
+        if self.method.hidden_from == "final_norm":  # DART's norm(hidden), for scoring only
+            scored = self.adapter.language_model.norm(hidden)
+        states = scored
+        if self.method.text_from == "embeddings":  # the query rows' input embeddings
+            states = take(self.embeds, at.to(self.embeds.device), dim=1)
+        keys = None
+        if {"keys", "text_keys"} & set(self.method.needs):
+            keys = self.layer_keys(cache_of(kwargs), k, n)
+        comps = self.compressions(scored, states, columns, rows, attention, methods, layouts, keys)
+        if scored is not hidden:  # a pure selection: its kept rows, unnormalised
+            comps = [
+                None if c is None else replace(c, features=hidden[r, columns[r][c.positions[0]]][None])
+                for r, c in enumerate(comps)
+            ]
+        new, sub = self.rebuild_rows(hidden, columns, comps)
+        index = torch.where(sub >= 0, at.gather(1, sub.clamp_min(0)), -1)
+        self.record(valid, valid_columns(index, outer), columns, comps)
+        if before is None and unchanged(hidden, new, index):
             return None
-        self.cols = index
-        valid = valid_columns(index, self.mask2d[:, -n:] if self.mask2d is not None else None)
+        return new, index
+
+    def group_for(self, index: Tensor, kwargs: dict, dtype: torch.dtype) -> dict[str, Any]:
+        """The kwargs of layers that see the rows `index` (original indices, -1 padding)."""
+        outer = self.mask2d[:, -self.seen :] if self.mask2d is not None else None
+        valid = valid_columns(index, outer)
         group: dict[str, Any] = {}
         if self.implementation == "sdpa" and bool(valid.all()):
             group["attention_mask"] = None  # plain causal: SDPA's is_causal path, as unpatched
         else:
-            group["attention_mask"] = mask_4d(valid, index.shape[1], self.implementation, hidden.dtype)
+            group["attention_mask"] = mask_4d(valid, index.shape[1], self.implementation, dtype)
         cos, sin = kwargs["position_embeddings"]
         group["position_embeddings"] = (take(cos, index, dim=1), take(sin, index, dim=1))
         pos = kwargs.get("position_ids")
         if isinstance(pos, Tensor):
             group["position_ids"] = take(pos, index, dim=-1, fill=1)
-        self.group = group
-        args = (new, *args[1:]) if args else args
-        if "hidden_states" in kwargs:
-            kwargs = {**kwargs, "hidden_states": new}
-        return self.apply_group(args, kwargs)
+        return group
 
-    def attention_rows(self, rows_of: list[Tensor], columns_of: list[Tensor], cache: Any) -> list[Tensor]:
-        """Per batch row, the (heads, M, N) attention that rows_of[b] pay to columns_of[b] at
-        layer K - 1, softmax over every column the row may see (causal, padding), in float32.
+    def layer_keys(self, cache: Any, k: int, n: int) -> Tensor:
+        """(B, n, kv heads * head_dim) keys of `attention_input` (layer k - 1's) after RoPE:
+        read from layer k - 1's cache when it holds this sequence, else projected."""
+        module, hidden, position_embeddings = self.attention_input
+        layers = getattr(cache, "layers", [])
+        cached = layers[k - 1] if 1 <= k <= len(layers) else None
+        keys = getattr(cached, "keys", None)
+        if keys is None or keys.shape[2] != n:
+            keys = key_states(module, hidden, position_embeddings)
+        b, heads, _, d = keys.shape
+        return keys.transpose(1, 2).reshape(b, n, heads * d)
+
+    def attention_rows(
+        self, rows_of: list[Tensor], columns_of: list[Tensor], cache: Any, k: int, valid: Tensor
+    ) -> list[Tensor]:
+        """Per batch row, the (heads, M, N) attention that rows_of[b] pay to columns_of[b] in
+        `attention_input` (layer k - 1's, or layer k's own), softmax over every column the row
+        may see (causal, and `valid` (B, n) real columns), in float32.
 
         Queries are projected for the rows that need them only; keys are read from layer
-        K - 1's cache when it holds this prefill (it has run already), else projected."""
+        k - 1's cache when it holds this sequence (it has run already), else projected."""
         module, hidden, (cos, sin) = self.attention_input
         n = hidden.shape[1]
         start = min(int(rows[0]) for rows in rows_of)
         q = queries(module, hidden[:, start:])
         q, _ = rope(module, q, q, (cos[:, start:], sin[:, start:]))
         layers = getattr(cache, "layers", [])
-        cached = layers[self.layer - 1] if len(layers) >= self.layer else None
+        previous = self.method.attention_from == "previous" and 1 <= k <= len(layers)
+        cached = layers[k - 1] if previous else None
         if cached is not None and getattr(cached, "keys", None) is not None and cached.keys.shape[2] == n:
-            k = repeat_heads(cached.keys, q.shape[1])
+            keys = repeat_heads(cached.keys, q.shape[1])
         else:
-            _, k = queries_keys(module, hidden, (cos, sin))
+            _, keys = queries_keys(module, hidden, (cos, sin))
         out = []
         for row, (rows, cols) in enumerate(zip(rows_of, columns_of, strict=True)):
             rows = rows.to(q.device)
             seen = torch.arange(n, device=q.device)[None, :] <= rows[:, None]
-            if self.mask2d is not None:
-                seen = seen & self.mask2d[row, -n:].bool().to(q.device)[None, :]
-            probs = probabilities(q[row][:, rows - start], k[row], module.scaling, seen[None])
+            seen = seen & valid[row].to(q.device)[None, :]
+            probs = probabilities(q[row][:, rows - start], keys[row], module.scaling, seen[None])
             out.append(probs[:, :, cols.to(q.device)])
         return out
 
     def compressions(
-        self, hidden: Tensor, columns: list[Tensor], rows: list[Tensor], attention: list[Tensor]
+        self,
+        hidden: Tensor,
+        states: Tensor,
+        columns: list[Tensor],
+        rows: list[Tensor],
+        attention: list[Tensor],
+        methods: list[Method | None],
+        layouts: list[tuple[int, ...] | None],
+        keys: Tensor | None = None,
     ) -> list[Compression | None]:
-        """The method on each row's media tokens (one call for the batch where every row has
-        as many media tokens and query rows; else one per row). None: a row without media."""
+        """Each row's method on its media tokens (one call for the batch where every row has as
+        many media tokens and query rows and the same method; else one per row). None: a row
+        without media. `states` (B, n, D) hold the query rows' `text`, `keys` (B, n, Dk) (where
+        the method needs them) every row's keys."""
         b = hidden.shape[0]
 
         def tokens(picked: list[int], layout: tuple[int, ...] | None) -> Tokens:
+            signals = {}
+            if keys is not None:
+                signals["keys"] = torch.stack([keys[i, columns[i]] for i in picked])
+                signals["text_keys"] = torch.stack([keys[i, rows[i]] for i in picked])
             return Tokens(
                 features=torch.stack([hidden[i, columns[i]] for i in picked]),
                 layout=layout,
                 attention=torch.stack([attention[i] for i in picked]).to(hidden.dtype),
-                text=torch.stack([hidden[i, rows[i]] for i in picked]),
+                text=torch.stack([states[i, rows[i]].to(hidden.dtype) for i in picked]),
+                **signals,
             )
 
-        if len({(len(c), len(m)) for c, m in zip(columns, rows, strict=True)}) == 1:
+        alike = len({(len(c), len(m)) for c, m in zip(columns, rows, strict=True)}) == 1
+        if alike and all(m == methods[0] for m in methods):
             if not len(columns[0]):
                 return [None] * b
-            comp = self.method(tokens(list(range(b)), self.row_layout(0)))
+            comp = methods[0](tokens(list(range(b)), layouts[0]))
             return [row_of(comp, r) for r in range(b)]
-        return [self.method(tokens([r], self.row_layout(r))) if len(columns[r]) else None for r in range(b)]
+        return [methods[r](tokens([r], layouts[r])) if len(columns[r]) else None for r in range(b)]
 
     def rebuild_rows(self, hidden: Tensor, columns: list[Tensor], comps: list[Compression | None]) -> tuple[Tensor, Tensor]:
         """Keep the non-media rows and the method's media output, each token at the original
@@ -141,16 +300,15 @@ class LlmStage(DecoderStage):
             index[r, width - len(indices[r]) :] = indices[r]
         return out, index
 
-    def record(self, index: Tensor, n: int, columns: list[Tensor], comps: list[Compression | None]) -> None:
-        b = index.shape[0]
-        mask = self.mask2d[:, -n:] if self.mask2d is not None else None
-        real = mask.bool() if mask is not None else torch.ones(b, n, dtype=torch.bool)
+    def record(self, before: Tensor, after: Tensor, columns: list[Tensor], comps: list[Compression | None]) -> None:
+        """One Record per step: real tokens before and after (valid columns), media tokens
+        before and after."""
         self.report.records.append(
             Record(
                 self.report.calls,
                 self.name,
-                real.sum(1).tolist(),
-                valid_columns(index, mask).sum(1).tolist(),
+                before.sum(1).tolist(),
+                after.sum(1).tolist(),
                 [len(c) for c in columns],
                 [0 if c is None else c.count for c in comps],
             )

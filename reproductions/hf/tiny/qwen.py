@@ -42,10 +42,11 @@ def _qwen_vl(cls: type, config_cls: type, attn: str, seed: int, video: bool) -> 
 
 
 def _qwen_inputs(model: torch.nn.Module, seed: int, video: bool) -> Built:
-    """Two left-padded prompts, each one image (1 x 8 x 4 patches) or one video (2 x 4 x 4), with
+    """Two left-padded prompts, each one image (1 x 4 x 8 patches: Qwen2.5-VL's 2 x 2-unit windows
+    reorder its 2 x 4 merged tokens) or one video (2 x 4 x 4), with
     its vision start / end tokens; mm_token_type_ids as the processor makes them."""
     g = torch.Generator().manual_seed(seed)
-    t, h, w = (2, 4, 4) if video else (1, 8, 4)
+    t, h, w = (2, 4, 4) if video else (1, 4, 8)
     per_item = t * h * w // 4
     token = VIDEO if video else IMAGE
     spans = [[(START, 1), (token, per_item), (END, 1)], [(START, 1), (token, per_item), (END, 1)]]
@@ -106,10 +107,11 @@ def qwen2_audio(attn: str = "sdpa", seed: int = 0) -> Built:
     }
 
 
-def qwen3_vl(attn: str = "sdpa", seed: int = 0) -> Built:
+def qwen3_vl(attn: str = "sdpa", seed: int = 0, video: bool = False) -> Built:
     """Qwen3-VL shape: ViT with 2x2 patch merger and DeepStack (features of ViT layers 0 and 1
-    added to the visual tokens after LLM layers 0 and 1), interleaved 3-D M-RoPE decoder; an
-    image prompt (Qwen3-VL's videos carry per-frame timestamp tokens, not built here)."""
+    added to the visual tokens after LLM layers 0 and 1), interleaved 3-D M-RoPE decoder. A video
+    is written as its processor writes it: frame by frame, each frame's tokens after a timestamp
+    (two text tokens here) and between vision start / end tokens."""
     torch.manual_seed(seed)
     vision = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=4, spatial_merge_size=2,
                   temporal_patch_size=2, out_hidden_size=64, num_position_embeddings=64, deepstack_visual_indexes=[0, 1])
@@ -119,7 +121,20 @@ def qwen3_vl(attn: str = "sdpa", seed: int = 0) -> Built:
         text.pop(key)
     config = tf.Qwen3VLConfig(vision_config=vision, text_config=text, image_token_id=IMAGE, video_token_id=VIDEO,
                               vision_start_token_id=START, vision_end_token_id=END, attn_implementation=attn)
-    return _qwen_inputs(tf.Qwen3VLForConditionalGeneration(config).eval(), seed, video=False)
+    model = tf.Qwen3VLForConditionalGeneration(config).eval()
+    if not video:
+        return _qwen_inputs(model, seed, video=False)
+    g = torch.Generator().manual_seed(seed)
+    t, h, w = 2, 4, 4  # two frames of 2 x 2 merged tokens
+    clip = [id for frame in range(t) for id in [40 + frame, 60, START] + [VIDEO] * (h * w // 4) + [END]]
+    input_ids, mask = prompts([[(clip, 1)]] * 2, [7, 5], g)
+    return model, {
+        "input_ids": input_ids,
+        "attention_mask": mask,
+        "pixel_values_videos": torch.randn(2 * t * h * w, 3 * 2 * 4 * 4, generator=g),
+        "video_grid_thw": torch.tensor([[t, h, w]] * 2),
+        "mm_token_type_ids": (input_ids == VIDEO).long() * 2,
+    }
 
 
 def qwen2_5_omni(attn: str = "sdpa", seed: int = 0, image: bool = False) -> Built:
@@ -146,7 +161,7 @@ def qwen2_5_omni(attn: str = "sdpa", seed: int = 0, image: bool = False) -> Buil
             "input_ids": input_ids,
             "attention_mask": mask,
             "pixel_values": torch.randn(2 * 8 * 4, 3 * 2 * 4 * 4, generator=g),
-            "image_grid_thw": torch.tensor([[1, 8, 4]] * 2),
+            "image_grid_thw": torch.tensor([[1, 4, 8]] * 2),
         }
     audio_block = [155] + [AUDIO] * 16 + [156]
     video_block = [START] + [VIDEO] * 8 + [END]

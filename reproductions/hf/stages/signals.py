@@ -1,0 +1,127 @@
+"""The encoder signals the projector stage recomputes from one call of an encoder attention
+module (its own projections, eagerly, for that layer only): [CLS] attention (or its logits) or
+attention received, keys averaged over heads, and `received` averaged over heads too; and
+`Repack`, which packs them onto an anyres image's tokens as the model packs its crops, with each
+token's `anyres` place."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..attention import encoder_queries_keys, logits, probabilities, received
+from .base import argument
+
+
+def _queries_keys(module: nn.Module, args: tuple, kwargs: dict) -> tuple[Tensor, Tensor, Tensor, float]:
+    """The call's hidden states, its queries and keys as the module makes them, and its scale."""
+    hidden = argument(args, kwargs, "hidden_states")
+    q, k = encoder_queries_keys(module, hidden, kwargs.get("position_embeddings"))
+    return hidden, q, k, module.scale if hasattr(module, "scale") else module.scaling
+
+
+def encoder_signals(
+    module: nn.Module, args: tuple, kwargs: dict, cls: bool, scores: bool = False
+) -> tuple[Tensor, Tensor]:
+    """(B, heads, L) attention and (B, L, d) keys averaged over heads, of one call of an encoder
+    attention module: the [CLS] row's attention (`scores`: its logits before the softmax) where
+    the encoder has a [CLS], else the attention each token receives averaged over its query rows
+    (within each image or frame of a flat Qwen sequence, as the module's `cu_seqlens` bound it)."""
+    hidden, q, k, scale = _queries_keys(module, args, kwargs)
+    keys = k.mean(1)  # ToMe / VisionZip read keys averaged over heads
+    if cls:
+        attention = (logits if scores else probabilities)(q[:, :, :1], k, scale)[:, :, 0]
+    else:
+        attention = received_within(q, k, scale, kwargs)
+    return attention.to(hidden.dtype), keys
+
+
+def received_within(q: Tensor, k: Tensor, scale: float, kwargs: dict) -> Tensor:
+    """(B, heads, L) the attention each token receives averaged over the query rows that see it:
+    within each image, frame or window of a flat Qwen sequence (its `cu_seqlens`), else under
+    the call's mask."""
+    if kwargs.get("cu_seqlens") is not None:
+        bounds = kwargs["cu_seqlens"].tolist()
+        return torch.cat(
+            [received(q[:, :, a:b], k[:, :, a:b], scale) for a, b in zip(bounds, bounds[1:], strict=False)], dim=-1
+        )
+    mask = kwargs.get("attention_mask")
+    allowed = None if mask is None else (mask if mask.dtype == torch.bool else mask == 0)
+    return received(q, k, scale, allowed)
+
+
+def received_signal(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
+    """(B, L) `received` of one call of an encoder attention module: the attention each token
+    receives, averaged over heads and every query row ([CLS] included), in float32."""
+    _, q, k, scale = _queries_keys(module, args, kwargs)
+    return received_within(q, k, scale, kwargs).mean(1)
+
+
+def anyres_places(module: nn.Module, sizes: Tensor, views: list[int], patches: int) -> Tensor:
+    """(3, tokens) float: the `anyres` place (view, row, column) + 1 of every encoder token of an
+    anyres packer's call (`views`: thumbnail and crops per image), each crop placed on its image's
+    crop grid by the family's own `get_anyres_image_grid_shape`, as its packer places it."""
+    config = module.config
+    side = config.vision_config.image_size // config.vision_config.patch_size
+    if side * side != patches:
+        raise RuntimeError(f"{patches} tokens per crop do not fill the {side} x {side} patch grid: "
+                           "the packer keeps a [CLS] (vision_feature_select_strategy='full')")
+    grid_shape = sys.modules[type(module).__module__].get_anyres_image_grid_shape
+    r, c = torch.arange(patches) // side, torch.arange(patches) % side
+    out = []
+    for size, count in zip(sizes, views, strict=True):
+        out.append(torch.stack([torch.zeros_like(r), r, c]))
+        if count > 1:
+            _, columns = grid_shape(size, config.image_grid_pinpoints, config.vision_config.image_size)
+            for k in range(count - 1):
+                i, j = divmod(k, columns)
+                out.append(torch.stack([torch.ones_like(r), i * side + r, j * side + c]))
+    return torch.cat(out, -1).float() + 1
+
+
+class Repack:
+    """For the compress context, the family's packing method (`pack_image_features`) also packs
+    the last encoder call's signals, as it packs the crops' features: unpadding, resizing and
+    newlines (zeros) alike; each packed image is recorded with its signals in `stage.tapped`,
+    with `anyres` places where the method reads them (exact where the packer does not resize the
+    crops: OneVision's anyres_max). `remove()` restores the method."""
+
+    def __init__(self, module: nn.Module, name: str, stage: Any) -> None:
+        self.module, self.name = module, name
+        original = getattr(module, name)
+        signature = inspect.signature(original)
+        places = "anyres" in stage.method.needs
+
+        def pack(*args: Any, **kwargs: Any) -> Any:
+            packed, lengths = original(*args, **kwargs)
+            patch = dict(stage.encoder_patch() or {})
+            bound = signature.bind(*args, **kwargs)
+            crops = [len(f) for f in bound.arguments["image_features"]]
+            patches = bound.arguments["image_features"][0].shape[1]
+            if places:
+                patch["anyres"] = anyres_places(module, bound.arguments["image_sizes"], crops, patches)
+            if not patch:
+                return packed, lengths
+
+            def signal(x: Tensor) -> list[Tensor]:  # (C, crops * patches) -> per image (tokens, C)
+                bound.arguments["image_features"] = list(x.T.reshape(-1, patches, x.shape[0]).split(crops))
+                bound.arguments["image_newline"] = x.new_zeros(x.shape[0])
+                return original(*bound.args, **bound.kwargs)[0]
+
+            names = list(patch)
+            for placed, *values in zip(packed, *(signal(patch[name]) for name in names), strict=True):
+                found = {name: v.T for name, v in zip(names, values, strict=True)}
+                if places:
+                    found["anyres"] = found["anyres"] - 1  # a newline (zeros) stands for no patch
+                stage.tapped.append((placed, found))
+            return packed, lengths
+
+        setattr(module, name, pack)
+
+    def remove(self) -> None:
+        if self.name in vars(self.module):
+            delattr(self.module, self.name)
