@@ -1,126 +1,169 @@
-"""FlowCut: [CLS] attention + [CLS] semantic similarity, weighted by the value L1 norm."""
+"""FlowCut: progressive pruning inside the vision encoder, by the [CLS]'s information flow."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ..interface import Budget, Compression, Method, Tokens, resolve_keep, validate_keep
-from ..ops import select_top, work_dtype
+from ..interface import Budget, Compression, Method, Tokens, check_int, resolve_keep, validate_keep
+from ..ops import gather, identity, select_top, work_dtype
 from ..registry import register
 
 
-def flowcut_scores(cls_attention: Tensor, values: Tensor, special: int) -> Tensor:
-    """(B, N - special) FlowCut importance of the tokens after the `special` (0 or 1) [CLS].
+def _shares(x: Tensor) -> Tensor:
+    """`x` divided by its sum over the last dim (a zero sum gives zeros, not 0 / 0)."""
+    return x / x.sum(-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
 
-    `cls_attention` (B, heads, N): the [CLS] query's attention to every token; `values`
-    (B, N, Dv): per-token vectors averaged over heads (the official `value_states.mean(1)`).
-    relation = the head-mean [CLS] attention to the ordinary tokens, normalised to sum 1 over
-    them. With the [CLS] among the tokens (special=1), score_j = (relation_j + semantic_j) *
-    ||values_j||_1, semantic = softmax over all N tokens of values_cls . values_j (unscaled),
-    [CLS] column dropped, normalised to sum 1 over the rest. Without it (special=0) there is no
-    [CLS] vector to compare with and score_j = relation_j * ||values_j||_1.
+
+def flowcut_scores(cls_attention: Tensor, values: Tensor) -> Tensor:
+    """(B, N - 1) one encoder layer's FlowCut importance of the tokens after the [CLS] (index 0).
+
+    `cls_attention` (B, heads, N): the [CLS] row of the layer's attention; `values` (B, heads,
+    N, Dh): the layer's per-head values. score_j = (relation_j + semantic_j) * ||v_j||_1 with
+    relation the head-mean [CLS] attention to j, semantic the head-mean of each head's softmax
+    over all N tokens of the unscaled v_cls . v_j, both shared out to sum 1 over the tokens
+    after the [CLS], and v_j the head-mean value.
     """
     dtype = torch.promote_types(work_dtype(cls_attention), work_dtype(values))
-    relation = cls_attention.to(dtype).mean(dim=1)[:, special:]
-    # the official divides unguarded; a [CLS] attending only to itself gives 0 / 0 there
-    relation = relation / relation.sum(dim=-1, keepdim=True).clamp_min(1e-30)
+    relation = _shares(cls_attention.to(dtype).mean(1)[:, 1:])
     v = values.to(dtype)
-    norm = v[:, special:].abs().sum(dim=-1)
-    if special == 0:
-        return relation * norm
-    logits = (v[:, :1] @ v.transpose(1, 2)).squeeze(1)  # (B, N): values_cls . values_j
-    semantic = logits.softmax(dim=-1)[:, 1:]
-    semantic = semantic / semantic.sum(dim=-1, keepdim=True)
-    return (relation + semantic) * norm
+    semantic = (v[:, :, :1] @ v.transpose(-1, -2)).squeeze(2).softmax(-1).mean(1)
+    return (relation + _shares(semantic[:, 1:])) * v.mean(1)[:, 1:].abs().sum(-1)
+
+
+def adaptive_cut(attention: Tensor, remaining: int, target: int) -> int:
+    """Tokens to remove at a pruning layer `remaining` (even, > 0) layers before the final cut:
+    round((n - target) / sqrt(remaining) * (1 - (H / log n)^2)), H the entropy of the [CLS]
+    attention `attention` (B, n) over the n tokens after it, the largest over the batch."""
+    n = attention.shape[-1]
+    if n == 1:  # one token: its attention is uniform (the official 0 / 0 is NaN)
+        return 0
+    p = _shares(attention)
+    ratio = -torch.special.xlogy(p, p).sum(-1) / math.log(n)
+    cut = (n - target) / math.sqrt(remaining) * (1 - ratio**2)
+    return int(cut.max().round())
+
+
+def flowcut_step(tokens: Tokens, target: int, remaining: int) -> Compression:
+    """One encoder layer of FlowCut, `remaining` layers before the final cut to `target` tokens
+    (the [CLS] included): the running score (this layer's, averaged half and half with the
+    carried `tokens.scores`) comes back as the output's `scores`; an odd `remaining` only scores,
+    an even one keeps the [CLS] and the best-scored tokens, in positional order: `target` of
+    them at 0, else all but `adaptive_cut` of them (never fewer than `target`)."""
+    n = tokens.count
+    if n <= target:
+        return dataclasses.replace(identity(tokens), scores=tokens.scores)
+    current = flowcut_scores(tokens.cls_attention, tokens.values)
+    running = current if tokens.scores is None else 0.5 * tokens.scores[:, 1:].to(current) + 0.5 * current
+    running = torch.cat([running.new_zeros(tokens.batch, 1), running], dim=1)  # the [CLS]'s: unread
+    if remaining % 2:
+        return dataclasses.replace(identity(tokens), scores=running)
+    if remaining == 0:
+        count = target
+    else:
+        attention = tokens.cls_attention.to(current.dtype).mean(1)[:, 1:]
+        count = max(n - adaptive_cut(attention, remaining, target - 1), target)
+    out = select_top(tokens, running, count)
+    return dataclasses.replace(out, scores=gather(running, out.positions))
 
 
 @register("flowcut")
 @dataclass
 class FlowCut(Method):
-    """Keep the `keep` tokens with the highest FlowCut score ([CLS] attention, [CLS] semantic
-    similarity, value norm), in positional order.
+    """Prune the vision encoder's tokens layer by layer, by how the [CLS] draws on them.
 
     "FlowCut: Rethinking Redundancy via Information Flow for Efficient Vision-Language Models"
     (Jintao Tong, Wenwei Jin, Pengda Qin, Anqi Li, Yixiong Zou, Yuhong Li, Yuhua Li, Ruixuan
-    Li; NeurIPS 2025, arXiv 2505.19536). The [CLS] token relays the information flow of the
-    vision encoder: a token matters by how much [CLS] draws from it, how close its content is
-    to the [CLS]'s, and how much it carries. Per token j after the [CLS] (official
-    `compute_score`, `flowcut/utils_flowcut.py`):
+    Li; NeurIPS 2025, arXiv 2505.19536). The [CLS] relays the encoder's information flow, so a
+    token matters by the [CLS]'s attention to it, the similarity of its value to the [CLS]'s
+    and the size of its value. The official LLaVA code (`flowcut/modeling_clip_flowcut.py`,
+    `CLIPAttention_forward` and `CLIPEncoderLayer_forward`; `flowcut/utils_flowcut.py`,
+    `compute_score` and `adaptive_prune_ratio`) runs, after every CLIP layer that still holds
+    more than the target T tokens (the [CLS] included), with that layer's attention and values:
 
-        relation_j = mean over heads of attention([CLS] -> j), normalised to sum 1 over tokens
-        semantic_j = softmax_j(v_cls . v_j) (unscaled, over all tokens), [CLS] column dropped,
-                     normalised to sum 1 over tokens
-        score_j    = (relation_j + semantic_j) * ||v_j||_1
+        score_j = (relation_j + semantic_j) * ||mean over heads of v_j||_1   (`flowcut_scores`)
+        running = score (first such layer), else 0.5 * running + 0.5 * score
 
-    A leading [CLS] and the best-scored tokens, `keep` in all, stay in positional order (the
-    official `topk` then `sort`); the rest are dropped.
+    and prunes where R, the layers left before the last pruning layer, is even: R > 0 removes
+    round((n - (T - 1)) / sqrt(R) * (1 - (H / log n)^2)) of the n tokens after the [CLS] (H the
+    entropy of its head-mean attention over them; the largest count over the batch), never
+    going below T; R = 0 cuts to T. The last pruning layer is the one before the layer the
+    projector reads (CLIP-L in LLaVA-1.5: layers 0-21 of 24 score, 1, 3, ..., 19 prune
+    adaptively, 21 cuts to T, 22 feeds the projector). The [CLS] is always kept (LLaVA drops
+    it afterwards); the kept tokens stay in positional order (the official `topk` then `sort`).
 
-    Parameters: `keep` (int count or float fraction of all N tokens, a [CLS] included).
-    Reads `cls_attention` (B, heads, N), the [CLS] row of an encoder layer's attention
-    probabilities, and `keys` (B, N, Dk) of the same layer averaged over heads, which stand in
-    for the values (see below). Takes the [CLS] at index 0 (special=1): it is kept, not
-    ranked, and gives the semantic term. Or no [CLS] among the tokens (special=0, the [CLS]
-    row still read from `cls_attention`): then there is no v_cls and the score is
-    relation_j * ||v_j||_1, the form the official Qwen2-VL code uses where there is no [CLS]
-    (`compute_score_vit`).
+    Parameters: `keep` = T, an int count or a float fraction of the encoder's N input tokens,
+    the [CLS] included: inside LLaVA `keep=K + 1` is the official `flowcut(model, target_num=K)`
+    (K tokens reach the LLM; the default is the official K = 128).
+    Reads `cls_attention` (B, heads, N) and `values` (B, heads, N, Dh) of one encoder layer,
+    and `scores` where given (the running score of the previous layer, which the encoder stage
+    carries from one layer's output `scores` to the next). Takes the [CLS] at index 0.
 
-    Inside LLaVA this runs at the projector stage on the patch tokens (special=0, the
-    official default `select_feature='patch'`: the [CLS] never reaches the LLM), with the
-    [CLS] attention and keys of the CLIP layer the projector reads (the penultimate); `keep=T`
-    is the official `flowcut(model, target_num=T)`. The official LLaVA code
-    (`flowcut/modeling_clip_flowcut.py`, `CLIPEncoderLayer_forward`) scores the tokens after
-    every CLIP layer, keeps a running score (0.5 * previous + 0.5 * this layer's) and prunes at
-    every layer whose remaining-layer count (`select_layer - idx - 1`, select_layer = 22 of 24
-    layers) is even, by an entropy-adaptive count (`adaptive_prune_ratio`), until the last
-    such layer (index 21) cuts to the target. That needs per-layer [CLS] attention, per-head
-    values and state carried across layers; the project's per-layer encoder stage hands a
-    method only hidden states, keys averaged over heads and sizes, with no [CLS] attention and
-    no layer index. So FlowCut here is the single final cut, at the layer the projector reads.
+    One call on its own is the final cut (R = 0): the best `keep` tokens by the running score.
+    Inside `reproductions.hf` the encoder stage runs one step per layer (`encoder_step`) in
+    LLaVA's CLIP, where the signals exist; encoders without a [CLS] cannot run it.
 
     Differences from the official code:
-    - One pruning step instead of progressive pruning over CLIP layers 1-21: the score is that
-      of one layer (the one the projector reads, index 22 of CLIP-L, which the official never
-      scores), not the running 0.5 / 0.5 average over earlier layers; the entropy-adaptive
-      per-layer counts (`adaptive_prune_ratio`) do not occur, and the encoder layers before
-      the cut see all tokens.
-    - Keys averaged over heads stand in for the values, which the project does not supply: the
-      norm is ||k_j||_1 instead of ||v_j||_1 (both averaged over heads), and the semantic term
-      is one softmax over k_cls . k_j instead of the mean over heads of per-head softmaxes over
-      v_cls,h . v_j,h. Given the values averaged over heads as `keys` and one head, the score
-      is the official one.
-    - Inside LLaVA the [CLS] is not among the tokens (the projector stage hands the patches,
-      as LLaVA-1.5 feeds them to the LLM), so the semantic term is absent there: the score is
-      relation * norm. Passing the [CLS] (special=1) gives the full score, and the [CLS] then
-      stays in the output and counts in `keep` (the official `select_feature='cls_patch'`
-      mode, where target_num counts the [CLS] too).
-    - Budgets follow the project's rule (int count, or floor of a fraction of N).
-    - Scores are computed in float32 (float64 kept), not the model's float16; ties go to the
-      lowest index (`torch.topk` leaves them unspecified). A [CLS] attention of zero on every
-      other token gives a zero relation term (the official divides 0 / 0 into NaN).
+    - Pruning acts between the layer's attention and its MLP instead of after the MLP (the
+      stage's place for every encoder method): the kept tokens' states are the same, as the MLP
+      and its residual act on each token alone, and the MLP runs on the kept tokens only.
+    - The last pruning layer is the one before the layer the projector reads, wherever that is
+      (`vision_feature_layer`); the official code fixes it at the encoder's depth - 3.
+    - Scores are computed in float32 (float64 kept), not in the model's float16, from the
+      attention recomputed from the layer's own projections; ties go to the lowest index
+      (`torch.topk` leaves them unspecified).
+    - A [CLS] attention or semantic term of zero over every other token gives zero shares, and
+      0 * log 0 counts as 0 in the entropy (the official code divides 0 / 0 and takes
+      0 * log 0 into NaN, which crashes its count); one token left after the [CLS] removes none.
+    - Budgets follow the project's rule (an int count, or the floor of a fraction of N).
     - LLaVA-NeXT anyres (half the budget in the encoder, the rest cut at LLM layer 1) and the
-      Qwen2-VL variant of the repository (global-query attention in every ViT block, a second
-      cut inside the LLM) are not reproduced.
+      repository's Qwen2-VL variant (no [CLS]: attention from a global query in every ViT block,
+      a second cut inside the LLM) are not reproduced.
     """
 
-    keep: Budget = 128
+    keep: Budget = 129
 
     paper = "tong2025flowcut"
-    stage = "projector"
+    stage = "encoder"
     mechanisms = ("attention",)
-    needs = ("cls_attention", "keys")
-    special_tokens = (0, 1)
+    needs = ("cls_attention", "values")
+    uses = ("scores",)
+    special_tokens = (1,)
+    #: the adaptive counts of the layers before the final cut are the largest over the batch
+    batch_independent = False
     example = {"keep": 16}
-    benchmark = {"keep": 64}
+    benchmark = {"keep": 65}
 
     def __post_init__(self) -> None:
         validate_keep(self.keep)
 
+    def encoder_step(self, index: int, count: int, feature: int) -> Method | None:
+        last = max(feature - 1, 0)
+        if index > last:
+            return None
+        return FlowCutLayer(keep=resolve_keep(self.keep, count, 1), remaining=last - index)
+
     def compress(self, tokens: Tokens) -> Compression:
-        count = resolve_keep(self.keep, tokens.count, tokens.special)
-        ordinary = flowcut_scores(tokens.cls_attention, tokens.keys, tokens.special)
-        scores = ordinary.new_zeros(tokens.batch, tokens.count)
-        scores[:, tokens.special :] = ordinary
-        return select_top(tokens, scores, count)
+        return flowcut_step(tokens, resolve_keep(self.keep, tokens.count, tokens.special), 0)
+
+
+@dataclass
+class FlowCutLayer(FlowCut):
+    """FlowCut at one encoder layer, `remaining` layers before the final cut to `keep` tokens
+    (a count of the encoder's input): what the encoder stage runs in each layer."""
+
+    remaining: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("remaining", self.remaining, 0, "pass the layers left before the final cut, an int >= 0")
+
+    def output_count(self, tokens: Tokens) -> int | None:
+        return None if self.remaining else super().output_count(tokens)
+
+    def compress(self, tokens: Tokens) -> Compression:
+        return flowcut_step(tokens, resolve_keep(self.keep, tokens.count, tokens.special), self.remaining)
