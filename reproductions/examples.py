@@ -51,6 +51,8 @@ def example_tokens(
     signals = {
         "cls_attention": lambda: attention(batch, heads, n),
         "keys": lambda: randn(batch, n, dim // 2),
+        "values": lambda: randn(batch, heads, n, max(dim // heads, 1)),
+        "scores": lambda: randn(batch, n),
         # omni methods read the attention paid to the audio tokens too: columns [features, audio]
         # methods that read the media rows' own attention get those N rows first
         "attention": lambda: attention(

@@ -35,6 +35,11 @@ SIGNALS: dict[str, str] = {
     "encoder layer; pass Tokens(cls_attention=...)",
     "keys": "(B, N, Dk) keys of the same tokens (an encoder layer's; at the llm stage layer "
     "K - 1's, after RoPE); pass Tokens(keys=...)",
+    "values": "(B, heads, N, Dh) per-head values of the same tokens, from an encoder layer's own "
+    "value projection of its normed input (as its attention makes them); pass Tokens(values=...)",
+    "scores": "(B, N) per-token scores that the method itself returned (`Compression.scores`) "
+    "for these tokens at the previous encoder layer, carried to the next layer by the encoder "
+    "stage as it carries `sizes` (FlowCut's cumulative importance); pass Tokens(scores=...)",
     "attention": "(B, heads, M, N) attention paid to each token by M query rows at an LLM "
     "layer (an encoder layer for an encoder-stage method; for a method that also needs `audio`: (B, heads, M, N + Na), over [features, "
     "audio]); pass Tokens(attention=...)",
@@ -78,6 +83,8 @@ class Tokens:
     special: int = 0
     cls_attention: Tensor | None = None
     keys: Tensor | None = None
+    values: Tensor | None = None
+    scores: Tensor | None = None
     attention: Tensor | None = None
     received: Tensor | None = None
     encoder_attention: Tensor | None = None
@@ -113,13 +120,15 @@ class Compression:
     token stands at (for RoPE / M-RoPE ids); `sizes` (B, K) float32 how many original tokens each
     output token stands for. Invariants (checked by `check_compression` and the conformance suite):
     `sizes[b, k]` equals the input sizes summed over the tokens with `source[b, i] == k`, and
-    `source[b, positions[b, k]] == k`.
+    `source[b, positions[b, k]] == k`. `scores` (B, K), where the method returns any, are the
+    per-token scores it hands its own call at the next encoder layer (`Tokens.scores`).
     """
 
     features: Tensor
     source: Tensor
     positions: Tensor
     sizes: Tensor
+    scores: Tensor | None = None
 
     @property
     def count(self) -> int:
@@ -130,7 +139,7 @@ class Compression:
         original tokens: an original token goes to the slot `second` gave its slot (-1 where
         either dropped it), each final token stands at the original index of the token
         `second` kept it at, and its size sums the sizes of the slots `second` merged into it.
-        The features are `second`'s."""
+        The features and scores are `second`'s."""
         if second.source.shape != (self.features.shape[0], self.count):
             raise ValueError(
                 f"the second compression's source is {tuple(second.source.shape)}, but this one "
@@ -143,7 +152,7 @@ class Compression:
         positions = self.positions.gather(1, second.positions)
         b, k = second.source.shape[0], second.count
         sizes = self.sizes.new_zeros(b, k + 1).scatter_add_(1, second.source + 1, self.sizes)
-        return Compression(second.features, source, positions, sizes[:, 1:])
+        return Compression(second.features, source, positions, sizes[:, 1:], second.scores)
 
 
 @dataclass
@@ -299,6 +308,15 @@ class Method:
         encoder-stage method then acts in every layer, as ToMe does)."""
         return ()
 
+    def encoder_step(self, index: int, count: int, feature: int) -> Method | None:
+        """For an encoder-stage method: the single-layer method run inside encoder layer `index`
+        (0-based; layer `feature` feeds the projector) on the tokens the earlier layers kept, of
+        the `count` tokens the encoder started with; None where the layer runs unchanged. The
+        default: this method in every layer (ToMe). The encoder stage asks for it in CLIP,
+        SigLIP and InternViT encoders; the Qwen ViTs' packed stage runs the method itself in every
+        block."""
+        return self
+
     def step(self, index: int, count: int) -> Method:
         """The single-layer method run at `decoder_layers()[index]` on a span that held `count`
         media tokens before the first step."""
@@ -425,6 +443,8 @@ def _check_signal(
     expected: dict[str, tuple[int, tuple[int | None, ...]]] = {
         "cls_attention": (3, (b, None, n)),
         "keys": (3, (b, n, None)),
+        "values": (4, (b, None, n, None)),
+        "scores": (2, (b, n)),
         "attention": (4, (b, None, None, columns)),
         "received": (3, (b, None, n)),
         "encoder_attention": (4, (b, None, None, None)),
@@ -502,6 +522,10 @@ def check_compression(out: Compression, tokens: Tokens) -> None:
     _require(
         torch.allclose(counted, out.sizes.float().cpu()),
         "sizes disagree with source: each output size must sum the input sizes of its slot",
+    )
+    _require(
+        out.scores is None or tuple(out.scores.shape) == (b, k),
+        f"scores must be (B, K) = {(b, k)}, got {None if out.scores is None else tuple(out.scores.shape)}",
     )
     slots = torch.arange(k).expand(b, k).to(out.source)
     _require(

@@ -72,12 +72,18 @@ def encoder_queries_keys(attn: nn.Module, hidden: Tensor, position_embeddings: t
     (L, D) sequence with 2-D rotary embeddings (the Qwen ViTs: fused `qkv` or `q`/`k`; B = 1)."""
     if hidden.dim() == 2:
         return flat_queries_keys_values(attn, hidden, position_embeddings)[:2]
+    return encoder_heads(attn, "q", hidden), encoder_heads(attn, "k", hidden)
+
+
+def encoder_heads(attn: nn.Module, which: str, hidden: Tensor) -> Tensor:
+    """(B, heads, L, head_dim) the queries, keys or values (`which`: "q", "k", "v") of a batched
+    vision-encoder attention module (CLIP, SigLIP, InternViT) on `hidden` (B, L, D), as its
+    forward makes them: InternViT's `q_norm` / `k_norm` first, over all heads."""
     b, n, _ = hidden.shape
-    q, k = attn.q_proj(hidden), attn.k_proj(hidden)
-    if hasattr(attn, "q_norm"):
-        q, k = attn.q_norm(q), attn.k_norm(k)
-    q, k = (x.view(b, n, attn.num_heads, -1).transpose(1, 2) for x in (q, k))
-    return q, k
+    x = getattr(attn, f"{which}_proj")(hidden)
+    if hasattr(attn, f"{which}_norm"):
+        x = getattr(attn, f"{which}_norm")(x)
+    return x.view(b, n, attn.num_heads, -1).transpose(1, 2)
 
 
 def flat_queries_keys_values(

@@ -13,6 +13,7 @@ from .models import Adapter, adapter_for
 from .stages import STAGES, decoder_layer
 from .stages.audio import SIGNALS as AUDIO_SIGNALS
 from .stages.audio import refusal as audio_refusal
+from .stages.encoder import stage_signals, stage_special
 from .stages.projector import at_projector_input, encoder_cls, projector_signals, received_layers
 
 
@@ -121,11 +122,15 @@ def part_reason(a: Adapter, m: Method, model_name: str, layer: int | None) -> st
         width = output_width(m)
         if width is not None:
             return width
+    elif vision:
+        available |= stage_signals(a)
     missing = [s for s in m.needs if s not in available]
     if missing:
+        where = (" (a layer's values exist where each encoder token is one patch, as in LLaVA; its [CLS] "
+                 "attention where that encoder has a [CLS]: CLIP)") if vision else ""
         return (
             f"{m.name} needs {', '.join(missing)}, which {model_name} cannot supply at the "
-            f"{m.stage} stage (it supplies: {', '.join(sorted(available)) or 'no signals'})"
+            f"{m.stage} stage (it supplies: {', '.join(sorted(available)) or 'no signals'}){where}"
         )
     if m.stage == "projector" and m.cls_from == "last_logits" and not encoder_cls(a, m):
         return (f"{m.name} reads the [CLS] attention logits of the encoder's last layer, but {model_name}'s "
@@ -135,11 +140,14 @@ def part_reason(a: Adapter, m: Method, model_name: str, layer: int | None) -> st
             received_layers(a, m)
         except ValueError as error:
             return f"{m.name} on {model_name}: {error}"
-    cls_token = m.stage == "projector" and at_projector_input(a, m) and a.encoder_special > 0
+    cls_token = (m.stage == "projector" and at_projector_input(a, m) and a.encoder_special > 0) or (
+        vision and stage_special(a) > 0
+    )
     if m.special_tokens is not None and 0 not in m.special_tokens and not cls_token:
         return (
             f"{m.name} takes {m.special_tokens} leading [CLS] tokens, which {model_name} does not "
-            f"have at the {m.stage} stage (only LLaVA's CLIP encoder has one, at the projector stage)"
+            f"have at the {m.stage} stage (only CLIP and InternViT encoders have one: LLaVA's at the "
+            "projector and encoder stages, InternVL's at the encoder stage)"
         )
     if m.stage in ("llm", "cache"):
         several = m.decoder_layers() if m.stage == "llm" else ()

@@ -19,6 +19,11 @@ layer does, plus ToMe's two additions:
 - between attention and MLP, the method merges the tokens on this layer's keys averaged over
   heads, with the sizes carried from layer to layer (`Tokens.sizes`).
 
+A method may act differently per layer (`Method.encoder_step`: FlowCut scores in every layer up
+to the one before the projector's and prunes in some); where every encoder token is one patch
+(LLaVA) it may also read the layer's per-head `values` and, with a [CLS], its `cls_attention`,
+recomputed from the layer's own projections, and the `scores` its previous layer's step returned.
+
 The merges compose into a map from the encoder's input tokens to the tokens of the layer the
 projector reads, so each projected token takes the position of its kept token in the LLM
 sequence. The model's own outputs recording (hidden_states) sees the merged layers, as the
@@ -34,11 +39,13 @@ from torch import Tensor, nn
 
 from ...interface import Compression, Method, Tokens
 from ...ops import proportional_attention_bias
+from ..models import Adapter
 from ..sequence import row_of
 from .audio import AudioUnits
 from .input import InputStage
 from .merging import Merging
 from .packed import PackedMerging
+from .signals import layer_signals
 
 
 def _bias(sizes: Tensor | None, mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -63,10 +70,12 @@ class EncoderMerging(Merging):
 
     def __init__(
         self, method: Method, layers: nn.ModuleList, schedule: list[int] | None, special: int,
-        units: Tensor | None = None, unmerge_at: int | None = None,
+        units: Tensor | None = None, unmerge_at: int | None = None, feature: int | None = None,
     ) -> None:
         super().__init__(method, layers, schedule)
         self.special = special
+        #: the layer the projector reads (the method's `encoder_step` counts from it)
+        self.feature = len(layers) - 1 if feature is None else feature
         #: grid families: the patches of each pooling unit (U, k), merged whole, and the layer
         #: after which the units go back on the grid for the model's own pooling
         self.units, self.unmerge_at = units, unmerge_at
@@ -75,6 +84,8 @@ class EncoderMerging(Merging):
     def reset(self) -> None:
         """Forget the merges of the previous encoder call."""
         self.sizes: Tensor | None = None
+        self.scores: Tensor | None = None  # what the last layer's step returned as `scores`
+        self.count = 0  # the tokens (grid families: units) the first layer saw
         self.regrouped = False  # grid families: the patches lie unit by unit (after a merge)
         self.source: Tensor | None = None  # (B, N0): slot of each input token, -1 dropped
         self.positions: Tensor | None = None  # (B, N): input index each current token stands at
@@ -99,7 +110,7 @@ class EncoderMerging(Merging):
             bias = _bias(merging.patch_sizes(), attention_mask, x.dtype)
             out, _ = attn(hidden_states=x, attention_mask=bias, **kwargs)
             hidden = (out if scale1 is None else scale1 * out) + hidden_states
-            hidden = merging._merge(index, attn, x, hidden)
+            hidden = merging._merge(index, attn, x, hidden, bias)
             out = mlp(norm2(hidden))
             hidden = (out if scale2 is None else scale2 * out) + hidden
             return merging.on_grid(hidden) if index == merging.unmerge_at else hidden
@@ -136,24 +147,36 @@ class EncoderMerging(Merging):
         grid[:, self.units.flatten().to(hidden.device)] = placed.reshape(b, -1, d)
         return torch.cat([hidden[:, :s], grid], 1)
 
-    def _merge(self, index: int, attn: nn.Module, normed: Tensor, hidden: Tensor) -> Tensor:
-        b, n, d = normed.shape
-        keys = attn.k_proj(normed)
-        keys = (attn.k_norm(keys) if hasattr(attn, "k_norm") else keys).view(b, n, attn.num_heads, -1).mean(2)
-        grid, s = hidden, self.special
-        if self.units is not None:  # one token per unit: its patches concatenated, keys averaged
-            k = self.units.shape[1]
-            lead, hidden, lead_keys, keys = hidden[:, :s], hidden[:, s:], keys[:, :s], keys[:, s:]
-            if not self.regrouped:  # still in grid order: put each unit's patches side by side
-                order = self.units.flatten().to(hidden.device)
-                hidden, keys = hidden[:, order], keys[:, order]
-            hidden = torch.cat([lead.repeat(1, 1, k), hidden.reshape(b, -1, k * d)], 1)  # [CLS]: as wide
-            keys = torch.cat([lead_keys, keys.reshape(b, -1, k, keys.shape[-1]).mean(2)], 1)
-        tokens = Tokens(features=hidden, keys=keys, sizes=self.sizes, special=s)
-        comp = self._method_for(index)(tokens)
-        if self.units is None:
-            self._compose(index, comp)
-            return comp.features
+    def _merge(self, index: int, attn: nn.Module, normed: Tensor, hidden: Tensor, bias: Tensor | None) -> Tensor:
+        if index == 0:
+            self.count = hidden.shape[1] if self.units is None else self.special + self.units.shape[0]
+        method = self._method_for(index).encoder_step(index, self.count, self.feature)
+        if method is None:  # the layer runs unchanged
+            if self.source is None:  # as does every layer before it: each token where it was
+                start = torch.arange(self.count, device=hidden.device).expand(hidden.shape[0], -1)
+                self.source, self.positions, self.sizes = start, start, torch.ones(start.shape, device=hidden.device)
+            self.after[index] = (self.source, self.positions, self.sizes)
+            return hidden
+        if self.units is not None:
+            return self._merge_units(index, method, layer_signals(attn, normed, bias, {"keys"})["keys"], hidden)
+        wanted = {*method.needs, *method.uses}
+        signals = layer_signals(attn, normed, bias, wanted - {"scores"})
+        scores = self.scores if "scores" in wanted else None
+        comp = method(Tokens(features=hidden, sizes=self.sizes, special=self.special, scores=scores, **signals))
+        self._compose(index, comp)
+        return comp.features
+
+    def _merge_units(self, index: int, method: Method, keys: Tensor, hidden: Tensor) -> Tensor:
+        """Grid families: the method on one token per pooling unit (its patches concatenated, its
+        keys averaged); a leading [CLS] never merges."""
+        (b, _, d), grid, s, k = hidden.shape, hidden, self.special, self.units.shape[1]
+        lead, hidden, lead_keys, keys = hidden[:, :s], hidden[:, s:], keys[:, :s], keys[:, s:]
+        if not self.regrouped:  # still in grid order: put each unit's patches side by side
+            order = self.units.flatten().to(hidden.device)
+            hidden, keys = hidden[:, order], keys[:, order]
+        hidden = torch.cat([lead.repeat(1, 1, k), hidden.reshape(b, -1, k * d)], 1)  # [CLS]: as wide
+        keys = torch.cat([lead_keys, keys.reshape(b, -1, k, keys.shape[-1]).mean(2)], 1)
+        comp = method(Tokens(features=hidden, keys=keys, sizes=self.sizes, special=s))
         if not self.regrouped:
             units = torch.arange(hidden.shape[1], device=hidden.device)
             if comp.count == hidden.shape[1] and bool((comp.source == units).all()):
@@ -174,13 +197,31 @@ class EncoderMerging(Merging):
                 kept, comp.source.gather(1, self.source.clamp_min(0)), self.source
             )
             self.positions = self.positions.gather(1, comp.positions)
-        self.sizes = comp.sizes
+        self.sizes, self.scores = comp.sizes, comp.scores
         self.after[index] = (self.source, self.positions, self.sizes)
 
     def compression_at(self, index: int, features: Tensor) -> Compression:
         """The composed merges up to layer `index`, with `features` (B, K, D) as the output."""
         source, positions, sizes = self.after[index]
         return Compression(features=features, source=source, positions=positions, sizes=sizes)
+
+
+def stage_signals(adapter: Adapter) -> set[str]:
+    """The signals the encoder stage supplies in this family: `keys` everywhere; where every
+    encoder token is one patch (LLaVA, whose projector reads the encoder's tokens) also the
+    layer's `values` and the `scores` a method's previous step returned, and `cls_attention`
+    where the encoder leads with a [CLS] (CLIP)."""
+    if adapter.projector is None or adapter.packed is not None:
+        return {"keys"}
+    return {"keys", "values", "scores"} | ({"cls_attention"} if getattr(adapter, "has_cls", False) else set())
+
+
+def stage_special(adapter: Adapter) -> int:
+    """The leading [CLS] tokens the encoder stage's method sees: LLaVA's CLIP's, a pooled grid
+    family's encoder's (InternViT's), none in the Qwen ViTs."""
+    if adapter.packed is not None:
+        return 0
+    return adapter.tap.special if adapter.projector is None else int(getattr(adapter, "has_cls", False))
 
 
 class EncoderStage(InputStage):
@@ -199,8 +240,8 @@ class EncoderStage(InputStage):
             PackedMerging(self.method, a.packed, a.outer, schedule) if a.packed is not None else
             EncoderMerging(
                 self.method, a.encoder_layers, schedule,
-                special=a.tap.special if units is not None else int(getattr(a, "has_cls", False)),
-                units=units, unmerge_at=a.feature_layer if units is not None else None,
+                special=stage_special(a),
+                units=units, unmerge_at=a.feature_layer if units is not None else None, feature=a.feature_layer,
             )
         )
 

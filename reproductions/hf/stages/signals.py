@@ -2,7 +2,8 @@
 module (its own projections, eagerly, for that layer only): [CLS] attention (or its logits) or
 attention received, keys averaged over heads, and `received` averaged over heads too; and
 `Repack`, which packs them onto an anyres image's tokens as the model packs its crops, with each
-token's `anyres` place."""
+token's `anyres` place. `layer_signals` gives the encoder stage the same for the layer it runs:
+keys, per-head values and the [CLS] row of its attention."""
 
 from __future__ import annotations
 
@@ -13,15 +14,40 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..attention import encoder_queries_keys, logits, probabilities, received
+from ..attention import encoder_heads, encoder_queries_keys, logits, probabilities, received
 from .base import argument
+
+
+def _scale(module: nn.Module) -> float:
+    return module.scale if hasattr(module, "scale") else module.scaling
+
+
+def layer_signals(module: nn.Module, hidden: Tensor, bias: Tensor | None, names: set[str]) -> dict[str, Tensor]:
+    """The signals `names` (of `keys`, `values`, `cls_attention`) of one call of a batched encoder
+    attention module on its normed input `hidden` (B, N, D) with the additive `bias` it ran with
+    (None: none), from the module's own projections: (B, N, d) keys averaged over heads, (B,
+    heads, N, d) values, and (B, heads, N) the attention of token 0 (the [CLS]), in `hidden`'s
+    dtype like the module's own attention weights."""
+    out: dict[str, Tensor] = {}
+    if names & {"keys", "cls_attention"}:
+        k = encoder_heads(module, "k", hidden)
+        if "keys" in names:
+            out["keys"] = k.mean(1)
+    if "values" in names:
+        out["values"] = encoder_heads(module, "v", hidden)
+    if "cls_attention" in names:
+        scores = logits(encoder_heads(module, "q", hidden[:, :1]), k, _scale(module))
+        if bias is not None:
+            scores = scores + bias[..., :1, :].float()
+        out["cls_attention"] = scores.softmax(-1)[:, :, 0].to(hidden.dtype)
+    return out
 
 
 def _queries_keys(module: nn.Module, args: tuple, kwargs: dict) -> tuple[Tensor, Tensor, Tensor, float]:
     """The call's hidden states, its queries and keys as the module makes them, and its scale."""
     hidden = argument(args, kwargs, "hidden_states")
     q, k = encoder_queries_keys(module, hidden, kwargs.get("position_embeddings"))
-    return hidden, q, k, module.scale if hasattr(module, "scale") else module.scaling
+    return hidden, q, k, _scale(module)
 
 
 def encoder_signals(
