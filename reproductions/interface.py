@@ -303,9 +303,7 @@ class Method:
     def encoder_layers(self, depth: int, feature: int) -> tuple[int, ...]:
         """For a method that reads `received`: the encoder layers (0-based, of an encoder of
         `depth` layers whose layer `feature` feeds the projector) whose attention it reads, one
-        row of `received` each, in this order; for an encoder-stage method that acts in some
-        layers only (audio_attention_prune), those layers. () (the default): none (an
-        encoder-stage method then acts in every layer, as ToMe does)."""
+        row of `received` each, in this order. () (the default): none."""
         return ()
 
     def encoder_step(self, index: int, count: int, feature: int) -> Method | None:
@@ -313,8 +311,8 @@ class Method:
         (0-based; layer `feature` feeds the projector) on the tokens the earlier layers kept, of
         the `count` tokens the encoder started with; None where the layer runs unchanged. The
         default: this method in every layer (ToMe). The encoder stage asks for it in CLIP,
-        SigLIP and InternViT encoders; the Qwen ViTs' packed stage runs the method itself in every
-        block."""
+        SigLIP and InternViT encoders and in the audio encoders (audio_attention_prune's
+        `layers`); the Qwen ViTs' packed stage runs the method itself in every block."""
         return self
 
     def step(self, index: int, count: int) -> Method:

@@ -40,7 +40,7 @@ class AudioAttentionPrune(Method):
     layer, rounded up as the official code does (this is not the project's floor(keep * N)
     `keep`); `query`; `layers`: the 0-based encoder layers that prune, each after its attention
     and before its MLP (the official `drop_loc`, default (3, 6, 9) of the 12-layer AST /
-    Audio-MAE; `encoder_layers` names them to the integration, which refuses layers the encoder
+    Audio-MAE; `encoder_step` names them to the integration, which refuses layers the encoder
     does not have).
     Signal: `attention` (B, heads, M, N), the self-attention of the pruning layer (M = N).
 
@@ -78,14 +78,15 @@ class AudioAttentionPrune(Method):
         hint = "pass the 0-based encoder layers that prune, increasing (official: (3, 6, 9))"
         self.layers = check_ints("layers", self.layers, 0, hint, increasing=True)
 
-    def encoder_layers(self, depth: int, feature: int) -> tuple[int, ...]:
-        """The layers that prune (`layers`), which an encoder of `depth` layers must have."""
-        if self.layers[-1] >= depth:
+    def encoder_step(self, index: int, count: int, feature: int) -> Method | None:
+        """This method in the layers that prune (`layers`), which the encoder (whose layer
+        `feature` is its last that counts) must have; None in the others."""
+        if self.layers[-1] > feature:
             raise ValueError(
-                f"audio_attention_prune.layers={self.layers}, but the encoder has {depth} layers: "
-                f"pass layers between 0 and {depth - 1}"
+                f"audio_attention_prune.layers={self.layers}, but the encoder has {feature + 1} layers: "
+                f"pass layers between 0 and {feature}"
             )
-        return self.layers
+        return self if index in self.layers else None
 
     def output_count(self, tokens: Tokens) -> int:
         return tokens.special + math.ceil(self.keep_ratio * (tokens.count - tokens.special))

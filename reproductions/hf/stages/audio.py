@@ -12,7 +12,7 @@ frames as floor(L / 2) tokens. So a method compresses whole units, each attentio
 - padding is never a candidate, a query nor counted in a budget; a clip's last real frame when
   L is odd, whose unit is half padding and never placed, is carried unchanged (a key its window
   sees);
-- the method acts in the layers it names (`Method.encoder_layers`: audio_attention_prune's
+- the method acts in the layers it names (`Method.encoder_step`: audio_attention_prune's
   `layers`), else in every layer (A-ToMe; `schedule=` sets r per layer), between attention and
   MLP; a merged unit adds log(size) to later attention logits (ToMe's proportional attention;
   the attention signal leaves it out: it serves pruning, where every size is 1).
@@ -57,7 +57,7 @@ def refusal(tower: AudioTower, method: Method) -> str | None:
     """Why `method` cannot run in this audio encoder, or None."""
     depth = len(tower.layers)
     try:
-        method.encoder_layers(depth, depth - 1)
+        method.encoder_step(0, 0, depth - 1)
     except ValueError as error:
         return str(error)
     if tower.chunk % 4:
@@ -87,7 +87,7 @@ class AudioUnits(Merging):
         super().__init__(method, tower.layers, schedule)
         depth = len(tower.layers)
         self.tower = tower
-        self.acting = set(method.encoder_layers(depth, depth - 1) or range(depth))
+        self.acting = {i for i in range(depth) if method.encoder_step(i, 0, depth - 1) is not None}
         self.lengths: list[int] = []  # Qwen2.5-Omni: the mel frames of each clip of the call
         self.begin([], 0)
 
