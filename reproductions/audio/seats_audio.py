@@ -35,15 +35,27 @@ class SeatsAudio(Method):
     the target audio ratio times its `encoder_ratio_scale` 1.4, 0.65 * 1.4 = 0.91 by default);
     `window` (tokens per window).
     Signal: `cls_attention` (B, heads, N): for the audio encoder, which has no [CLS], the
-    attention each audio token receives in the last encoder layer, averaged over the query rows
+    attention each audio frame receives in the last encoder layer, averaged over the query rows
     and pooled onto the LLM's audio tokens as the encoder's 2:1 average pooling pools its frames
-    (SEATS averages each pair of frames' scores, as here).
+    (SEATS averages each pair of frames' scores, as here). `reproductions.hf` supplies it inside
+    Qwen2-Audio and Qwen2.5-Omni (`stages/signals.py`, `AudioTap`).
 
     Differences from the official code:
-    - The official scores sum the attention over the query rows of the token's 100-frame window
-      (the chunk Qwen2.5-Omni's audio encoder attends within) and scale it by 1e6; here they are
-      averaged over the query rows. Within a window the two differ by one positive factor, which
-      changes no comparison of the greedy selection.
+    - The official scores (`audio_windivprune`, read from the last layer of Qwen2.5-Omni's
+      audio encoder) are each frame's attention received, heads averaged, summed over the query
+      rows of a 2-second window (100 frames) laid over all of a prompt's audio frames packed, in
+      the model's dtype, scaled by 1e6, then averaged over each pair of packed frames.
+      `reproductions.hf` takes the softmax within the encoder's own attention window: a
+      Qwen2.5-Omni chunk (n_window frames: 100 in the released model, so the same windows for
+      a prompt of one clip), or a whole Qwen2-Audio clip (which its encoder attends over; the
+      official code has no Qwen2-Audio port), its real frames only, padding never a query nor a
+      key. It averages over the window's query rows in float32 and pairs frames within each
+      clip, as the model pools them (the official pairs and windows run on across clips). The
+      sum is the mean times the window's frame count: one positive factor per attention window,
+      which changes no comparison inside a selection window that lies in one attention window
+      (always at the default `window`, 50 tokens = one 100-frame chunk, and on Qwen2-Audio). A
+      `window` that spans a clip's shorter last chunk (f frames after chunks of c) weighs that
+      chunk's tokens c / f times more, relative to the others, than the official sum would.
     - Cosine similarity normalises rows with norms clamped at 1e-12 (`ops.cosine_matrix`); the
       official code adds 1e-8 to the norms (different only for rows of near-zero norm).
     - Windows start at each clip's first token; the official code windows all audio tokens of

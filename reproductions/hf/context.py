@@ -37,7 +37,10 @@ Differences from the official code (of the methods' own LLaVA / Qwen integration
   (as LLaVA's per-image encoding does); the llm and cache stages rank all media tokens of a
   row together (FastV's single image span, generalised).
 - On LLaVA-OneVision, Qwen2-VL / Qwen2.5-VL and Qwen2-Audio the projector stage compresses the
-  projected tokens (the rows entering the LLM); there is no [CLS] and no encoder signal there.
+  projected tokens (the rows entering the LLM); there is no [CLS] there. Encoder signals are
+  pooled onto those rows as the model pools the encoder's tokens, `cls_attention` being the
+  attention each token receives averaged over the query rows (audio encoders: over the real
+  frames of the attention window, Qwen2-Audio's clip or Qwen2.5-Omni's chunk; `AudioTap`).
   FastVID's `cls_attention` and `frames` (SigLIP's pooling head and its attention, in the
   released code) cannot be supplied: transformers' OneVision SigLIP has no head
   (`vision_use_head=False`).

@@ -16,7 +16,7 @@ from transformers.masking_utils import create_causal_mask
 from reproductions import Compression, Method, Tokens
 from reproductions.hf.models import adapter_for
 from reproductions.hf.support import FAMILIES
-from reproductions.hf.tiny import BUILDERS, IMAGE, MODALITY
+from reproductions.hf.tiny import AUDIO, BUILDERS, END, IMAGE, MODALITY, START, VIDEO
 from reproductions.hf.tiny.parts import prompts
 from reproductions.ops import select, top_k
 
@@ -144,6 +144,31 @@ def tiny(family: str, attn: str = "sdpa") -> tuple[nn.Module, dict[str, Any]]:
     with torch.no_grad():
         model.generate(**inputs, max_new_tokens=1, do_sample=False)
     return model, inputs
+
+
+#: per family, the placed tokens of its two clips in `padded_clips`: the second padded
+#: (Qwen2-Audio: 102 of 128 mel frames, 51 frames; Qwen2.5-Omni: 54 of 64, chunks of 8, 8, 8
+#: and 3 frames)
+PLACED = {"qwen2_audio": [32, 25], "qwen2_5_omni": [16, 13]}
+
+
+def padded_clips(family: str, attn: str = "sdpa", fresh: bool = False) -> tuple[nn.Module, dict]:
+    """The family's tiny model (`fresh`: a new one, not the session's) and prompt, its second
+    clip's last mel frames padding."""
+    model, inputs = BUILDERS[family](attn=attn) if fresh else tiny(family, attn)
+    g = torch.Generator().manual_seed(1)
+    frames = inputs["input_features"].shape[-1]
+    feature_mask = torch.ones(2, frames, dtype=torch.long)
+    if family == "qwen2_audio":
+        ids, mask = prompts([[(AUDIO, n)] for n in PLACED[family]], [7, 5], g)
+        feature_mask[1, 102:] = 0
+    else:
+        blocks = [[([155] + [AUDIO] * n + [156], 1), ([START] + [VIDEO] * 8 + [END], 1)] for n in PLACED[family]]
+        ids, mask = prompts(blocks, [7, 5], g)
+        feature_mask[1, 54:] = 0
+    features = inputs["input_features"] * feature_mask[:, None]
+    return model, {**inputs, "input_ids": ids, "attention_mask": mask, "input_features": features,
+                   "feature_attention_mask": feature_mask}
 
 
 def cell_prompts(family: str, cls: type[Method]) -> list[str]:

@@ -9,13 +9,20 @@ import dataclasses
 
 import pytest
 import torch
-from hf_helpers import hook_count, language_model_inputs, logits_from, reference_sequence, tiny
+from hf_helpers import (
+    PLACED,
+    hook_count,
+    language_model_inputs,
+    logits_from,
+    padded_clips,
+    reference_sequence,
+    tiny,
+)
 from torch import Tensor, nn
 
 from reproductions import Method, Tokens, get
 from reproductions.hf import compress, why_unsupported
-from reproductions.hf.tiny import AUDIO, END, START, VIDEO
-from reproductions.hf.tiny.parts import prompts
+from reproductions.hf.tiny import AUDIO
 
 CASES = [
     ("atome", {"r": 3}, (0, 1)),  # every layer: layer 1 attends with log(sizes)
@@ -24,29 +31,6 @@ CASES = [
     ("audio_attention_prune", {"keep_ratio": 0.6, "layers": (1,)}, (1,)),
 ]
 FAMILIES = ["qwen2_audio", "qwen2_5_omni"]
-#: per family, the placed tokens of its two clips: the second padded (Qwen2-Audio: 102 of 128
-#: mel frames, 51 frames; Qwen2.5-Omni: 54 of 64, chunks of 8, 8, 8 and 3 frames)
-PLACED = {"qwen2_audio": [32, 25], "qwen2_5_omni": [16, 13]}
-
-
-def padded_clips(family: str, attn: str) -> tuple[nn.Module, dict]:
-    """The family's tiny model and prompt, its second clip's last mel frames padding."""
-    model, inputs = tiny(family, attn)
-    g = torch.Generator().manual_seed(1)
-    frames = inputs["input_features"].shape[-1]
-    feature_mask = torch.ones(2, frames, dtype=torch.long)
-    if family == "qwen2_audio":
-        ids, mask = prompts([[(AUDIO, n)] for n in PLACED[family]], [7, 5], g)
-        feature_mask[1, 102:] = 0
-    else:
-        blocks = [[([155] + [AUDIO] * n + [156], 1), ([START] + [VIDEO] * 8 + [END], 1)] for n in PLACED[family]]
-        ids, mask = prompts(blocks, [7, 5], g)
-        feature_mask[1, 54:] = 0
-    features = inputs["input_features"] * feature_mask[:, None]
-    return model, {**inputs, "input_ids": ids, "attention_mask": mask, "input_features": features,
-                   "feature_attention_mask": feature_mask}
-
-
 def windows(model: nn.Module, inputs: dict) -> list[tuple[int, int, int, int]]:
     """(clip, row, first frame, frames) of every attention window of the encoder's input:
     Qwen2-Audio's clips (rows), Qwen2.5-Omni's chunks of 2 * n_window mel frames, packed."""

@@ -21,7 +21,7 @@ from reproductions.hf.tiny import BUILDERS, MODALITY, SPECIAL
 METHODS = {
     ("projector", "image"): [("divprune", {"keep": 0.5}), ("visionzip", {"dominant": 3, "contextual": 1})],
     ("projector", "video"): [("divprune", {"keep": 0.5})],
-    ("projector", "audio"): [("audio_pool", {"stride": 2})],
+    ("projector", "audio"): [("audio_pool", {"stride": 2}), ("seats_audio", {"ratio": 0.5, "window": 8})],
     ("encoder", "image"): [("tome", {"r": 2})],
     ("encoder", "audio"): [("atome", {"r": 4}), ("audio_attention_prune", {"keep_ratio": 0.5, "layers": (1,)})],
     ("llm", "image"): [("fastv", {"keep": 0.5, "layer": 2})],

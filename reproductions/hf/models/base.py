@@ -57,7 +57,8 @@ class AudioTower:
     the last of which the encoder average-pools every two frames of a clip into one LLM token,
     and the module whose output the model places: Qwen2-Audio's projector, (clips, tokens, D),
     each clip's first floor(real frames / 2) tokens; Qwen2.5-Omni's encoder, every clip's tokens
-    packed (tokens, D)."""
+    packed (tokens, D). The projector stage reads audio methods' `cls_attention` from its last
+    layer (`stages/signals.py`, `AudioTap`)."""
 
     layers: nn.ModuleList
     output: nn.Module

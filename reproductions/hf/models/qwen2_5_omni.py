@@ -5,7 +5,11 @@ compressed like Qwen2.5-VL's and Qwen2-Audio's. A video whose audio is interleav
 (`use_audio_in_video`, 2-second chunks of video then audio tokens) is refused: OmniZip's joint
 audio-video compression needs the chunks read as one clip, which this integration does not do yet.
 The encoder stage compresses inside the audio encoder, each 2-second chunk it attends within on
-its own (`stages/audio.py`).
+its own (`stages/audio.py`). For audio methods the projector stage reads `cls_attention` from the
+audio encoder's last layer (`stages/signals.py`, `AudioTap`): the attention each frame receives,
+averaged over the query rows of its chunk, then over the two frames of each LLM token. SEATS'
+released code reads the same map but sums over the query rows, and lays its 2-second windows
+(the released model's chunks) and its frame pairs over all clips' frames packed, not clip by clip.
 """
 
 from __future__ import annotations

@@ -43,11 +43,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...interface import Compression, Method, Tokens
-from ..attention import encoder_queries_keys, received
 from ..models.base import AudioTower
 from .base import argument
 from .merging import Merging
-from .windows import Window, chunk_windows, clip_windows, joined
+from .windows import (
+    Window,
+    chunk_windows,
+    clip_windows,
+    clips_of,
+    joined,
+    placed_clips,
+    window_received,
+)
 
 #: the signals the encoder stage supplies inside a Whisper encoder
 SIGNALS = ("keys", "attention")
@@ -178,7 +185,7 @@ class AudioUnits(Merging):
             keys = attn.k_proj(x[0, : 2 * k]).view(2 * k, attn.num_heads, -1).mean(1)
             signals["keys"] = keys.view(1, k, 2, -1).mean(2)
         if "attention" in wanted:
-            frames = received(*encoder_queries_keys(attn, x), attn.scaling)[:, :, : 2 * k]  # (1, heads, 2k)
+            frames = window_received(attn, x)[:, : 2 * k]  # (heads, 2k)
             signals["attention"] = frames.view(1, -1, k, 2).mean(-1)[:, :, None].to(hidden.dtype)
         sizes = None if w.comp is None else w.comp.sizes
         features = hidden[w.row : w.row + 1, w.at : w.at + 2 * k].reshape(1, k, 2 * d)
@@ -223,20 +230,10 @@ class AudioUnits(Merging):
         return grid
 
     def encoded(self, output: Any) -> list[tuple[Tensor, Compression, int]]:
-        """Each clip's placed tokens (Qwen2-Audio: the first floor(L / 2) of its row of the
-        projector's output; Qwen2.5-Omni: its share of the encoder's flat output) and its
-        compression, the kept units' tokens as features; [] for an output this call did not
-        make."""
-        out = output if isinstance(output, Tensor) else output.last_hidden_state
-        clips: dict[int, list[Window]] = {}
-        for w in self.windows:
-            clips.setdefault(w.clip, []).append(w)
-        counts = [sum(w.frames // 2 for w in own) for own in clips.values()]
-        if out.shape[0] != (len(counts) if out.dim() == 3 else sum(counts)):
-            return []
-        placed = [out[c, :n] for c, n in enumerate(counts)] if out.dim() == 3 else out.split(counts)
-        found = []
-        for items, own in zip(placed, clips.values(), strict=True):
+        """Each clip's placed tokens (`placed_clips`) and its compression, the kept units'
+        tokens as features; [] for an output this call did not make."""
+        placed, found = placed_clips(self.windows, output), []
+        for items, own in zip(placed, clips_of(self.windows) if placed else [], strict=True):
             source, positions, sizes = joined(own, items.device)
             found.append((items, Compression(items[positions[0]][None], source, positions, sizes), 0))
         return found

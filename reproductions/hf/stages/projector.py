@@ -14,6 +14,10 @@ averaged over heads and every query row, at the encoder layers the method names
 (`Method.encoder_layers`), pooled like `cls_attention`. A method whose `cls_from` is
 "last_logits" (GlobalCom2) gets the last encoder layer's [CLS] logits instead; on anyres images
 `anyres` gives each packed token's view and place, packed by the model's own packing (`Repack`).
+An audio method in a family with a Whisper-style audio encoder (Qwen2-Audio, Qwen2.5-Omni) gets
+`cls_attention` from that encoder's last layer (`AudioTap`): the attention each real frame
+receives, averaged over the real query rows of its attention window, then over each pair of
+frames the encoder pools into one LLM token.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from ...interface import Compression, Method, Tokens
 from ..models import Adapter
 from ..sequence import Span, placed_here, row_of
 from .input import InputStage
-from .signals import Repack, encoder_signals, received_signal
+from .signals import AudioTap, Repack, encoder_signals, received_signal
 
 
 def at_projector_input(adapter: Adapter, method: Method) -> bool:
@@ -76,10 +80,19 @@ def received_layers(adapter: Adapter, method: Method) -> dict[int, nn.Module]:
     return {i: attentions[i] for i in method.encoder_layers(len(attentions), feature)}
 
 
+def audio_tapped(adapter: Adapter, method: Method) -> bool:
+    """Whether `method`'s encoder signals come from the family's audio encoder (`AudioTap`): it
+    works on audio alone, among the modalities the family carries."""
+    carried = {m for m in method.modality if m in adapter.tokens}
+    return adapter.audio_tower is not None and carried == {"audio"}
+
+
 def projector_signals(adapter: Adapter, method: Method) -> set[str]:
     """The signals this stage supplies to `method` in this family."""
     if at_projector_input(adapter, method):
         return set(adapter.signals)
+    if audio_tapped(adapter, method):
+        return {"text", "frames", *AudioTap.signals}
     tapped = adapter.tap is not None and all(
         m in adapter.tap.modalities for m in method.modality if m in adapter.tokens
     )
@@ -106,7 +119,10 @@ class ProjectorStage(InputStage):
         a = self.adapter
         for index, module in self.layers.items():
             self.hook(module.register_forward_pre_hook(self._received(index), with_kwargs=True))
-        if a.tap is not None and set(ENCODER_SIGNALS) & set(self.method.needs):
+        if audio_tapped(a, self.method):
+            if set(AudioTap.signals) & set(self.method.needs):
+                self.hook(AudioTap(a.audio_tower, self))
+        elif a.tap is not None and set(ENCODER_SIGNALS) & set(self.method.needs):
             if {"cls_attention", "keys"} & set(self.method.needs):
                 self.hook(cls_module(a, self.method).register_forward_pre_hook(self._tap_attention, with_kwargs=True))
             if a.tap.output is not None:
@@ -208,9 +224,10 @@ class ProjectorStage(InputStage):
             if match is None:
                 raise RuntimeError(
                     f"{self.method.name}: the {span.modality} at row {span.row}, tokens {span.start}-"
-                    f"{int(span.columns[-1])} was not encoded by {type(self.model).__name__}'s vision "
-                    "encoder inside this compress context (features passed in precomputed carry no "
-                    "encoder attention): pass pixel values inside the context"
+                    f"{int(span.columns[-1])} was not encoded by {type(self.model).__name__}'s "
+                    f"{'audio' if span.modality == 'audio' else 'vision'} encoder inside this compress "
+                    "context (features passed in precomputed carry no encoder attention): pass "
+                    f"{'input_features' if span.modality == 'audio' else 'pixel values'} inside the context"
                 )
             found.append(match)
             at += next(iter(match.values())).shape[-1]
@@ -248,7 +265,7 @@ class ProjectorStage(InputStage):
         )
         signals = self.sequence_signals(embeds, first, rows)
         wanted = [name for name in ENCODER_SIGNALS if name in self.method.needs]
-        if wanted and self.adapter.tap is not None:
+        if wanted:  # an encoder tap supplies them (`projector_signals`)
             found = [self.tapped_signals(embeds, self.spans[i]) for i in members]
             for name in wanted:
                 value = torch.stack([f[name] for f in found])

@@ -1,9 +1,10 @@
 """The encoder signals the projector stage recomputes from one call of an encoder attention
 module (its own projections, eagerly, for that layer only): [CLS] attention (or its logits) or
-attention received, keys averaged over heads, and `received` averaged over heads too; and
-`Repack`, which packs them onto an anyres image's tokens as the model packs its crops, with each
-token's `anyres` place. `layer_signals` gives the encoder stage the same for the layer it runs:
-keys, per-head values and the [CLS] row of its attention."""
+attention received, keys averaged over heads, and `received` averaged over heads too; `Repack`,
+which packs them onto an anyres image's tokens as the model packs its crops, with each token's
+`anyres` place; and `AudioTap`, `cls_attention` from a Whisper-style audio encoder.
+`layer_signals` gives the encoder stage the same for the layer it runs: keys, per-head values and
+the [CLS] row of its attention."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from ..attention import encoder_heads, encoder_queries_keys, logits, probabilities, received
+from ..models.base import AudioTower
 from .base import argument
+from .windows import Window, chunk_windows, clip_windows, clips_of, placed_clips, window_received
 
 
 def _scale(module: nn.Module) -> float:
@@ -151,3 +154,63 @@ class Repack:
     def remove(self) -> None:
         if self.name in vars(self.module):
             delattr(self.module, self.name)
+
+
+class AudioTap:
+    """For the projector stage, `cls_attention` (heads, n) of each audio clip from its
+    Whisper-style encoder (`AudioTower`), recorded with the clip's placed tokens in
+    `stage.tapped`: in the encoder's last layer, the attention each real frame receives,
+    averaged over the real query rows of its attention window (a Qwen2-Audio clip, whose padded
+    frames are never queries nor keys; a Qwen2.5-Omni chunk of `cu_seqlens`), heads kept, in
+    float32; then averaged over each pair of frames the encoder's average pooling makes one
+    token of (a clip's odd last frame, never placed, is left out).
+
+    SEATS' released code (`audio_windivprune` on Qwen2.5-Omni's last encoder layer) reads the
+    same map in windows of 2 s (100 frames: the released model's chunk), averaged over heads,
+    summed (not averaged) over the window's query rows, in the model's dtype, its frame pairs
+    taken over all clips' frames packed. Here each window is the model's own attention window
+    (on Qwen2-Audio the whole clip) and pairs stay within a clip, as the model pools them; the
+    sum is the mean times the window's frame count, one positive factor per window. `remove()`
+    removes the hooks."""
+
+    signals = ("cls_attention",)
+
+    def __init__(self, tower: AudioTower, stage: Any) -> None:
+        self.tower, self.stage = tower, stage
+        self.lengths: list[int] = []  # Qwen2.5-Omni: each clip's mel frames, from the call
+        self.windows: list[Window] = []
+        self.frames: list[Tensor] = []
+        attention = tower.layers[-1].self_attn
+        self.handles = [
+            attention.register_forward_pre_hook(self._attention, with_kwargs=True),
+            tower.output.register_forward_hook(self._output),
+        ]
+        if tower.chunk:
+            self.handles.append(tower.output.register_forward_pre_hook(self._lengths, with_kwargs=True))
+
+    def _lengths(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self.lengths = argument(args, kwargs, "feature_lens", 1).tolist()
+
+    def _attention(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = argument(args, kwargs, "hidden_states")
+        if self.tower.chunk:  # the clips' real frames packed (frames, D), chunks cut by cu_seqlens
+            self.windows = chunk_windows(argument(args, kwargs, "cu_seqlens", 1), self.lengths, self.tower.chunk)
+            hidden = hidden[None]
+        else:  # a batch of clips padded to the same frames, real frames first
+            self.windows = clip_windows(argument(args, kwargs, "attention_mask", 1), *hidden.shape[:2])
+        self.frames = [  # per clip, (heads, real frames)
+            torch.cat([window_received(module, hidden[w.row : w.row + 1, w.start : w.start + w.frames])
+                       for w in own], dim=-1)
+            for own in clips_of(self.windows)
+        ]
+
+    def _output(self, module: nn.Module, args: tuple, output: Any) -> None:
+        placed = placed_clips(self.windows, output)
+        for tokens, frames in zip(placed, self.frames if placed else [], strict=True):
+            n = len(tokens)
+            pooled = frames[:, : 2 * n].view(frames.shape[0], n, 2).mean(-1)
+            self.stage.tapped.append((tokens, {"cls_attention": pooled}))
+
+    def remove(self) -> None:
+        while self.handles:
+            self.handles.pop().remove()

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ...interface import Compression
+from ..attention import encoder_queries_keys, received
 
 
 @dataclass
@@ -39,6 +41,12 @@ class Window:
             return self.comp
         units = torch.arange(self.frames // 2)[None]
         return Compression(units[..., None], units, units, torch.ones(units.shape))
+
+
+def window_received(attention: nn.Module, hidden: Tensor) -> Tensor:
+    """(heads, L) the attention each of the L frames of one attention window (1, L, D) of a
+    Whisper-style encoder receives, averaged over them as queries."""
+    return received(*encoder_queries_keys(attention, hidden), attention.scaling)[0]
 
 
 def clip_windows(mask: Tensor | None, batch: int, frames: int) -> list[Window]:
@@ -80,3 +88,22 @@ def joined(windows: list[Window], device: torch.device) -> tuple[Tensor, Tensor,
         parts.append([source, c.positions + units, c.sizes])
         slots, units = slots + c.count, units + w.frames // 2
     return tuple(torch.cat([p[i].to(device) for p in parts], 1) for i in range(3))
+
+
+def clips_of(windows: list[Window]) -> list[list[Window]]:
+    """The windows of each clip, clips and windows in order."""
+    clips: dict[int, list[Window]] = {}
+    for w in windows:
+        clips.setdefault(w.clip, []).append(w)
+    return list(clips.values())
+
+
+def placed_clips(windows: list[Window], output: Any) -> list[Tensor]:
+    """Each clip's tokens as the model places them, floor(real frames / 2) each (Qwen2-Audio:
+    the first of its row of the projector's output; Qwen2.5-Omni: its share of the encoder's
+    flat output); [] for an output this call of the encoder did not make."""
+    out = output if isinstance(output, Tensor) else output.last_hidden_state
+    counts = [sum(w.frames for w in own) // 2 for own in clips_of(windows)]
+    if out.shape[0] != (len(counts) if out.dim() == 3 else sum(counts)):
+        return []
+    return [out[c, :n] for c, n in enumerate(counts)] if out.dim() == 3 else list(out.split(counts))
