@@ -5,6 +5,7 @@ layer and the rows they need only."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -122,3 +123,60 @@ def received(q: Tensor, k: Tensor, scale: float, allowed: Tensor | None = None) 
         scores.sub_(scores.amax(-1, keepdim=True)).exp_()
         total += (scores.transpose(-1, -2) @ scores.sum(-1, keepdim=True).reciprocal()).squeeze(-1)
     return total / q.shape[2]
+
+
+def cached_layer(cache: Any, k: int, previous: bool = True) -> Any:
+    """Layer k - 1's entry of a decoder cache (it has run when layer k's pre-hook fires), or None:
+    no cache, k = 0, or `previous` False (a method reading layer k's own attention)."""
+    layers = getattr(cache, "layers", [])
+    return layers[k - 1] if previous and 1 <= k <= len(layers) else None
+
+
+def _cached_keys(cached: Any, n: int) -> Tensor | None:
+    keys = getattr(cached, "keys", None)
+    return keys if keys is not None and keys.shape[2] == n else None
+
+
+def flat_keys(module: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor], cached: Any) -> Tensor:
+    """(B, n, kv heads * head_dim) keys after RoPE of a decoder attention module's input `hidden`
+    (B, n, D), heads concatenated: read from its `cached` layer where that holds this sequence,
+    else projected."""
+    n = hidden.shape[1]
+    keys = _cached_keys(cached, n)
+    if keys is None:
+        keys = key_states(module, hidden, position_embeddings)
+    b, heads, _, d = keys.shape
+    return keys.transpose(1, 2).reshape(b, n, heads * d)
+
+
+def rows_attention(
+    module: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor], rows_of: list[Tensor],
+    columns_of: list[Tensor], cached: Any, valid: Tensor, raw: bool = False,
+) -> list[Tensor]:
+    """Per batch row b, the (heads, M, N) attention that rows_of[b] pay to columns_of[b] in a
+    decoder attention module's input `hidden` (B, n, D), softmax over every column the row may
+    see (causal, and `valid` (B, n) real columns), in float32. `raw`: from queries and keys
+    before RoPE, over every real column (PruneVid's `attn_weights_wo_pos`).
+
+    Queries are projected for the rows that need them only; keys are read from the `cached`
+    layer where it holds this sequence (it has run already), else projected."""
+    (cos, sin), n = position_embeddings, hidden.shape[1]
+    start = min(int(rows[0]) for rows in rows_of)
+    q = queries(module, hidden[:, start:])
+    if not raw:
+        q, _ = rope(module, q, q, (cos[:, start:], sin[:, start:]))
+    keys = None if raw else _cached_keys(cached, n)
+    if keys is not None:
+        keys = repeat_heads(keys, q.shape[1])
+    elif raw:
+        keys = repeat_heads(key_states(module, hidden), q.shape[1])
+    else:
+        _, keys = queries_keys(module, hidden, (cos, sin))
+    out = []
+    for row, (rows, cols) in enumerate(zip(rows_of, columns_of, strict=True)):
+        rows = rows.to(q.device)
+        seen = torch.arange(n, device=q.device)[None, :] <= (n if raw else rows[:, None])
+        seen = seen & valid[row].to(q.device)[None, :]
+        probs = probabilities(q[row][:, rows - start], keys[row], module.scaling, seen[None])
+        out.append(probs[:, :, cols.to(q.device)])
+    return out

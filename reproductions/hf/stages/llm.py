@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ...interface import Compression, Method, Tokens
-from ..attention import key_states, probabilities, queries, queries_keys, repeat_heads, rope
+from ..attention import cached_layer, flat_keys, rows_attention
 from ..models import Adapter
 from ..report import Record
 from ..sequence import mask_4d, rebuild_rows, row_of, take, unchanged, valid_columns
@@ -171,7 +171,8 @@ class LlmStage(DecoderStage):
         asking = rows
         if self.method.attention_rows == "media":  # the media rows' own attention first
             asking = [torch.cat([c, r]) for c, r in zip(columns, rows, strict=True)]
-        attention = self.attention_rows(asking, columns, cache_of(kwargs), k, valid)
+        cached = cached_layer(cache_of(kwargs), k, self.method.attention_from == "previous")
+        attention = rows_attention(*self.attention_input, asking, columns, cached, valid, self.method.attention_raw)
         methods = [self.method.step(i, len(c)) if len(c) else None for c in original]
         layouts = [self.row_layout(r) if before is None else None for r in range(b)]
         scored = hidden
@@ -182,7 +183,7 @@ class LlmStage(DecoderStage):
             states = take(self.embeds, at.to(self.embeds.device), dim=1)
         extra: dict[str, list[Tensor]] = {}
         if {"keys", "text_keys"} & set(self.method.needs):
-            keys = self.layer_keys(cache_of(kwargs), k, n)
+            keys = flat_keys(*self.attention_input, cached_layer(cache_of(kwargs), k))
             extra["keys"] = [keys[r, columns[r]] for r in range(b)]
             extra["text_keys"] = [keys[r, rows[r]] for r in range(b)]
         if "timespan" in self.method.needs:  # the frames of the tokens, from the decoder input's
@@ -215,52 +216,6 @@ class LlmStage(DecoderStage):
         if isinstance(pos, Tensor):
             group["position_ids"] = take(pos, index, dim=-1, fill=1)
         return group
-
-    def layer_keys(self, cache: Any, k: int, n: int) -> Tensor:
-        """(B, n, kv heads * head_dim) keys of `attention_input` (layer k - 1's) after RoPE:
-        read from layer k - 1's cache when it holds this sequence, else projected."""
-        module, hidden, position_embeddings = self.attention_input
-        layers = getattr(cache, "layers", [])
-        cached = layers[k - 1] if 1 <= k <= len(layers) else None
-        keys = getattr(cached, "keys", None)
-        if keys is None or keys.shape[2] != n:
-            keys = key_states(module, hidden, position_embeddings)
-        b, heads, _, d = keys.shape
-        return keys.transpose(1, 2).reshape(b, n, heads * d)
-
-    def attention_rows(
-        self, rows_of: list[Tensor], columns_of: list[Tensor], cache: Any, k: int, valid: Tensor
-    ) -> list[Tensor]:
-        """Per batch row, the (heads, M, N) attention that rows_of[b] pay to columns_of[b] in
-        `attention_input` (layer k - 1's, or layer k's own), softmax over every column the row
-        may see (causal, and `valid` (B, n) real columns), in float32. A method that reads
-        `attention_raw` gets it from queries and keys before RoPE, over every real column.
-
-        Queries are projected for the rows that need them only; keys are read from layer
-        k - 1's cache when it holds this sequence (it has run already), else projected."""
-        module, hidden, (cos, sin) = self.attention_input
-        n, raw = hidden.shape[1], self.method.attention_raw
-        start = min(int(rows[0]) for rows in rows_of)
-        q = queries(module, hidden[:, start:])
-        if not raw:
-            q, _ = rope(module, q, q, (cos[:, start:], sin[:, start:]))
-        layers = getattr(cache, "layers", [])
-        previous = self.method.attention_from == "previous" and 1 <= k <= len(layers)
-        cached = layers[k - 1] if previous and not raw else None
-        if cached is not None and getattr(cached, "keys", None) is not None and cached.keys.shape[2] == n:
-            keys = repeat_heads(cached.keys, q.shape[1])
-        elif raw:
-            keys = repeat_heads(key_states(module, hidden), q.shape[1])
-        else:
-            _, keys = queries_keys(module, hidden, (cos, sin))
-        out = []
-        for row, (rows, cols) in enumerate(zip(rows_of, columns_of, strict=True)):
-            rows = rows.to(q.device)
-            seen = torch.arange(n, device=q.device)[None, :] <= (n if raw else rows[:, None])
-            seen = seen & valid[row].to(q.device)[None, :]
-            probs = probabilities(q[row][:, rows - start], keys[row], module.scaling, seen[None])
-            out.append(probs[:, :, cols.to(q.device)])
-        return out
 
     def compressions(
         self,
