@@ -2,7 +2,8 @@
 
 On LLaVA the method sees the encoder features the projector reads (with the [CLS] token where
 the method takes one), and [CLS] attention and keys recomputed eagerly for that encoder layer
-only; the compressed features are projected. On the other families it sees the rows of the LLM
+only; only the kept features are projected (the projector's forward is replaced for the
+context, `BoundForward`). On the other families it sees the rows of the LLM
 input, with the prompt's text embeddings (`text`) and each video frame's mean token (`frames`)
 in that same embedding space, as frame-selection methods need; where the family names an
 encoder tap, also the encoder's attention and keys, pooled onto each row as its merger pools
@@ -99,13 +100,25 @@ def projector_signals(adapter: Adapter, method: Method) -> set[str]:
     return {"text", "frames"} | (set(adapter.signals) if tapped else set())
 
 
+class BoundForward:
+    """`module.forward` replaced by `forward` on this one instance (the class is untouched),
+    until `remove()` deletes the instance attribute: a stage's handle like a hook's."""
+
+    def __init__(self, module: nn.Module, forward: Any) -> None:
+        self.module = module
+        module.forward = lambda *args, **kwargs: forward(module, *args, **kwargs)
+
+    def remove(self) -> None:
+        if "forward" in vars(self.module):
+            del self.module.forward
+
+
 class ProjectorStage(InputStage):
     name = "projector"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.captured: dict[str, Tensor] = {}
-        self.inside_projector = False
         #: encoder-tap families: the last encoder call's (attention, keys) per encoder token, and
         #: each media item placed in this context with its signals per placed token, every signal
         #: channels first: (heads, n) attention, (d, n) keys, (layers, n) received
@@ -131,7 +144,7 @@ class ProjectorStage(InputStage):
                 self.hook(Repack(*a.tap.packer, self))
         if not at_projector_input(a, self.method):
             return
-        self.hook(a.projector.register_forward_hook(self._projector))
+        self.hook(BoundForward(a.projector, self._projector))
         if a.feature_layer is not None:
             layer = a.encoder_layers[a.feature_layer]
             self.hook(layer.register_forward_hook(self._encoder_output))
@@ -141,8 +154,7 @@ class ProjectorStage(InputStage):
         """A pre-hook on encoder layer `index`'s attention recording `received` there."""
 
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            if not self.inside_projector:
-                self.rows[index] = received_signal(module, args, kwargs)
+            self.rows[index] = received_signal(module, args, kwargs)
 
         return hook
 
@@ -152,20 +164,22 @@ class ProjectorStage(InputStage):
 
     # ------------------------------------------------------------------ LLaVA: at the encoder output
     def _encoder_attention(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        if self.inside_projector or not {"cls_attention", "keys"} & set(self.method.needs):
+        if not {"cls_attention", "keys"} & set(self.method.needs):
             return
         attention, keys = encoder_signals(module, args, kwargs, self.adapter.has_cls, self.method.cls_from == "last_logits")
         self.captured["keys"] = keys
         self.captured["cls_attention"] = attention
 
     def _encoder_output(self, module: nn.Module, args: tuple, output: Any) -> None:
-        if not self.inside_projector:
-            self.captured["hidden"] = output[0] if isinstance(output, tuple) else output
+        self.captured["hidden"] = output[0] if isinstance(output, tuple) else output
 
-    def _projector(self, module: nn.Module, args: tuple, output: Tensor) -> None:
-        if self.inside_projector:
-            return
-        features, special, drop = args[0], 0, self.adapter.encoder_special
+    def _projector(self, module: nn.Module, features: Tensor) -> Tensor:
+        """LLaVA's projector, for the duration of the context: the method on its input, the
+        projector on the kept tokens only, and, for the model's own placeholder check, every
+        input row holding the projected token it went to (a dropped one: any), so each image's
+        placeholder content identifies its compression."""
+        project = type(module).forward
+        rows, special, drop = features, 0, self.adapter.encoder_special
         wants_cls = self.method.special_tokens is not None and 0 not in self.method.special_tokens
         if wants_cls and drop and "hidden" in self.captured:
             features, special, drop = self.captured["hidden"], drop, 0
@@ -178,13 +192,12 @@ class ProjectorStage(InputStage):
         side = self.adapter.patches_per_side
         layout = (side, side) if features.shape[1] - special == side * side else None
         comp = self.method(Tokens(features=features, layout=layout, special=special, **signals))
-        self.inside_projector = True
-        try:
-            projected = module(comp.features)
-        finally:
-            self.inside_projector = False
+        projected = project(module, comp.features)
+        slots = comp.source[:, features.shape[1] - rows.shape[1] :].clamp(min=0)
+        placeholder = torch.gather(projected, 1, slots[..., None].expand(-1, -1, projected.shape[2]))
         projected_comp = Compression(projected, comp.source, comp.positions, comp.sizes)
-        self.encoded = [(output[i], row_of(projected_comp, i), special) for i in range(features.shape[0])]
+        self.encoded = [(placeholder[i], row_of(projected_comp, i), special) for i in range(rows.shape[0])]
+        return placeholder
 
     # ------------------------------------------------------------------ encoder-tap families
     def _tap_attention(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
