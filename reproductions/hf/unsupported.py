@@ -162,11 +162,11 @@ def part_reason(a: Adapter, m: Method, model_name: str, layer: int | None) -> st
                     + (", or layer 0's own at K = 0)" if first == 0 else ")")
                 )
         k = min(several or (decoder_layer(m, layer),))
-        if k < a.deepstack_layers:
+        if m.stage == "cache" and k < a.deepstack_layers:  # (the llm stage carries them: `follow_rows`)
             return (
                 f"{m.name}.layer={k}: {model_name}'s DeepStack adds vision features to the visual "
-                f"tokens after decoder layers 0-{a.deepstack_layers - 1}, which need every visual "
-                f"token; pick layer >= {a.deepstack_layers}"
+                f"tokens after decoder layers 0-{a.deepstack_layers - 1}, which the cache stage does "
+                f"not follow yet; pick layer >= {a.deepstack_layers}"
             )
         implementation = a.language_model.config._attn_implementation
         if implementation not in ("eager", "sdpa"):

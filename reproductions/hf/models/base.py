@@ -18,6 +18,17 @@ Pool = Callable[[Tensor], Tensor]
 #: (the output module's args, kwargs, output) -> per media item placed into the LLM input: its
 #: features (n, D) and the Pool onto them
 Items = Callable[[tuple, dict, Any], list[tuple[Tensor, Pool]]]
+#: a stage's map of per-token features at the decoder input's positions (B, n, D), and which
+#: positions are visual (B, n), onto the rows a layer now holds: (B, n', D) and (B, n') bool, or
+#: None while every row is in place
+RowMap = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor] | None"]
+
+
+@dataclass
+class Undo:
+    """A change that is not a torch hook, removed as a hook handle is (`Stage.hook`)."""
+
+    remove: Callable[[], Any]
 
 
 @dataclass
@@ -102,12 +113,19 @@ class Adapter:
     mrope: bool = False
     #: the modalities whose spans come with a grid (`layout`), which grid methods need
     gridded: tuple[str, ...] = ()
-    #: decoder layers after which DeepStack adds ViT features to the visual tokens (Qwen3-VL)
+    #: decoder layers after which DeepStack adds ViT features to the visual tokens (Qwen3-VL);
+    #: a family with any implements `follow_rows`
     deepstack_layers: int = 0
     #: modalities the model reads that this integration does not handle yet, with the reason
     unsupported: dict[str, str] = field(default_factory=dict)
     #: stages that cannot run in this family yet, with the reason
     unsupported_stages: dict[str, str] = field(default_factory=dict)
+
+    def follow_rows(self, rows: RowMap) -> Undo:
+        """Make the features the family adds to each visual token after its first
+        `deepstack_layers` decoder layers land on the rows a stage left (`rows` maps them);
+        returns the Undo. Families without such features: nothing to follow."""
+        return Undo(lambda: None)
 
     def refuse_call(self, kwargs: dict) -> str | None:
         """Why a call with these arguments cannot be compressed in this family, or None."""

@@ -2,7 +2,8 @@
 M-RoPE position ids that spell out each span's (t, h, w) grid. The projector stage compresses
 the rows entering the LLM; kept tokens keep their 3-D ids. Qwen3-VL's DeepStack adds features of
 early ViT layers to the visual tokens after its first decoder layers: the projector stage
-compresses them with the tokens (`stages/input.py`), and the llm / cache stages act after them.
+compresses them with the tokens (`stages/input.py`); an llm stage acting before the last of those
+layers has them follow the rows it kept (`follow_rows`).
 The encoder stage merges whole 2x2 merge units inside the ViT's blocks (`stages/packed.py`)."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from transformers.vision_utils import get_vision_window_index
 
-from .base import Adapter, EncoderTap, Pool, group_mean, language_parts
+from .base import Adapter, EncoderTap, Pool, RowMap, Undo, group_mean, language_parts
 
 FAMILIES = {
     "Qwen2VLForConditionalGeneration": "qwen2_vl",
@@ -78,6 +79,26 @@ class Qwen3VLAdapter(Adapter):
                 pending = pending[count:]
             out.append(items)
         return out
+
+    def follow_rows(self, rows: RowMap) -> Undo:
+        """The language model's `_deepstack_process(hidden, visual_pos_masks, features)`, which
+        adds each visual token's features at its position in the full sequence, shadowed by an
+        instance attribute that adds them at the rows `rows` says they now stand at."""
+        lm = self.language_model
+        own = lm._deepstack_process
+
+        def process(hidden: Tensor, mask: Tensor, features: Tensor) -> Tensor:
+            mask = mask.to(hidden.device)
+            full = features.new_zeros(*mask.shape, features.shape[-1]).to(hidden.device)
+            full[mask] = features.to(hidden.device)
+            moved = rows(full, mask)
+            if moved is None:
+                return own(hidden, mask, features)
+            full, visual = moved
+            return own(hidden, visual, full[visual])
+
+        lm._deepstack_process = process
+        return Undo(lambda: vars(lm).pop("_deepstack_process", None))
 
     def layout(self, modality, length, positions):
         """A clip's frames each take one M-RoPE time id; the first frame's height and width ids

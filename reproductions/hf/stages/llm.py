@@ -20,6 +20,12 @@ One that reads `attention_raw` gets the attention before RoPE and without the ca
 that `prunes_earlier_cache` hides the dropped rows from decoding steps at layers < K too
 (PruneVid); `timespan` holds the frames each media token stands for, from its video's grid or,
 after a projector stage of the same context, from the tokens it merged.
+
+Where the family adds features to the visual tokens after its first decoder layers (Qwen3-VL's
+DeepStack) and a step acts before the last of them, each kept visual row gets the features of
+the token it stands at; a merged row (FrameFusion), the mean of its members' features, as its
+hidden state is their mean (`row_moves`; no Qwen3-VL port of these methods exists to follow);
+padding and text rows get none (`Adapter.follow_rows`).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from torch import Tensor, nn
 from ...interface import Compression, Method, Tokens
 from ..attention import cached_layer, flat_keys, rows_attention
 from ..models import Adapter
+from ..moves import Moves, move_rows, row_moves, then_moves
 from ..report import Record
 from ..sequence import mask_4d, rebuild_rows, row_of, take, unchanged, valid_columns
 from .base import argument, cache_of
@@ -57,6 +64,10 @@ class LlmStage(DecoderStage):
         self.groups: list[dict[str, Any] | None] = []
         #: at a decoding step, the kwargs of layers < K_1 (`prunes_earlier_cache`: the kept rows)
         self.earlier: dict[str, Any] | None = None
+        #: in prefill, where the decoder input's rows went in the steps run so far (None: nowhere
+        #: yet); kept where the family's per-visual-token features come after K_1
+        self.follows = self.ks[0] < adapter.deepstack_layers
+        self.moves: Moves | None = None
 
     def install_hooks(self) -> None:
         layers = self.adapter.layers
@@ -71,10 +82,21 @@ class LlmStage(DecoderStage):
                 self.hook(layers[j].register_forward_pre_hook(hook, with_kwargs=True))
         for layer in layers[: self.ks[0]] if self.method.prunes_earlier_cache else ():
             self.hook(layer.register_forward_pre_hook(self._earlier, with_kwargs=True))
+        if self.follows:
+            self.hook(self.adapter.follow_rows(self.kept_rows))
 
     def prefill(self, args: tuple, kwargs: dict, embeds: Tensor) -> None:
-        self.indices, self.groups, self.earlier = [], [], None
+        self.indices, self.groups, self.earlier, self.moves = [], [], None, None
         return super().prefill(args, kwargs, embeds)
+
+    def kept_rows(self, features: Tensor, visual: Tensor) -> tuple[Tensor, Tensor] | None:
+        """The family's per-visual-token `features` (B, n, D) and `visual` (B, n) at the decoder
+        input's rows, carried onto the rows the steps so far left (`Adapter.follow_rows`)."""
+        if not self.in_prefill or self.moves is None:
+            return None
+        width = self.indices[-1].shape[1]
+        moved = move_rows(visual[..., None], self.moves, width)[..., 0] > 0
+        return move_rows(features, self.moves, width).to(features.dtype), moved
 
     def _earlier(self, module: nn.Module, args: tuple, kwargs: dict):
         return None if self.in_prefill else self.apply(self.earlier, args, kwargs)
@@ -199,6 +221,8 @@ class LlmStage(DecoderStage):
         self.record(valid, valid_columns(index, outer), columns, comps)
         if before is None and unchanged(hidden, new, index):
             return None
+        if self.follows:
+            self.moves = then_moves(self.moves, row_moves(n, columns, comps, sub))
         return new, index
 
     def group_for(self, index: Tensor, kwargs: dict, dtype: torch.dtype) -> dict[str, Any]:
