@@ -32,6 +32,7 @@ forward runs inside the layer's normal call.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -162,9 +163,20 @@ class EncoderMerging(Merging):
         wanted = {*method.needs, *method.uses}
         signals = layer_signals(attn, normed, bias, wanted - {"scores"})
         scores = self.scores if "scores" in wanted else None
-        comp = method(Tokens(features=hidden, sizes=self.sizes, special=self.special, scores=scores, **signals))
+        layout = self.square_grid(hidden) if method.grid else None
+        comp = method(Tokens(features=hidden, layout=layout, sizes=self.sizes, special=self.special, scores=scores, **signals))
         self._compose(index, comp)
         return comp.features
+
+    def square_grid(self, hidden: Tensor) -> tuple[int, int] | None:
+        """The (H, W) grid of the patch tokens for a method that needs it (`grid`: MustDrop's
+        cells), where they still lie on it (no earlier layer merged or reordered them) and form
+        a square, as a CLIP or SigLIP encoder's patches do; else None (the method says why)."""
+        n = hidden.shape[1] - self.special
+        side = math.isqrt(n)
+        start = torch.arange(hidden.shape[1], device=hidden.device)
+        on_grid = self.source is None or (self.source.shape[1] == hidden.shape[1] and bool((self.source == start).all()))
+        return (side, side) if on_grid and side * side == n else None
 
     def _merge_units(self, index: int, method: Method, keys: Tensor, hidden: Tensor) -> Tensor:
         """Grid families: the method on one token per pooling unit (its patches concatenated, its
