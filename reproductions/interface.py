@@ -167,6 +167,9 @@ class Method:
     name: ClassVar[str] = ""
     #: catalog id of the paper this method reproduces (None for baselines)
     paper: ClassVar[str | None] = None
+    #: the paper's own page, for a method whose paper the catalog cannot hold yet (no source
+    #: names its authors); None otherwise
+    reference: ClassVar[str | None] = None
     stage: ClassVar[Stage] = "projector"
     modality: ClassVar[tuple[Modality, ...]] = ("image",)
     mechanisms: ClassVar[tuple[Mechanism, ...]] = ()

@@ -79,6 +79,7 @@ class SAMAP(Method):
     threshold: float = 0.85
 
     paper = None  # the preprint is not in the catalog yet: no source seen gives its authors
+    reference = "https://www.preprints.org/manuscript/202606.0741/v1"
     stage = "projector"
     modality = ("audio",)
     mechanisms = ("similarity", "attention")

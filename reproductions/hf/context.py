@@ -40,7 +40,8 @@ Differences from the official code (of the methods' own LLaVA / Qwen integration
   projected tokens (the rows entering the LLM); there is no [CLS] there. Encoder signals are
   pooled onto those rows as the model pools the encoder's tokens, `cls_attention` being the
   attention each token receives averaged over the query rows (audio encoders: over the real
-  frames of the attention window, Qwen2-Audio's clip or Qwen2.5-Omni's chunk; `AudioTap`).
+  frames of the attention window, Qwen2-Audio's clip or Qwen2.5-Omni's chunk; `AudioTap`, which
+  also gives SA-MAP's `encoder_attention`, the map among each clip's placed frames).
   FastVID's `cls_attention` and `frames` (SigLIP's pooling head and its attention, in the
   released code) cannot be supplied: transformers' OneVision SigLIP has no head
   (`vision_use_head=False`).

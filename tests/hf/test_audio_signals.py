@@ -204,5 +204,45 @@ def test_an_audio_method_reads_no_vision_signal_and_refuses_what_the_audio_encod
         model, _ = padded_clips(family)
         assert why_unsupported(model, Recorder()) is None
         assert why_unsupported(model, keyed).endswith(
-            "cannot supply at the projector stage (it supplies: cls_attention, frames, text)"
+            "cannot supply at the projector stage (it supplies: cls_attention, encoder_attention, frames, text)"
         )
+
+
+@dataclass
+class MapRecorder(Recorder):
+    """Test-only: reads the full map too (SA-MAP's signal)."""
+
+    needs = ("cls_attention", "encoder_attention")
+
+
+@pytest.mark.parametrize("family", ["qwen2_audio", "qwen2_5_omni"])
+def test_encoder_attention_is_the_last_encoder_layers_own_map_over_each_clips_placed_frames(family):
+    """`encoder_attention` of each clip: the eager map among its 2n placed frames, each row the
+    softmax over the window's real frames (Qwen2-Audio: the clip; Qwen2.5-Omni: each chunk, 0
+    between chunks); its row means are `cls_attention` before pooling."""
+    model, inputs = sharp(family)
+    tower = model.model.audio_tower
+    tower.config._attn_implementation = "eager_audio_spy"
+    method = MapRecorder()
+    MAPS.clear()
+    with compress(model, method), torch.no_grad():
+        method.seen.clear()
+        model(**inputs)
+    last = tower.layers[-1].self_attn
+    maps = [w for m, w in MAPS if m is last]
+    mel = inputs["feature_attention_mask"].sum(-1)
+    frames = ((mel - 1) // 2 + 1).tolist()
+    got = {t.count: t.encoder_attention[0] for t in method.seen}
+    if family == "qwen2_audio":
+        want = [maps[0][c, :, : n // 2 * 2, : n // 2 * 2] for c, n in enumerate(frames)]
+    else:
+        chunks, want = iter(w[0] for w in maps), []
+        for n in frames:
+            parts = [next(chunks)]
+            while sum(p.shape[-1] for p in parts) < n:
+                parts.append(next(chunks))
+            whole = torch.stack([torch.block_diag(*[p[h] for p in parts]) for h in range(parts[0].shape[0])])
+            want.append(whole[:, : n // 2 * 2, : n // 2 * 2])
+        assert len(maps) > len(frames)  # several chunks: the off-chunk blocks are zeros
+    for clip, n in enumerate(PLACED[family]):
+        torch.testing.assert_close(got[n].float(), want[clip].float(), rtol=1e-5, atol=1e-7)

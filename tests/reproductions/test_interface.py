@@ -121,3 +121,26 @@ def test_a_method_of_several_stages_lists_one_single_stage_part_per_stage_in_mod
     for parts in ((Late, Early), (Early,), (Early, Early)):
         with pytest.raises(TypeError, match="model order"):
             type("Wrong", (Method,), {"parts_of": parts})
+
+
+def _several_stages() -> list[type[Method]]:
+    from reproductions.registry import methods
+
+    return [cls for cls in methods().values() if cls.parts_of]
+
+
+@pytest.mark.parametrize("cls", _several_stages(), ids=lambda cls: cls.name)
+def test_a_registered_method_of_several_stages_declares_exactly_its_parts_hyperparameters(cls):
+    """The parent repeats each part's hyperparameters with the same defaults (so `get(name)` runs
+    the parts as their own defaults would), and has none of its own that no part reads."""
+    from dataclasses import MISSING, fields
+
+    def defaults(c):
+        return {f.name: f.default if f.default is not MISSING else f.default_factory()
+                for f in fields(c) if f.init}
+
+    mine, theirs = defaults(cls), {}
+    for part in cls.parts_of:
+        for name, value in defaults(part).items():
+            assert theirs.setdefault(name, value) == value, (part.name, name)
+    assert mine == theirs

@@ -108,7 +108,8 @@ def method_markdown(
     if paper:
         paper_cell = link(href(source, paper_page(paper["id"])), text(paper["title"]))
     else:
-        paper_cell = text(cls.paper or "a baseline, not from one paper")
+        paper_cell = (link(cls.reference, "its paper", external=True) + " (not in the catalog: no source names its authors)"
+                      if cls.reference else text(cls.paper or "a baseline, not from one paper"))
     needs = "".join(
         f"<li><code>{text(s)}</code>: {text(signals.get(s, ''))}</li>" for s in cls.needs
     ) or "<li>none: the token features alone</li>"
@@ -191,7 +192,8 @@ def reproductions_index(data: SiteData) -> str:
     rows = []
     for name, cls in data.methods.items():
         paper = data.by_id.get(cls.paper) if cls.paper else None
-        paper_cell = link(href(source, paper_page(paper["id"])), text(paper["title"])) if paper else text(cls.paper or "baseline")
+        paper_cell = (link(href(source, paper_page(paper["id"])), text(paper["title"])) if paper
+                      else link(cls.reference, "preprint", external=True) if cls.reference else text(cls.paper or "baseline"))
         rows.append(
             f"<tr><td>{link(href(source, method_page(name)), f'<code>{text(name)}</code>')}</td>"
             f"<td>{text(', '.join(cls.modality))}</td><td>{text(', '.join(cls.mechanisms) or '-')}</td>"

@@ -42,7 +42,7 @@ def at_projector_input(adapter: Adapter, method: Method) -> bool:
     return adapter.projector is not None and "text" not in method.needs
 
 
-ENCODER_SIGNALS = ("cls_attention", "keys", "received", "anyres")
+ENCODER_SIGNALS = ("cls_attention", "keys", "received", "anyres", "encoder_attention")
 
 
 def encoder_depth(adapter: Adapter) -> tuple[list[nn.Module], int] | None:

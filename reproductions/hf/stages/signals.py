@@ -18,7 +18,15 @@ from torch import Tensor, nn
 from ..attention import encoder_heads, encoder_queries_keys, logits, probabilities, received
 from ..models.base import AudioTower
 from .base import argument
-from .windows import Window, chunk_windows, clip_windows, clips_of, placed_clips, window_received
+from .windows import (
+    Window,
+    chunk_windows,
+    clip_windows,
+    clips_of,
+    placed_clips,
+    window_attention,
+    window_received,
+)
 
 
 def _scale(module: nn.Module) -> float:
@@ -156,6 +164,17 @@ class Repack:
             delattr(self.module, self.name)
 
 
+def _block_diagonal(blocks: list[Tensor]) -> Tensor:
+    """(heads, sum L, sum L) from per-window (heads, L, L) maps, 0 between windows."""
+    total = sum(b.shape[-1] for b in blocks)
+    out = blocks[0].new_zeros(blocks[0].shape[0], total, total)
+    at = 0
+    for b in blocks:
+        out[:, at : at + b.shape[-1], at : at + b.shape[-1]] = b
+        at += b.shape[-1]
+    return out
+
+
 class AudioTap:
     """For the projector stage, `cls_attention` (heads, n) of each audio clip from its
     Whisper-style encoder (`AudioTower`), recorded with the clip's placed tokens in
@@ -170,16 +189,21 @@ class AudioTap:
     summed (not averaged) over the window's query rows, in the model's dtype, its frame pairs
     taken over all clips' frames packed. Here each window is the model's own attention window
     (on Qwen2-Audio the whole clip) and pairs stay within a clip, as the model pools them; the
-    sum is the mean times the window's frame count, one positive factor per window. `remove()`
-    removes the hooks."""
+    sum is the mean times the window's frame count, one positive factor per window.
 
-    signals = ("cls_attention",)
+    `encoder_attention` (heads, 2n, 2n), for a method that needs it (SA-MAP), is the same
+    layer's attention among the clip's 2n placed frames: within each window, each row the
+    softmax over the window's real frames (on Qwen2.5-Omni, 0 between chunks, which never
+    attend to each other). `remove()` removes the hooks."""
+
+    signals = ("cls_attention", "encoder_attention")
 
     def __init__(self, tower: AudioTower, stage: Any) -> None:
         self.tower, self.stage = tower, stage
         self.lengths: list[int] = []  # Qwen2.5-Omni: each clip's mel frames, from the call
         self.windows: list[Window] = []
         self.frames: list[Tensor] = []
+        self.maps: list[Tensor] = []  # per clip, (heads, real frames, real frames)
         attention = tower.layers[-1].self_attn
         self.handles = [
             attention.register_forward_pre_hook(self._attention, with_kwargs=True),
@@ -203,13 +227,21 @@ class AudioTap:
                        for w in own], dim=-1)
             for own in clips_of(self.windows)
         ]
+        wanted = "encoder_attention" in self.stage.method.needs
+        self.maps = [
+            _block_diagonal([window_attention(module, hidden[w.row : w.row + 1, w.start : w.start + w.frames])
+                             for w in own])
+            for own in clips_of(self.windows)
+        ] if wanted else []
 
     def _output(self, module: nn.Module, args: tuple, output: Any) -> None:
         placed = placed_clips(self.windows, output)
-        for tokens, frames in zip(placed, self.frames if placed else [], strict=True):
+        for i, (tokens, frames) in enumerate(zip(placed, self.frames if placed else [], strict=True)):
             n = len(tokens)
-            pooled = frames[:, : 2 * n].view(frames.shape[0], n, 2).mean(-1)
-            self.stage.tapped.append((tokens, {"cls_attention": pooled}))
+            signals = {"cls_attention": frames[:, : 2 * n].view(frames.shape[0], n, 2).mean(-1)}
+            if self.maps:
+                signals["encoder_attention"] = self.maps[i][:, : 2 * n, : 2 * n]
+            self.stage.tapped.append((tokens, signals))
 
     def remove(self) -> None:
         while self.handles:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ...interface import Compression
-from ..attention import encoder_queries_keys, received
+from ..attention import encoder_queries_keys, probabilities, received
 
 
 @dataclass
@@ -47,6 +47,13 @@ def window_received(attention: nn.Module, hidden: Tensor) -> Tensor:
     """(heads, L) the attention each of the L frames of one attention window (1, L, D) of a
     Whisper-style encoder receives, averaged over them as queries."""
     return received(*encoder_queries_keys(attention, hidden), attention.scaling)[0]
+
+
+def window_attention(attention: nn.Module, hidden: Tensor) -> Tensor:
+    """(heads, L, L) the attention among the L frames of one attention window (1, L, D) of a
+    Whisper-style encoder, each row the softmax over the window's frames, in float32."""
+    q, k = encoder_queries_keys(attention, hidden)
+    return probabilities(q, k, attention.scaling)[0]
 
 
 def clip_windows(mask: Tensor | None, batch: int, frames: int) -> list[Window]:
