@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from ..interface import Compression, Method, Tokens, check_int, check_ints, check_number
-from ..ops import cosine_matrix, input_sizes, merge, order, select, window_slots, with_special
+from ..ops import cosine_matrix, identity, input_sizes, merge, order, select, top_k, window_slots, with_special
 from ..registry import register
 
 
@@ -27,6 +28,36 @@ def window_similarity(x: Tensor, grid: tuple[int, int], window: int) -> tuple[Te
 
 
 @dataclass
+class MustDropKeys(Method):
+    """MustDrop's key set, picked in encoder layer `MustDropMerge.key_layer`: the ceil(fraction x
+    n) tokens (n: the tokens after the special ones) the [CLS] attends to most, averaged over
+    heads, get score 1, the others 0; the tokens pass unchanged. The scores follow the tokens
+    to the LLM, where `MustDropFilter` never drops a token of score > 0. Official: the `idx ==
+    23` branch of `custom_forward` (`clip_encoder.py`: `math.ceil(0.08 * (N - 1))`, `topk` of
+    `attn[:, :, 0, 1:].mean(dim=1)`)."""
+
+    key_fraction: float = 0.08
+
+    stage = "encoder"
+    paper = "liu2024multi"
+    mechanisms = ("attention",)
+    needs = ("cls_attention",)
+    example = {"key_fraction": 0.25}
+
+    def __post_init__(self) -> None:
+        check_number("key_fraction", self.key_fraction, 0.0, 1.0, hint="pass the share of tokens in the key set, in [0, 1]")
+
+    def compress(self, tokens: Tokens) -> Compression:
+        s, b, n = tokens.special, tokens.batch, tokens.count
+        attention = tokens.cls_attention[..., s:]
+        mean = attention.to(torch.promote_types(attention.dtype, torch.float32)).mean(dim=1)
+        count = math.ceil(self.key_fraction * (n - s))
+        scores = torch.zeros(b, n, dtype=tokens.features.dtype, device=tokens.features.device)
+        scores.scatter_(1, top_k(mean, count) + s, 1.0)
+        return replace(identity(tokens), scores=scores)
+
+
+@dataclass
 class MustDropMerge(Method):
     """MustDrop's spatial merging in the vision encoder: similar windows become one token.
 
@@ -41,8 +72,13 @@ class MustDropMerge(Method):
     order. Official: `conditional_pooling` and `merge_wavg` in
     `llava/model/multimodal_encoder/local_merge.py`, called after layer 0 of `CLIPEncoder`
     (`clip_encoder.py`, `custom_forward`, `conditional_pooling(hidden_states, 0.8, (3, 3))`).
+    In encoder layer `key_layer` it picks the key set instead (`MustDropKeys`, on the merged
+    tokens, from that layer's `cls_attention`), which the llm part protects; a call of its own
+    is the merge.
 
-    Parameters: `threshold` 0.8 (above 1 merges nothing), `window` 3, `merge_layer` 0.
+    Parameters: `threshold` 0.8 (above 1 merges nothing), `window` 3, `merge_layer` 0;
+    `key_layer` 23 (CLIP-L's last, whose output LLaVA-1.5 does not read; it must exist in the
+    encoder), `key_fraction` 0.08.
 
     Differences from the official code:
     - In a model, the encoder stage merges between layer `merge_layer`'s attention and its MLP
@@ -51,26 +87,38 @@ class MustDropMerge(Method):
     - Ties in the cell scores go to the lowest cell (`topk` leaves them unspecified); scores are
       computed in float32 at least. Grids need not be square (the released code asserts it).
     - Any number of leading special tokens pass through (the released code assumes one [CLS]).
+    - The key set's [CLS] attention is that of the stage's layer `key_layer`, so it includes
+      the proportional attention term above (the released layer 23 has none); ties go to the
+      lowest index.
     """
 
     threshold: float = 0.8
     window: int = 3
     merge_layer: int = 0
+    key_layer: int = 23
+    key_fraction: float = 0.08
 
     stage = "encoder"
     paper = "liu2024multi"
-    mechanisms = ("similarity",)
+    mechanisms = ("similarity", "attention")
+    #: by the key step in layer `key_layer` (the merge reads none)
+    needs = ("cls_attention",)
     grid = True
     copies = False
     #: r is the smallest count over the batch
     batch_independent = False
     identity = {"threshold": 2.0}
-    example = {"threshold": 0.0, "window": 2, "merge_layer": 0}
+    example = {"threshold": 0.0, "window": 2, "merge_layer": 0, "key_layer": 2, "key_fraction": 0.25}
 
     def __post_init__(self) -> None:
         check_number("threshold", self.threshold, hint="pass a cosine threshold (above 1 merges nothing)")
         check_int("window", self.window, 2, "pass the cell side, an int >= 2 (the released 3)")
         check_int("merge_layer", self.merge_layer, 0, "pass the encoder layer that merges, an int >= 0")
+        check_int(
+            "key_layer", self.key_layer, self.merge_layer + 1,
+            "pass the encoder layer whose [CLS] attention picks the key set, after merge_layer (released: 23)",
+        )
+        MustDropKeys(self.key_fraction)
 
     def check_inputs(self, tokens: Tokens) -> None:
         if tokens.layout is None or len(tokens.layout) != 2:
@@ -85,6 +133,8 @@ class MustDropMerge(Method):
         return None  # the threshold decides
 
     def encoder_step(self, index: int, count: int, feature: int) -> Method | None:
+        if index == self.key_layer:
+            return MustDropKeys(self.key_fraction)
         return self if index == self.merge_layer else None
 
     def compress(self, tokens: Tokens) -> Compression:
@@ -117,26 +167,31 @@ class MustDropFilter(Method):
     tokens still present: the attention that every row after the media (the prompt) pays each
     token at layer K - 1, averaged over heads, gives per token its total over those rows and
     its largest row. A token is dropped where both are small: its total below `global_threshold`
-    x the sum of all tokens' totals, and its largest row below `individual_threshold`; the
-    others stay, in their order. Layers >= K see the kept tokens. Official:
+    x the sum of all tokens' totals, and its largest row below `individual_threshold`; but never
+    a token of the key set (`scores` > 0: the encoder part's `MustDropKeys`). The others stay, in
+    their order. Layers >= K see the kept tokens. After the prefill the KV cache of every layer
+    from K_1 - 1 on holds only the tokens kept after the last step (`decoding_rows`), so
+    decoding steps there see only those; layers < K_1 - 1 keep every token. Official:
     `LlamaDynamicvitModel.forward` and `dual_attention_filter` in
     `llava/model/language_model/modelling_sparse_llama.py` (`pruning_layers = [2, 6, 10, 14]`,
-    the layers whose attention is read; the tokens leave after each).
+    the layers whose attention is read; the tokens leave after each; the "Sparse kv cache
+    (decoding stage)" block cuts layers 2-14 to the final tokens, 15-31 hold only those anyway).
 
     Parameters: `layers` (3, 7, 11, 15); `global_threshold` and `individual_threshold`: the
     released scripts' pairs (0.001, 0.001) for 192 tokens, (0.0012, 0.001) for 128, (0.011,
-    0.01) for 64; the released defaults (1.0, 0.0) drop nothing.
+    0.01) for 64; the released defaults (1.0, 0.0) drop nothing. Reads `attention` and
+    `scores` (the key set, carried from the encoder part through the projector and the earlier
+    steps).
 
     Differences from the official code:
-    - The released code always keeps a "key set" as well: the ceil(0.08 x n) tokens the [CLS]
-      of the vision encoder's last layer attends to most (`clip_encoder.py`, layer 23). That
-      set must travel from the encoder to the decoder, for which `reproductions.hf` has no
-      signal yet: it is NOT reproduced, so this filter can drop those tokens.
-    - The released decoding stage cuts the KV cache of every layer from the first read layer
-      (K_1 - 1) to the tokens kept after the last step; here each segment of layers keeps the
-      tokens it saw (the first read layer keeps all): NOT reproduced.
     - The released code reads batch row 0 and applies its decision to every row; here a token
-      is dropped only where every row drops it (one count per batch).
+      is dropped only where every row drops it (one count per batch), and a row's key set is
+      its own.
+    - Position ids: the released code numbers the shorter sequence 0, 1, ... after every step
+      and gives a decoding token, at each layer, the length of that layer's cut cache as its
+      position; here kept tokens keep their original ids and a decoding token its own.
+    - The cut cache is masked rather than shortened (the entries stay; decoding steps see only
+      the kept ones): the same attention.
     - Scores are computed in float32 at least.
     """
 
@@ -147,7 +202,8 @@ class MustDropFilter(Method):
     stage = "llm"
     paper = "liu2024multi"
     mechanisms = ("attention",)
-    needs = ("attention",)
+    needs = ("attention", "scores")
+    decoding_rows = "kept_from_read"
     batch_independent = False
     identity = {"individual_threshold": 0.0}
     example = {"layers": (1, 2), "global_threshold": 0.02, "individual_threshold": 0.05}
@@ -172,7 +228,7 @@ class MustDropFilter(Method):
         total = rows.sum(dim=1)
         dropped = (total < total.sum(dim=1, keepdim=True) * self.global_threshold) & (
             rows.amax(dim=1) < self.individual_threshold
-        )
+        ) & (tokens.scores[:, s:] <= 0)
         kept = (~dropped.all(dim=0)).nonzero().squeeze(1)
         return select(tokens, with_special(tokens, kept.expand(tokens.batch, -1) + s))
 
@@ -181,20 +237,20 @@ class MustDropFilter(Method):
 @dataclass
 class MustDrop(Method):
     """MustDrop: merge similar neighbouring patches in the vision encoder, then drop inside the
-    LLM the media tokens the prompt pays little attention to.
+    LLM the media tokens the prompt pays little attention to, except a key set the encoder's
+    [CLS] picked; decoding steps see only the tokens kept.
 
     "Multi-Stage Vision Token Dropping: Towards Efficient Multimodal Large Language Model" (Ting
     Liu, Liangtao Shi, Richang Hong, Yue Hu, Quanjun Yin, Linfeng Zhang; arXiv preprint, 2024,
     arXiv 2411.10803), as released for LLaVA-1.5 (`liuting20/MustDrop`). Parts, one per stage:
     `mustdrop.encoder` (`MustDropMerge`: cells of `window` x `window` patches whose mean cosine
-    reaches `threshold` become one token, after encoder layer 0) and `mustdrop.llm`
-    (`MustDropFilter`: at decoder layers 3, 7, 11 and 15, tokens whose total and largest text
-    attention are both below their thresholds leave). Signals: the llm part reads `attention`.
-
-    Not reproduced (see `MustDropFilter`): the released key set (the tokens the encoder's last
-    [CLS] attends to most, protected from the filter) and the decoding stage's cut of the KV
-    cache of the layers before each filter. This is the encoder and prefill stages of MustDrop,
-    not the whole method.
+    reaches `threshold` become one token, after encoder layer 0; in layer `key_layer` the
+    ceil(`key_fraction` x n) tokens its [CLS] attends to most form the key set) and
+    `mustdrop.llm` (`MustDropFilter`: at decoder layers 3, 7, 11 and 15, tokens outside the key
+    set whose total and largest text attention are both below their thresholds leave; after
+    the prefill the cache of layers >= 2 holds only the tokens kept at the end). Signals: the
+    encoder part reads `cls_attention` (an encoder with a [CLS]: CLIP), the llm part
+    `attention` and the key set as `scores`.
 
     Differences from the official code: those of its parts (see each).
     """
@@ -202,6 +258,8 @@ class MustDrop(Method):
     threshold: float = 0.8
     window: int = 3
     merge_layer: int = 0
+    key_layer: int = 23
+    key_fraction: float = 0.08
     layers: tuple[int, ...] = (3, 7, 11, 15)
     global_threshold: float = 0.001
     individual_threshold: float = 0.001
@@ -216,4 +274,4 @@ class MustDrop(Method):
         self.parts()  # each part checks its own hyperparameters
 
 
-__all__ = ["MustDrop", "MustDropFilter", "MustDropMerge", "window_similarity"]
+__all__ = ["MustDrop", "MustDropFilter", "MustDropKeys", "MustDropMerge", "window_similarity"]

@@ -215,7 +215,13 @@ class EncoderMerging(Merging):
     def compression_at(self, index: int, features: Tensor) -> Compression:
         """The composed merges up to layer `index`, with `features` (B, K, D) as the output."""
         source, positions, sizes = self.after[index]
-        return Compression(features=features, source=source, positions=positions, sizes=sizes)
+        return Compression(features=features, source=source, positions=positions, sizes=sizes, scores=self.scores_at(index))
+
+    def scores_at(self, index: int) -> Tensor | None:
+        """The scores the method's last step returned (MustDrop's key set), where they are those
+        of layer `index`'s tokens: no later layer changed them."""
+        at, last = self.after[index][1], self.after[max(self.after)][1]
+        return self.scores if at.shape == last.shape and bool((at == last).all()) else None
 
 
 def stage_signals(adapter: Adapter) -> set[str]:
@@ -285,7 +291,8 @@ class EncoderStage(InputStage):
         source = merged.source
         if drop:
             source = torch.where(source >= drop, source - drop, torch.full_like(source, -1))
-        comp = Compression(output, source, merged.positions[:, drop:], merged.sizes[:, drop:])
+        scores = None if merged.scores is None else merged.scores[:, drop:]  # for the llm stage
+        comp = Compression(output, source, merged.positions[:, drop:], merged.sizes[:, drop:], scores)
         slots = (merged.source[:, drop:] - drop).clamp(min=0)  # a dropped token: any slot will do
         placeholder = torch.gather(output, 1, slots[..., None].expand(-1, -1, output.shape[2]))
         cls = int(self.adapter.has_cls)
