@@ -9,7 +9,17 @@ import torch
 from torch import Tensor
 
 from ..interface import Compression, Method, Tokens, check_int, check_ints, check_number
-from ..ops import cosine_matrix, identity, input_sizes, merge, order, select, top_k, window_slots, with_special
+from ..ops import (
+    cosine_matrix,
+    identity,
+    input_sizes,
+    merge,
+    order,
+    select,
+    top_k,
+    window_slots,
+    with_special,
+)
 from ..registry import register
 
 
