@@ -39,7 +39,9 @@ SIGNALS: dict[str, str] = {
     "value projection of its normed input (as its attention makes them); pass Tokens(values=...)",
     "scores": "(B, N) per-token scores that the method itself returned (`Compression.scores`) "
     "for these tokens at the previous encoder layer, carried to the next layer by the encoder "
-    "stage as it carries `sizes` (FlowCut's cumulative importance); pass Tokens(scores=...)",
+    "stage as it carries `sizes` (FlowCut's cumulative importance); at the llm stage, those its "
+    "encoder part returned at its last step (MustDrop's key set), following the media tokens "
+    "through the projector and the earlier steps; pass Tokens(scores=...)",
     "attention": "(B, heads, M, N) attention paid to each token by M query rows at an LLM "
     "layer (an encoder layer for an encoder-stage method; for a method that also needs `audio`: (B, heads, M, N + Na), over [features, "
     "audio]); pass Tokens(attention=...)",
@@ -205,9 +207,12 @@ class Method:
     #: before the rotary embedding, over every real column with no causal mask (PruneVid's
     #: `attn_weights_wo_pos`); False: the attention the layer computes
     attention_raw: ClassVar[bool] = False
-    #: at the llm stage, True where decoding steps see only the kept media tokens at the layers
-    #: before K too (PruneVid cuts their KV cache after the prefill); False: all of them there
-    prunes_earlier_cache: ClassVar[bool] = False
+    #: at the llm stage, which media rows decoding steps see at each layer (what the official
+    #: KV cache holds there after the prefill): "seen" (each layer the rows it saw in the
+    #: prefill: all of them before K_1), "kept" (every layer only the rows the last step kept:
+    #: PruneVid cuts the cache of the layers before K), "kept_from_read" (those from the first
+    #: layer a step reads on, K_1 - 1 (K_1 for "own" attention), all of them before: MustDrop)
+    decoding_rows: ClassVar[str] = "seen"
     #: False where the official statistic spans the batch (PruMerge's adaptive ratio)
     batch_independent: ClassVar[bool] = True
     #: True where every output token of size 1 is an input token, unchanged (pure selection)

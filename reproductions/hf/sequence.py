@@ -25,7 +25,8 @@ class Span:
     grid the tokens fill ((H, W), (T, H, W) or (T,)), None where the model packs them
     irregularly; `item`: its index among the items of its modality in (batch, sequence) order;
     `frames`: where an earlier stage of the context compressed the span, the (length, 2) first
-    and last frame each of its tokens stands for.
+    and last frame each of its tokens stands for; `scores`: the (length,) scores that stage's
+    method returned for them (`Compression.scores`), where it returned any.
     """
 
     row: int
@@ -34,6 +35,7 @@ class Span:
     layout: tuple[int, ...] | None
     item: int
     frames: Tensor | None = None
+    scores: Tensor | None = None
 
     def timespan(self) -> Tensor | None:
         """(length, 2) the first and last frame each token stands for: `frames`, else its own
@@ -62,7 +64,8 @@ def placed_here(placed: Tensor, piece: Tensor) -> bool:
 
 def row_of(comp: Compression, row: int) -> Compression:
     """Batch row `row` of a Compression, as a batch of one."""
-    return Compression(*(t[row : row + 1] for t in (comp.features, comp.source, comp.positions, comp.sizes)))
+    scores = None if comp.scores is None else comp.scores[row : row + 1]
+    return Compression(*(t[row : row + 1] for t in (comp.features, comp.source, comp.positions, comp.sizes)), scores)
 
 
 def runs(ids: Tensor, token: int) -> list[list[tuple[int, int]]]:

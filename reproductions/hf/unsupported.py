@@ -111,6 +111,12 @@ def part_reason(a: Adapter, m: Method, model_name: str, layer: int | None) -> st
             "reproductions.hf does not hook yet (the encoder stage acts inside the encoder's "
             "layers): call the method on that output yourself"
         )
+    if vision and m.grid and (a.packed is not None or a.projector is None):
+        return (
+            f"{m.name} works on the patch grid inside the encoder, which the encoder stage hands "
+            f"on only where a projector reads the encoder's patches (LLaVA); {model_name}'s encoder "
+            "packs or pools its patches first"
+        )
     reason = audio_refusal(a.audio_tower, m) if audio else None
     if reason is not None:
         return f"{m.name} on {model_name}: {reason}"

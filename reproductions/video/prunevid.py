@@ -259,7 +259,7 @@ class PruneVidPrune(Method):
     mechanisms = ("attention",)
     needs = ("attention", "timespan")
     attention_raw = True
-    prunes_earlier_cache = True
+    decoding_rows = "kept"
     identity = {"alpha": 1.0}
     example = {"alpha": 0.5, "layer": 2}
 

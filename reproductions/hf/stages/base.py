@@ -213,7 +213,8 @@ class Stage:
         up = self.upstream
         if up is not None and up.cols is not None and self.input_ids is not None:  # it rebuilt this call's
             return [up.hand_on(span) for span in self.prompt_spans(self.input_ids.shape[1], up.positions_in)]
-        return self.prompt_spans(length, positions)
+        spans = self.prompt_spans(length, positions)
+        return spans if up is None else [up.hand_on(span) for span in spans]
 
     def prompt_spans(self, length: int, positions: Tensor | None) -> list[Span]:
         """Every media item of the method's modalities in the prompt (`length` rows)."""
@@ -277,6 +278,17 @@ class Stage:
             if frames is not None:
                 out[span.columns] = frames + offset
                 offset += int(frames.max()) + 1
+        return out
+
+    def media_scores(self, row: int, length: int) -> Tensor | None:
+        """(length,) the scores an earlier stage's method returned for each media token of `row`
+        of the decoder input (NaN elsewhere); None where a span of the row has none."""
+        own = [s for s in self.spans if s.row == row]
+        if any(s.scores is None for s in own):
+            return None
+        out = torch.full((length,), float("nan"))
+        for span in own:
+            out[span.columns] = span.scores.float()
         return out
 
     def media_columns(self, row: int) -> Tensor:

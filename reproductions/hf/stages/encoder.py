@@ -4,7 +4,8 @@ each LLM token afterwards. There the method merges whole pooling units (a token'
 patches, concatenated; a leading [CLS] is a special token that never merges), and
 before the pooling the merged units are put back on the grid (each unit holding its merged
 unit's patches), so every merged unit leaves one distinct LLM token; the kept one stands for
-them all. The merged, projected tokens replace each image's span of the LLM input (`input.py`).
+them all (`units.py`, with the grid a `grid` method reads). The merged, projected tokens replace
+each image's span of the LLM input (`input.py`).
 The Qwen ViTs, which run every image as one flat sequence, merge in `packed.py`. (Audio methods,
 A-ToMe and audio attention pruning, compress inside the Whisper-style audio encoders of
 Qwen2-Audio and Qwen2.5-Omni, on whole pooling pairs of each clip's real frames: `audio.py`,
@@ -46,6 +47,7 @@ from .input import InputStage
 from .merging import Merging
 from .packed import PackedMerging
 from .signals import layer_signals
+from .units import GridMerging
 
 
 def _bias(sizes: Tensor | None, mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -65,7 +67,7 @@ def _parts(layer: nn.Module) -> tuple[Any, nn.Module, Tensor | None, Any, Any, T
     return layer.layernorm_before, layer.attention, layer.lambda_1, layer.layernorm_after, mlp, layer.lambda_2
 
 
-class EncoderMerging(Merging):
+class EncoderMerging(GridMerging):
     """The merging of CLIP / SigLIP encoder layers; tracks the merges of one call."""
 
     def __init__(
@@ -117,36 +119,6 @@ class EncoderMerging(Merging):
 
         return forward
 
-    def refuse_padding(self, mask: Tensor | None) -> None:
-        """Unit merging reorders and shortens the sequence, which a padding mask cannot follow:
-        refuse a mask that hides patches (one that hides nothing the caller drops)."""
-        if mask is not None and not bool((mask if mask.dtype == torch.bool else mask == 0).all()):
-            raise ValueError(
-                "the encoder stage merges whole pooling units of full tiles; this call pads some "
-                "tiles (a patch attention mask): pass full-size tiles, or use a projector-stage method"
-            )
-
-    def patch_sizes(self) -> Tensor | None:
-        """The size of every current encoder token (a unit's size on each of its patches; a
-        leading [CLS] its own)."""
-        if self.sizes is None or self.units is None or not self.regrouped:
-            return self.sizes if self.units is None else None
-        s = self.special
-        return torch.cat([self.sizes[:, :s], self.sizes[:, s:].repeat_interleave(self.units.shape[1], dim=1)], 1)
-
-    def on_grid(self, hidden: Tensor) -> Tensor:
-        """The units back on the grid: each original unit's patches hold its merged unit's (a
-        leading [CLS] stays ahead)."""
-        if not self.regrouped:  # nothing merged: the patches never left the grid
-            return hidden
-        s, (b, _, d), k = self.special, hidden.shape, self.units.shape[1]
-        merged = hidden[:, s:].reshape(b, -1, k, d)
-        slots = (self.source[:, s:] - s).clamp_min(0)
-        placed = merged.gather(1, slots[:, :, None, None].expand(-1, -1, k, d).to(hidden.device))
-        grid = torch.empty(b, self.units.numel(), d, dtype=hidden.dtype, device=hidden.device)
-        grid[:, self.units.flatten().to(hidden.device)] = placed.reshape(b, -1, d)
-        return torch.cat([hidden[:, :s], grid], 1)
-
     def _merge(self, index: int, attn: nn.Module, normed: Tensor, hidden: Tensor, bias: Tensor | None) -> Tensor:
         if index == 0:
             self.count = hidden.shape[1] if self.units is None else self.special + self.units.shape[0]
@@ -162,29 +134,10 @@ class EncoderMerging(Merging):
         wanted = {*method.needs, *method.uses}
         signals = layer_signals(attn, normed, bias, wanted - {"scores"})
         scores = self.scores if "scores" in wanted else None
-        comp = method(Tokens(features=hidden, sizes=self.sizes, special=self.special, scores=scores, **signals))
+        layout = self.square_grid(hidden) if method.grid else None
+        comp = method(Tokens(features=hidden, layout=layout, sizes=self.sizes, special=self.special, scores=scores, **signals))
         self._compose(index, comp)
         return comp.features
-
-    def _merge_units(self, index: int, method: Method, keys: Tensor, hidden: Tensor) -> Tensor:
-        """Grid families: the method on one token per pooling unit (its patches concatenated, its
-        keys averaged); a leading [CLS] never merges."""
-        (b, _, d), grid, s, k = hidden.shape, hidden, self.special, self.units.shape[1]
-        lead, hidden, lead_keys, keys = hidden[:, :s], hidden[:, s:], keys[:, :s], keys[:, s:]
-        if not self.regrouped:  # still in grid order: put each unit's patches side by side
-            order = self.units.flatten().to(hidden.device)
-            hidden, keys = hidden[:, order], keys[:, order]
-        hidden = torch.cat([lead.repeat(1, 1, k), hidden.reshape(b, -1, k * d)], 1)  # [CLS]: as wide
-        keys = torch.cat([lead_keys, keys.reshape(b, -1, k, keys.shape[-1]).mean(2)], 1)
-        comp = method(Tokens(features=hidden, keys=keys, sizes=self.sizes, special=s))
-        if not self.regrouped:
-            units = torch.arange(hidden.shape[1], device=hidden.device)
-            if comp.count == hidden.shape[1] and bool((comp.source == units).all()):
-                self._compose(index, comp)
-                return grid  # nothing merged yet: stay on the grid, bit for bit
-            self.regrouped = True
-        self._compose(index, comp)
-        return torch.cat([lead, comp.features[:, s:].reshape(b, -1, d)], 1)  # special tokens never merge
 
     def _compose(self, index: int, comp: Compression) -> None:
         """Fold this layer's merges into the map from the encoder's input tokens (or units)."""
@@ -203,7 +156,13 @@ class EncoderMerging(Merging):
     def compression_at(self, index: int, features: Tensor) -> Compression:
         """The composed merges up to layer `index`, with `features` (B, K, D) as the output."""
         source, positions, sizes = self.after[index]
-        return Compression(features=features, source=source, positions=positions, sizes=sizes)
+        return Compression(features=features, source=source, positions=positions, sizes=sizes, scores=self.scores_at(index))
+
+    def scores_at(self, index: int) -> Tensor | None:
+        """The scores the method's last step returned (MustDrop's key set), where they are those
+        of layer `index`'s tokens: no later layer changed them."""
+        at, last = self.after[index][1], self.after[max(self.after)][1]
+        return self.scores if at.shape == last.shape and bool((at == last).all()) else None
 
 
 def stage_signals(adapter: Adapter) -> set[str]:
@@ -273,7 +232,8 @@ class EncoderStage(InputStage):
         source = merged.source
         if drop:
             source = torch.where(source >= drop, source - drop, torch.full_like(source, -1))
-        comp = Compression(output, source, merged.positions[:, drop:], merged.sizes[:, drop:])
+        scores = None if merged.scores is None else merged.scores[:, drop:]  # for the llm stage
+        comp = Compression(output, source, merged.positions[:, drop:], merged.sizes[:, drop:], scores)
         slots = (merged.source[:, drop:] - drop).clamp(min=0)  # a dropped token: any slot will do
         placeholder = torch.gather(output, 1, slots[..., None].expand(-1, -1, output.shape[2]))
         cls = int(self.adapter.has_cls)

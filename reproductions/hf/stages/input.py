@@ -40,8 +40,8 @@ class InputStage(Stage):
         self.renumber = positions == "renumbered"
         self.shift: Tensor | None = None
         #: the last prefill's compressed spans by (row, start): the rows their outputs took in
-        #: the sequence handed on, ascending, and the frames each output stands for
-        self.handed: dict[tuple[int, int], tuple[Tensor, Tensor | None]] = {}
+        #: the sequence handed on, ascending, the frames each output stands for and its scores
+        self.handed: dict[tuple[int, int], tuple[Tensor, Tensor | None, Tensor | None]] = {}
 
     def compress_spans(self, embeds: Tensor) -> dict[int, tuple[Compression, int]]:
         """Span index -> (its compression, the [CLS] tokens the compression leads with)."""
@@ -63,20 +63,22 @@ class InputStage(Stage):
         )
 
     def prefill(self, args: tuple, kwargs: dict, embeds: Tensor) -> tuple[tuple, dict] | None:
+        self.handed = {}
         if not self.spans:
             return None
         n = embeds.shape[1]
         compressions = self.compress_spans(embeds)
         new, index, slots = rebuild(embeds, self.spans, compressions)
         self.record(index, n, compressions)
-        if unchanged(embeds, new, index):
-            return None  # nothing changed: leave the call exactly as it was
-        self.cols = index
         self.handed = {}
         for i, rows in slots.items():
             span, order = self.spans[i], rows.argsort()
-            frames = output_frames(span, *compressions[i])
-            self.handed[(span.row, span.start)] = (rows[order].cpu(), None if frames is None else frames[order])
+            (comp, _), frames = compressions[i], output_frames(span, *compressions[i])
+            scores = None if comp.scores is None else comp.scores[0][order.to(comp.scores.device)].cpu()
+            self.handed[(span.row, span.start)] = (rows[order].cpu(), None if frames is None else frames[order], scores)
+        if unchanged(embeds, new, index):
+            return None  # nothing changed: leave the call exactly as it was (`hand_on`: its scores)
+        self.cols = index
         kwargs = dict(kwargs)
         kwargs["inputs_embeds"] = new
         kwargs["position_ids"] = take(self.positions(kwargs, embeds, 0), index, dim=-1, fill=1)
@@ -94,10 +96,12 @@ class InputStage(Stage):
 
     def hand_on(self, span: Span) -> Span:
         done = self.handed.get((span.row, span.start))
+        if self.cols is None:  # the call went on unchanged: the spans as they were, with scores
+            return span if done is None else replace(span, scores=done[2])
         if done is None:  # a span this stage left alone: its tokens, where they moved
             row = self.cols[span.row]
             return replace(span, columns=torch.isin(row, span.columns.to(row.device)).nonzero().squeeze(1).cpu())
-        return replace(span, columns=done[0], layout=None, frames=done[1])
+        return replace(span, columns=done[0], layout=None, frames=done[1], scores=done[2])
 
     def deepstack(
         self, kwargs: dict, compressions: dict[int, tuple[Compression, int]], index: Tensor

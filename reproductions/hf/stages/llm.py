@@ -16,9 +16,13 @@ A method that needs `keys` / `text_keys` gets layer K - 1's keys (after RoPE, kv
 concatenated, as its KV cache holds them) of the media tokens and of the query rows; one that
 reads `hidden_from = "final_norm"` scores the states through the decoder's final norm and keeps
 the unnormalised rows of the tokens it keeps (DART). A method may keep no media token (VTW).
-One that reads `attention_raw` gets the attention before RoPE and without the causal mask; one
-that `prunes_earlier_cache` hides the dropped rows from decoding steps at layers < K too
-(PruneVid); `timespan` holds the frames each media token stands for, from its video's grid or,
+One that reads `attention_raw` gets the attention before RoPE and without the causal mask.
+`decoding_rows` says which rows decoding steps see, as the official cache holds them after the
+prefill: each layer the rows it saw (the default), or, from layer 0 (PruneVid, "kept") or from the
+first layer a step reads (MustDrop, "kept_from_read") on, only those the last step kept: the
+other entries stay in the cache, masked. `scores` holds the scores an encoder part of the same
+method returned for the media tokens (MustDrop's key set), following them through the projector
+and the earlier steps; `timespan` holds the frames each media token stands for, from its video's grid or,
 after a projector stage of the same context, from the tokens it merged.
 
 Where the family adds features to the visual tokens after its first decoder layers (Qwen3-VL's
@@ -47,9 +51,21 @@ from .base import argument, cache_of
 from .decoder import DecoderStage
 
 
+def cut_layer(method: Method, first: int) -> int | None:
+    """The first decoder layer whose decoding steps see only the rows the method's last step
+    kept (`Method.decoding_rows`), for a method whose first step is at layer `first`."""
+    rows = method.decoding_rows
+    if rows not in ("seen", "kept", "kept_from_read"):
+        raise ValueError(f"{method.name}.decoding_rows={rows!r}: declare 'seen', 'kept' or 'kept_from_read'")
+    if rows == "seen":
+        return None
+    read = first - 1 if first > 0 and method.attention_from == "previous" else first
+    return 0 if rows == "kept" else read
+
+
 class LlmStage(DecoderStage):
     name = "llm"
-    signals = ("attention", "text", "keys", "text_keys")
+    signals = ("attention", "text", "keys", "text_keys", "scores")
 
     def __init__(self, model: nn.Module, method: Method, adapter: Adapter, layer: int | None = None) -> None:
         super().__init__(model, method, adapter, layer)
@@ -62,12 +78,14 @@ class LlmStage(DecoderStage):
         #: (-1: padding), None while nothing was dropped; and the kwargs those layers run with
         self.indices: list[Tensor | None] = []
         self.groups: list[dict[str, Any] | None] = []
-        #: at a decoding step, the kwargs of layers < K_1 (`prunes_earlier_cache`: the kept rows)
+        #: at a decoding step, the kwargs of the cut layers < K_1 (`decoding_rows`: the kept rows)
         self.earlier: dict[str, Any] | None = None
         #: in prefill, where the decoder input's rows went in the steps run so far (None: nowhere
         #: yet); kept where the family's per-visual-token features come after K_1
         self.follows = self.ks[0] < adapter.deepstack_layers
         self.moves: Moves | None = None
+        #: the first layer whose decoding steps see only the last step's kept rows (None: none)
+        self.cut = cut_layer(method, self.ks[0])
 
     def install_hooks(self) -> None:
         layers = self.adapter.layers
@@ -80,7 +98,7 @@ class LlmStage(DecoderStage):
             if j not in self.ks:
                 hook = partial(self._segment, j)
                 self.hook(layers[j].register_forward_pre_hook(hook, with_kwargs=True))
-        for layer in layers[: self.ks[0]] if self.method.prunes_earlier_cache else ():
+        for layer in layers[self.cut : self.ks[0]] if self.cut is not None else ():
             self.hook(layer.register_forward_pre_hook(self._earlier, with_kwargs=True))
         if self.follows:
             self.hook(self.adapter.follow_rows(self.kept_rows))
@@ -114,27 +132,41 @@ class LlmStage(DecoderStage):
         return None if group is None else (args, {**kwargs, **group})
 
     def decode(self, args: tuple, kwargs: dict, embeds: Tensor):
-        """Every segment's cache gets the step's rows; its mask sees its own kept columns."""
+        """Every segment's cache gets the step's rows; its mask sees its own kept columns, or,
+        in the layers `decoding_rows` cuts, only those the last step kept."""
         if self.cols is None:
             return None
         b, q = embeds.shape[:2]
         mask2d = self.mask_2d(kwargs)
         full = mask2d if mask2d is not None else torch.ones(b, self.seen + q, dtype=torch.long, device=embeds.device)
         new = torch.arange(self.seen, self.seen + q, device=embeds.device).expand(b, q)
+        total = self.seen + q
         for i, index in enumerate(self.indices):
             if index is not None:
                 self.indices[i] = torch.cat([index.to(new.device), new], dim=1)
-                valid = valid_columns(self.indices[i], full)
-                self.groups[i] = {"attention_mask": mask_4d(valid, q, self.implementation, embeds.dtype)}
-        if self.method.prunes_earlier_cache:  # layers < K hold every row: mask all but the kept
-            total, index = self.seen + q, self.indices[-1]
+        kept = None
+        if self.cut is not None:  # the original indices the last step kept (and the step's rows)
+            last = self.indices[-1]
             kept = torch.zeros(b, total + 1, dtype=torch.bool, device=new.device)
-            kept.scatter_(1, torch.where(index >= 0, index, total), True)
-            valid = kept[:, :total] & full[:, -total:].bool().to(new.device)
-            self.earlier = {"attention_mask": mask_4d(valid, q, self.implementation, embeds.dtype)}
+            kept.scatter_(1, torch.where(last >= 0, last, total), True)
+            kept = kept[:, :total]
+            everything = torch.arange(total, device=new.device).expand(b, total)
+            self.earlier = self._mask(everything, full, kept, q, embeds.dtype)
+        for i, index in enumerate(self.indices):
+            if index is not None or kept is not None:  # every segment is past the cut (<= K_1)
+                at = index if index is not None else torch.arange(total, device=new.device).expand(b, total)
+                self.groups[i] = self._mask(at, full, kept, q, embeds.dtype)
         self.seen += q
         self.cols = self.indices[-1]
         return None
+
+    def _mask(self, at: Tensor, full: Tensor, kept: Tensor | None, q: int, dtype: torch.dtype) -> dict[str, Any]:
+        """The decoding kwargs of layers whose cache holds the rows `at` (original indices, -1
+        padding): their real columns, only those in `kept` (B, total) where given."""
+        valid = valid_columns(at, full)
+        if kept is not None:
+            valid = valid & kept.gather(1, at.clamp_min(0))
+        return {"attention_mask": mask_4d(valid, q, self.implementation, dtype)}
 
     def _step(self, i: int, module: nn.Module, args: tuple, kwargs: dict):
         """Step i at layer K_i: in prefill, the method on the media rows still present; then
@@ -208,6 +240,10 @@ class LlmStage(DecoderStage):
             keys = flat_keys(*self.attention_input, cached_layer(cache_of(kwargs), k))
             extra["keys"] = [keys[r, columns[r]] for r in range(b)]
             extra["text_keys"] = [keys[r, rows[r]] for r in range(b)]
+        if "scores" in self.method.needs:  # an encoder part's, for the tokens as they are now
+            given = [self.media_scores(r, self.seen) for r in range(b)]
+            if all(g is not None for g in given):
+                extra["scores"] = [g[at[r, columns[r]].cpu()].to(hidden.device, hidden.dtype) for r, g in enumerate(given)]
         if "timespan" in self.method.needs:  # the frames of the tokens, from the decoder input's
             extra["timespan"] = [self.timespans(r, self.seen)[at[r, columns[r]].cpu()].to(hidden.device) for r in range(b)]
         comps = self.compressions(scored, states, columns, rows, attention, methods, layouts, extra)
