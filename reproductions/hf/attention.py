@@ -149,14 +149,25 @@ def flat_keys(module: nn.Module, hidden: Tensor, position_embeddings: tuple[Tens
     return keys.transpose(1, 2).reshape(b, n, heads * d)
 
 
+def visible(mask: Any, n: int) -> Tensor | None:
+    """(B or 1, n, n) bool: the columns each row of an n-row prefill sees under the 4-D attention
+    mask a decoder layer was given (bool, or additive float: 0 where seen), so attention read
+    from it follows the layer's own mask (Gemma 3: sliding window, image tokens bidirectional);
+    None where the layer got none of that shape (SDPA's plain causal path)."""
+    if not isinstance(mask, Tensor) or mask.dim() != 4 or tuple(mask.shape[-2:]) != (n, n):
+        return None
+    return (mask if mask.dtype == torch.bool else mask == 0)[:, 0]
+
+
 def rows_attention(
     module: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor], rows_of: list[Tensor],
-    columns_of: list[Tensor], cached: Any, valid: Tensor, raw: bool = False,
+    columns_of: list[Tensor], cached: Any, valid: Tensor, raw: bool = False, allowed: Tensor | None = None,
 ) -> list[Tensor]:
     """Per batch row b, the (heads, M, N) attention that rows_of[b] pay to columns_of[b] in a
     decoder attention module's input `hidden` (B, n, D), softmax over every column the row may
-    see (causal, and `valid` (B, n) real columns), in float32. `raw`: from queries and keys
-    before RoPE, over every real column (PruneVid's `attn_weights_wo_pos`).
+    see (`allowed` (B or 1, n, n), the layer's own mask, else causal; and `valid` (B, n) real
+    columns), in float32. `raw`: from queries and keys before RoPE, over every real column
+    (PruneVid's `attn_weights_wo_pos`).
 
     Queries are projected for the rows that need them only; keys are read from the `cached`
     layer where it holds this sequence (it has run already), else projected."""
@@ -175,7 +186,10 @@ def rows_attention(
     out = []
     for row, (rows, cols) in enumerate(zip(rows_of, columns_of, strict=True)):
         rows = rows.to(q.device)
-        seen = torch.arange(n, device=q.device)[None, :] <= (n if raw else rows[:, None])
+        if allowed is not None and not raw:
+            seen = allowed[row if allowed.shape[0] > 1 else 0].to(q.device)[rows]
+        else:
+            seen = torch.arange(n, device=q.device)[None, :] <= (n if raw else rows[:, None])
         seen = seen & valid[row].to(q.device)[None, :]
         probs = probabilities(q[row][:, rows - start], keys[row], module.scaling, seen[None])
         out.append(probs[:, :, cols.to(q.device)])

@@ -222,16 +222,23 @@ def valid_columns(index: Tensor, mask2d: Tensor | None) -> Tensor:
     return valid
 
 
-def mask_4d(valid: Tensor, queries: int, implementation: str, dtype: torch.dtype) -> Tensor:
+def mask_4d(
+    valid: Tensor, queries: int, implementation: str, dtype: torch.dtype, window: int | None = None
+) -> Tensor:
     """The (B, 1, q, kv) mask of the last `queries` rows over `valid` (B, kv) columns, causal by
-    sequence index, in the format the attention implementation adds or selects with.
+    sequence index, in the format the attention implementation adds or selects with. `window`:
+    a sliding-window layer's, each row sees the `window` columns up to itself only (counted by
+    index, padding included, as transformers' `sliding_window_overlay` counts them).
 
     A query row that would see nothing (a padding row) sees itself, so softmax stays finite.
     """
     b, kv = valid.shape
     q_index = torch.arange(kv - queries, kv, device=valid.device)[:, None]
     k_index = torch.arange(kv, device=valid.device)[None, :]
-    allowed = (k_index <= q_index)[None] & valid[:, None, :]
+    causal = k_index <= q_index
+    if window is not None:
+        causal = causal & (k_index > q_index - window)
+    allowed = causal[None] & valid[:, None, :]
     allowed = allowed | (k_index == q_index)[None]
     allowed = allowed[:, None]
     if implementation == "eager":

@@ -116,6 +116,10 @@ class Adapter:
     #: decoder layers after which DeepStack adds ViT features to the visual tokens (Qwen3-VL);
     #: a family with any implements `follow_rows`
     deepstack_layers: int = 0
+    #: each decoder layer's attention type where the family gives layers of different types
+    #: masks and position embeddings of their own (Gemma 3: "full_attention" /
+    #: "sliding_attention"; `prefill_mask` then returns one mask per type); empty: one for all
+    layer_types: tuple[str, ...] = ()
     #: modalities the model reads that this integration does not handle yet, with the reason
     unsupported: dict[str, str] = field(default_factory=dict)
     #: stages that cannot run in this family yet, with the reason
@@ -135,7 +139,8 @@ class Adapter:
                      positions: Tensor, cache: Any) -> Any:
         """The attention mask the language model gets for a shortened prompt (`valid`: which rows
         are real, `index`: the original index of each): a 2-D mask from which it builds its
-        causal masks, unless the family's own semantics need more (Gemma 3)."""
+        causal masks, unless the family's own semantics need more (Gemma 3: one mask per layer
+        type, which the llm stage also takes, with no cache, for its layers >= K)."""
         return valid.long()
 
     def item_size(self, modality: str) -> int | None:

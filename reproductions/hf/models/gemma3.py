@@ -2,8 +2,10 @@
 square grid, between begin / end-of-image tokens, and the image's tokens attend to each other
 bidirectionally (on sliding-window layers, within the window). A shortened prompt keeps those
 semantics: its masks are built by Gemma 3's own `create_masks_for_vision_model` on the kept
-tokens, the kept image tokens forming each image's block. The llm and cache stages, which would
-replace Gemma 3's per-layer-type masks with one causal mask, are refused."""
+tokens, the kept image tokens forming each image's block. The llm stage runs its layers >= K
+with these masks per layer type (`layer_types`) on the kept rows. The cache stage is refused: it
+masks media entries of every cached column at each step, but a sliding-window layer's cache
+holds only its last W - 1 entries."""
 
 from __future__ import annotations
 
@@ -17,9 +19,9 @@ from transformers.models.gemma3 import modeling_gemma3
 from ..sequence import take
 from .base import Adapter, EncoderTap, arange_features, grid_tap, language_parts, square
 
-DECODER_STAGES = (
-    "Gemma 3 gives its full- and sliding-attention layers masks of their own, with image tokens "
-    "attending bidirectionally, which this stage's single causal mask would replace; use a "
+CACHE_STAGE = (
+    "Gemma 3's sliding-window layers cache only their last sliding_window - 1 entries, so the "
+    "media entries this stage masks at each decoding step are not all there; use an llm- or "
     "projector-stage method"
 )
 
@@ -37,6 +39,9 @@ class Gemma3Adapter(Adapter):
 
     def prefill_mask(self, valid: Tensor, index: Tensor, input_ids: Tensor | None, embeds: Tensor,
                      positions: Tensor, cache: Any) -> dict[str, Tensor]:
+        """Gemma 3's own masks per layer type on the rows `index`: full = causal or within one
+        image's kept tokens (a run of them), sliding = that within the window counted over
+        these rows (with `cache` None: the rows are all the keys)."""
         image = take((input_ids == self.tokens["image"]).long(), index, dim=1, fill=0) & valid.long()
         blocks = modeling_gemma3.get_block_sequence_ids_for_mask(image, device=embeds.device)
         return modeling_gemma3.create_masks_for_vision_model(
@@ -68,7 +73,8 @@ def build(model: nn.Module) -> Gemma3Adapter:
         **language_parts(model),
         tokens={"image": config.image_token_id},
         gridded=("image",),
-        unsupported_stages={"llm": DECODER_STAGES, "cache": DECODER_STAGES},
+        unsupported_stages={"cache": CACHE_STAGE},
+        layer_types=tuple(config.get_text_config().layer_types),
         tokens_per_image=config.mm_tokens_per_image,
         signals=("cls_attention", "keys", "received"),
         tap=vision_tap(model.model),

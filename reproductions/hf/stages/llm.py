@@ -30,6 +30,15 @@ DeepStack) and a step acts before the last of them, each kept visual row gets th
 the token it stands at; a merged row (FrameFusion), the mean of its members' features, as its
 hidden state is their mean (`row_moves`; no Qwen3-VL port of these methods exists to follow);
 padding and text rows get none (`Adapter.follow_rows`).
+
+Where the family's layers have types (`Adapter.layer_types`: Gemma 3's full / sliding), layers
+>= K run as the model would on a prompt of the kept rows: each gets its type's mask from the
+family's own mask functions on those rows (`Adapter.prefill_mask`, no cache; Gemma 3: kept image
+tokens of one image bidirectional, the window counted over kept rows) and its own position
+embeddings gathered at them; at a decoding step a sliding layer's mask covers the keys its cache
+returns (`get_mask_sizes`). The attention read at layer K - 1 follows that layer's own mask
+(`visible`). A method whose `decoding_rows` cuts layers < K is refused there: sliding layers
+there do not hold every row.
 """
 
 from __future__ import annotations
@@ -42,13 +51,13 @@ import torch
 from torch import Tensor, nn
 
 from ...interface import Compression, Method, Tokens
-from ..attention import cached_layer, flat_keys, rows_attention
+from ..attention import cached_layer, flat_keys, rows_attention, visible
 from ..models import Adapter
 from ..moves import Moves, move_rows, row_moves, then_moves
 from ..report import Record
 from ..sequence import mask_4d, rebuild_rows, row_of, take, unchanged, valid_columns
 from .base import argument, cache_of
-from .decoder import DecoderStage
+from .decoder import DecoderStage, Group
 
 
 def cut_layer(method: Method, first: int) -> int | None:
@@ -72,14 +81,23 @@ class LlmStage(DecoderStage):
         #: the decoder layers the method acts at: its own several, else K
         self.ks: tuple[int, ...] = tuple(method.decoder_layers()) or (self.layer,)
         self.layer = self.ks[0]
-        #: K -> layer K - 1's attention module, its input and position embeddings
+        #: K -> layer K - 1's attention module, its input and position embeddings; its mask
         self.inputs: dict[int, tuple[nn.Module, Tensor, tuple[Tensor, Tensor]]] = {}
+        self.masks: dict[int, Any] = {}
+        #: each layer's type (None: the family has one mask for every layer)
+        self.types: list[str | None] = list(adapter.layer_types) or [None] * len(adapter.layers)
+        if adapter.layer_types and method.decoding_rows != "seen":
+            raise ValueError(
+                f"{method.name} hides dropped rows from the caches of layers < K, which in "
+                f"{adapter.family} include sliding-window layers that do not hold every row; "
+                "use a method that does not prune the earlier cache"
+            )
         #: per step run in this prefill: the original index of every row layers >= K_i see (B, L_i)
         #: (-1: padding), None while nothing was dropped; and the kwargs those layers run with
         self.indices: list[Tensor | None] = []
-        self.groups: list[dict[str, Any] | None] = []
+        self.groups: list[Group | None] = []
         #: at a decoding step, the kwargs of the cut layers < K_1 (`decoding_rows`: the kept rows)
-        self.earlier: dict[str, Any] | None = None
+        self.earlier: Group | None = None
         #: in prefill, where the decoder input's rows went in the steps run so far (None: nowhere
         #: yet); kept where the family's per-visual-token features come after K_1
         self.follows = self.ks[0] < adapter.deepstack_layers
@@ -98,8 +116,8 @@ class LlmStage(DecoderStage):
             if j not in self.ks:
                 hook = partial(self._segment, j)
                 self.hook(layers[j].register_forward_pre_hook(hook, with_kwargs=True))
-        for layer in layers[self.cut : self.ks[0]] if self.cut is not None else ():
-            self.hook(layer.register_forward_pre_hook(self._earlier, with_kwargs=True))
+        for j in range(self.cut, self.ks[0]) if self.cut is not None else ():
+            self.hook(layers[j].register_forward_pre_hook(partial(self._earlier, j), with_kwargs=True))
         if self.follows:
             self.hook(self.adapter.follow_rows(self.kept_rows))
 
@@ -116,20 +134,20 @@ class LlmStage(DecoderStage):
         moved = move_rows(visual[..., None], self.moves, width)[..., 0] > 0
         return move_rows(features, self.moves, width).to(features.dtype), moved
 
-    def _earlier(self, module: nn.Module, args: tuple, kwargs: dict):
-        return None if self.in_prefill else self.apply(self.earlier, args, kwargs)
+    def _earlier(self, j: int, module: nn.Module, args: tuple, kwargs: dict):
+        return None if self.in_prefill else self.apply(self.earlier, j, args, kwargs)
 
     def _capture_for(self, k: int, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self.inputs[k] = (module, argument(args, kwargs, "hidden_states"), kwargs.get("position_embeddings"))
+        self.masks[k] = kwargs.get("attention_mask")
 
     def _segment(self, j: int, module: nn.Module, args: tuple, kwargs: dict):
         """A layer between two steps: the kwargs of the last step before it."""
         done = [i for i, k in enumerate(self.ks) if k < j and i < len(self.groups)]
-        return self.apply(self.groups[done[-1]] if done else None, args, kwargs)
+        return self.apply(self.groups[done[-1]] if done else None, j, args, kwargs)
 
-    @staticmethod
-    def apply(group: dict[str, Any] | None, args: tuple, kwargs: dict):
-        return None if group is None else (args, {**kwargs, **group})
+    def apply(self, group: Group | None, j: int, args: tuple, kwargs: dict):
+        return None if group is None else group.apply(self.types[j], args, kwargs)
 
     def decode(self, args: tuple, kwargs: dict, embeds: Tensor):
         """Every segment's cache gets the step's rows; its mask sees its own kept columns, or,
@@ -151,34 +169,53 @@ class LlmStage(DecoderStage):
             kept.scatter_(1, torch.where(last >= 0, last, total), True)
             kept = kept[:, :total]
             everything = torch.arange(total, device=new.device).expand(b, total)
-            self.earlier = self._mask(everything, full, kept, q, embeds.dtype)
+            mask = mask_4d(self.decoding_columns(everything, full, kept), q, self.implementation, embeds.dtype)
+            self.earlier = Group({None: {"attention_mask": mask}})
         for i, index in enumerate(self.indices):
             if index is not None or kept is not None:  # every segment is past the cut (<= K_1)
                 at = index if index is not None else torch.arange(total, device=new.device).expand(b, total)
-                self.groups[i] = self._mask(at, full, kept, q, embeds.dtype)
+                self.groups[i] = Group(self.step_masks(i, self.decoding_columns(at, full, kept), q, embeds.dtype))
         self.seen += q
         self.cols = self.indices[-1]
         return None
 
-    def _mask(self, at: Tensor, full: Tensor, kept: Tensor | None, q: int, dtype: torch.dtype) -> dict[str, Any]:
-        """The decoding kwargs of layers whose cache holds the rows `at` (original indices, -1
-        padding): their real columns, only those in `kept` (B, total) where given."""
+    @staticmethod
+    def decoding_columns(at: Tensor, full: Tensor, kept: Tensor | None) -> Tensor:
+        """(B, total) the columns a decoding step sees in layers whose cache holds the rows `at`
+        (original indices, -1 padding): their real ones, only those in `kept` where given."""
         valid = valid_columns(at, full)
-        if kept is not None:
-            valid = valid & kept.gather(1, at.clamp_min(0))
-        return {"attention_mask": mask_4d(valid, q, self.implementation, dtype)}
+        return valid if kept is None else valid & kept.gather(1, at.clamp_min(0))
+
+    def step_masks(self, i: int, valid: Tensor, q: int, dtype: torch.dtype) -> dict[str | None, dict[str, Any]]:
+        """At a decoding step, the masks of segment i's layers over its kept columns `valid`
+        (B, L + q), per layer type: a sliding layer's (the first of its type in the segment:
+        its module's `sliding_window`) over the keys its cache returns, window counted over the
+        kept rows."""
+        end = self.ks[i + 1] if i + 1 < len(self.ks) else len(self.types)
+        out: dict[str | None, dict[str, Any]] = {}
+        for j in range(self.ks[i], end):
+            if self.types[j] in out:
+                continue
+            window = getattr(self.adapter.layers[j].self_attn, "sliding_window", None)
+            mask = mask_4d(valid, q, self.implementation, dtype, window if self.types[j] else None)
+            layer = self.cache.layers[j] if self.types[j] is not None else None
+            if layer is not None:
+                mask = mask[..., -layer.get_mask_sizes(q)[0] :]
+            out[self.types[j]] = {"attention_mask": mask}
+        return out
 
     def _step(self, i: int, module: nn.Module, args: tuple, kwargs: dict):
         """Step i at layer K_i: in prefill, the method on the media rows still present; then
         the kwargs of the rows it kept."""
+        k = self.ks[i]
         if not self.in_prefill:
-            return self.apply(self.groups[i] if i < len(self.groups) else None, args, kwargs)
+            return self.apply(self.groups[i] if i < len(self.groups) else None, k, args, kwargs)
         if i != len(self.groups):  # an earlier step did not run (no prefill hook saw it)
             return None
         before = self.indices[-1] if self.indices else None
         group = self.groups[-1] if self.groups else None
         if group is not None:  # the layer's inputs as the layers before it saw them
-            args, seen_kwargs = self.apply(group, args, kwargs)
+            args, seen_kwargs = self.apply(group, k, args, kwargs)
         else:
             seen_kwargs = kwargs
         hidden = args[0] if args else seen_kwargs["hidden_states"]
@@ -186,16 +223,16 @@ class LlmStage(DecoderStage):
         if index is None:
             self.indices.append(before)
             self.groups.append(group)
-            return self.apply(group, args, kwargs)
+            return self.apply(group, k, args, kwargs)
         new, index = index
         self.indices.append(index)
         self.cols = index
-        group = self.group_for(index, kwargs, hidden.dtype)
+        group = self.group_for(index, kwargs, new)
         self.groups.append(group)
         args = (new, *args[1:]) if args else args
         if "hidden_states" in kwargs:
             kwargs = {**kwargs, "hidden_states": new}
-        return self.apply(group, args, kwargs)
+        return self.apply(group, k, args, kwargs)
 
     def compress_step(
         self, i: int, module: nn.Module, hidden: Tensor, args: tuple, kwargs: dict, before: Tensor | None
@@ -209,7 +246,7 @@ class LlmStage(DecoderStage):
         if k == 0 or self.method.attention_from == "own":
             self.own_input(module, args, kwargs)
         else:
-            self.attention_input = self.inputs.get(k)
+            self.attention_input, self.attention_mask = self.inputs.get(k), self.masks.get(k)
         if self.attention_input is None:
             return None
         original = [self.media_columns(r).to(hidden.device) for r in range(b)]
@@ -226,7 +263,8 @@ class LlmStage(DecoderStage):
         if self.method.attention_rows == "media":  # the media rows' own attention first
             asking = [torch.cat([c, r]) for c, r in zip(columns, rows, strict=True)]
         cached = cached_layer(cache_of(kwargs), k, self.method.attention_from == "previous")
-        attention = rows_attention(*self.attention_input, asking, columns, cached, valid, self.method.attention_raw)
+        allowed = visible(self.attention_mask, n)  # layer K - 1's own mask (its type's)
+        attention = rows_attention(*self.attention_input, asking, columns, cached, valid, self.method.attention_raw, allowed)
         methods = [self.method.step(i, len(c)) if len(c) else None for c in original]
         layouts = [self.row_layout(r) if before is None else None for r in range(b)]
         scored = hidden
@@ -261,21 +299,21 @@ class LlmStage(DecoderStage):
             self.moves = then_moves(self.moves, row_moves(n, columns, comps, sub))
         return new, index
 
-    def group_for(self, index: Tensor, kwargs: dict, dtype: torch.dtype) -> dict[str, Any]:
-        """The kwargs of layers that see the rows `index` (original indices, -1 padding)."""
+    def group_for(self, index: Tensor, kwargs: dict, new: Tensor) -> Group:
+        """The kwargs of layers that see the rows `new` (B, L, D), at original indices `index`
+        (-1 padding): per layer type, the family's own masks on those rows, where it has types."""
         outer = self.mask2d[:, -self.seen :] if self.mask2d is not None else None
         valid = valid_columns(index, outer)
-        group: dict[str, Any] = {}
-        if self.implementation == "sdpa" and bool(valid.all()):
-            group["attention_mask"] = None  # plain causal: SDPA's is_causal path, as unpatched
-        else:
-            group["attention_mask"] = mask_4d(valid, index.shape[1], self.implementation, dtype)
-        cos, sin = kwargs["position_embeddings"]
-        group["position_embeddings"] = (take(cos, index, dim=1), take(sin, index, dim=1))
         pos = kwargs.get("position_ids")
-        if isinstance(pos, Tensor):
-            group["position_ids"] = take(pos, index, dim=-1, fill=1)
-        return group
+        extra = {"position_ids": take(pos, index, dim=-1, fill=1)} if isinstance(pos, Tensor) else {}
+        if self.adapter.layer_types:
+            positions = extra.get("position_ids", index.clamp_min(0))
+            masks = self.adapter.prefill_mask(valid, index, self.input_ids, new, positions, None)
+        elif self.implementation == "sdpa" and bool(valid.all()):
+            masks = {None: None}  # plain causal: SDPA's is_causal path, as unpatched
+        else:
+            masks = {None: mask_4d(valid, index.shape[1], self.implementation, new.dtype)}
+        return Group({t: {"attention_mask": masks[t], **extra} for t in set(self.types)}, index)
 
     def compressions(
         self,

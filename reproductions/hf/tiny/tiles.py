@@ -57,7 +57,8 @@ def gemma3(attn: str = "sdpa", seed: int = 0) -> Built:
     Gemma 3 decoder with a sliding window of 8 on every other layer."""
     torch.manual_seed(seed)
     vision = tf.SiglipVisionConfig(image_size=32, patch_size=4, **_ENCODER)
-    text = tf.Gemma3TextConfig(**text_config(head_dim=16, sliding_window=8, layer_types=None))
+    kinds = ["sliding_attention", "full_attention"] * 2
+    text = tf.Gemma3TextConfig(**text_config(head_dim=16, sliding_window=8, layer_types=kinds))
     config = tf.Gemma3Config(
         vision_config=vision, text_config=text, image_token_id=IMAGE, mm_tokens_per_image=16,
         boi_token_index=START, eoi_token_index=END, attn_implementation=attn,
