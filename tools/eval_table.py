@@ -2,8 +2,9 @@
 
 A row is one (model, task, method, budget): the task's first metric (`score`, with every metric
 in `scores`), the mean media tokens kept per sample, the mean LLM prefill FLOPs per sample
-(the analytic count of `reproductions.flops`, from each sample's token counts, at the layer the
-method prunes), and the mean time to first token the plugin measured.
+(the analytic count of `reproductions.flops` over the rows each decoder layer read at the
+sample's prefill, so methods that shorten the sequence at several layers or stages count each),
+and the mean time to first token the plugin measured.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ def _samples(folder: Path, task: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in found[-1].read_text().splitlines()] if found else []
 
 
-def prefill(path: str, method: str, params: dict[str, Any], before: int, after: int) -> int | None:
-    """The LLM's prefill FLOPs for one sample: `before` tokens in the layers before the method's
-    layer (llm stage), `after` from there on (every layer for earlier stages); None where the
-    config has no decoder shape `reproductions.flops` reads."""
+def prefill(path: str, method: str, params: dict[str, Any], before: int, after: int,
+            schedule: list[int] | None = None) -> int | None:
+    """The LLM's prefill FLOPs for one sample: over the rows each decoder layer read where the
+    sample recorded them (`schedule`); else, for runs written before it was recorded, `before`
+    tokens in the layers before the method's layer (llm stage) and `after` from there on (every
+    layer for earlier stages). None where the config has no decoder shape `reproductions.flops`
+    reads."""
     import transformers
 
     from reproductions.flops import DecoderShape, prefill_flops, token_schedule
@@ -35,6 +39,8 @@ def prefill(path: str, method: str, params: dict[str, Any], before: int, after: 
         shape = DecoderShape.from_config(transformers.AutoConfig.from_pretrained(path))
     except ValueError:
         return None
+    if schedule:
+        return prefill_flops(shape, schedule)
     cls = methods().get(method)
     if cls is None or cls.stage not in ("llm", "cache"):
         return prefill_flops(shape, after)
@@ -52,7 +58,8 @@ def rows_of_run(
         scores = {k.split(",")[0]: v for k, v in metrics.items()
                   if isinstance(v, (int, float)) and "stderr" not in k}
         counts = [c for s in _samples(folder, task) for c in s.get("token_counts") or [] if c]
-        flops = [prefill(path, method, params, c["tokens_before"], c["tokens_after"]) for c in counts]
+        flops = [prefill(path, method, params, c["tokens_before"], c["tokens_after"], c.get("schedule"))
+                 for c in counts]
         rows.append({
             "model": model, "task": task, "method": method, "budget": budget, "params": params,
             "score": next(iter(scores.values()), None), "scores": scores,

@@ -31,6 +31,8 @@ class CompressionCounts(TokenCounts):
 
     tokens_before: int = 0
     tokens_after: int = 0
+    #: the rows each decoder layer read at the prefill (the per-layer FLOPs follow them)
+    schedule: list[int] | None = None
     media_before: int = 0
     media_after: int = 0
     prefill_s: float = 0.0
@@ -59,7 +61,7 @@ def from_report(report: Report | None, tokens: int, media: int) -> dict[str, int
 
 
 #: the numeric fields averaged into results["throughput"]
-SUMMED = [f.name for f in fields(CompressionCounts) if f.name not in ("reasoning_tokens", "rank", "run")]
+SUMMED = [f.name for f in fields(CompressionCounts) if f.name not in ("reasoning_tokens", "rank", "run", "schedule")]
 
 
 def summarize(

@@ -49,7 +49,9 @@ class Reproductions(lmms):
         ).to(self._device).eval()
         self.processor = load_processor(self.options.pretrained)
         self.tokenizer = self.processor.tokenizer
-        self.media_ids = list(adapter_for(self._model).tokens.values())
+        adapter = adapter_for(self._model)
+        self.media_ids = list(adapter.tokens.values())
+        self._layers = adapter.layers  # the decoder layers whose rows each prefill records
         #: the run's configuration, every method parameter resolved: logged, and in every sample
         self.record = self.options.record(self.method)
         logger.info(f"reproductions: {self.record}")
@@ -95,7 +97,7 @@ class Reproductions(lmms):
 
     def _run(self, request: Instance, call: Any) -> tuple[Any, CompressionCounts]:
         """`call()` on the model inside a compress context, timed; the request's counts."""
-        timer = _PrefillTimer(self._model)
+        timer = _PrefillTimer(self._model, self._layers)
         start = time.perf_counter()
         with timer, torch.inference_mode(), self._compressing() as report:
             result, inputs, generated = call()
@@ -107,6 +109,7 @@ class Reproductions(lmms):
             input_tokens=found["tokens_after"],  # what the LLM read
             output_tokens=generated,
             **found,
+            schedule=timer.schedule,
             prefill_s=timer.prefill_s,
             ttft_s=timer.first_output_s,
             total_s=total,
@@ -201,13 +204,22 @@ def _generation(kwargs: dict[str, Any], max_new_tokens: int, tokenizer: Any) -> 
 class _PrefillTimer:
     """Times the model's first forward call in a block (the prefill), and the time from the
     block's start (before the processor runs) to that call's end (time to first token). On a
-    GPU it waits for the device at both ends, so that queued kernels are counted."""
+    GPU it waits for the device at both ends, so that queued kernels are counted. `schedule`:
+    the rows each decoder layer read in that call, as the compress context left them (a method
+    acting at several layers or stages shortens the sequence more than once)."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
+    def __init__(self, model: torch.nn.Module, layers: Any) -> None:
+        self.model, self.layers = model, layers
         self.prefill_s = self.first_output_s = 0.0
+        self.schedule: list[int] = []
         self._start = self._call_start = 0.0
         self._calls = 0
+
+    def _rows(self, _: torch.nn.Module, args: tuple, output: Any) -> None:
+        """A layer's output rows: the rows it ran on, after any hook shortened its input."""
+        if self._calls == 0 and len(self.schedule) < len(self.layers):
+            hidden = output[0] if isinstance(output, tuple) else output
+            self.schedule.append(int(hidden.shape[-2]))
 
     def _sync(self) -> None:
         device = next(self.model.parameters()).device
@@ -231,6 +243,7 @@ class _PrefillTimer:
         self._handles = [
             self.model.register_forward_pre_hook(self._before),
             self.model.register_forward_hook(self._after),
+            *(layer.register_forward_hook(self._rows) for layer in self.layers),
         ]
         return self
 

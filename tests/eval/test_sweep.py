@@ -56,6 +56,8 @@ def test_prefill_flops_follow_the_method_s_stage(swept: Path, llava: Path):
     shape = DecoderShape.from_config(transformers.AutoConfig.from_pretrained(llava))
     samples = sorted((swept / "runs").glob("llava-fastv-4/*/*_samples_tiny_open.jsonl"))[0]
     counts = [json.loads(line)["token_counts"][0] for line in samples.read_text().splitlines()]
+    # each sample records the rows every decoder layer read: FastV's full prompt before layer 2
+    assert [c["schedule"] for c in counts] == [token_schedule(4, c["tokens_before"], {2: c["tokens_after"]}) for c in counts]
     fastv = [prefill_flops(shape, token_schedule(4, c["tokens_before"], {2: c["tokens_after"]})) for c in counts]
     pool = [prefill_flops(shape, c["tokens_after"]) for c in counts]  # 12 fewer tokens everywhere
     table = rows(swept)
