@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..interface import Compression, Method, Tokens, check_int, resolve_keep
-from ..ops import gather, input_sizes, l2_normalize, top_k, work_dtype
+from ..ops import add_rows, gather, input_sizes, l2_normalize, top_k, work_dtype
 from ..registry import register
 
 
@@ -110,8 +110,7 @@ class VisionZip(Method):
         similarity = metric[:, others] @ metric[:, targets].transpose(1, 2)  # (B, R-C, C)
         assigned = similarity.argmax(dim=-1)  # first max: the lowest target
         hidden = gather(x, remaining).to(dtype)
-        total = torch.zeros(b, self.contextual, x.shape[-1], dtype=dtype, device=device)
-        total.scatter_add_(1, assigned.unsqueeze(-1).expand(-1, -1, x.shape[-1]), hidden[:, others])
+        total = add_rows(hidden[:, others], assigned, self.contextual)
         counts = torch.zeros(b, self.contextual, dtype=dtype, device=device)
         counts.scatter_add_(1, assigned, torch.ones_like(assigned, dtype=dtype))
         contextual = hidden[:, targets] + total / counts.clamp(min=1).unsqueeze(-1)

@@ -11,6 +11,7 @@ from torch import Tensor
 from ..interface import Compression, Method, Tokens, check_int, check_number
 from ..ops import (
     density_peaks,
+    gather,
     identity,
     l2_normalize,
     order,
@@ -198,7 +199,7 @@ class FastVID(Method):
         rest_mask = torch.ones(t, per_frame, dtype=torch.bool, device=device)
         rest_mask.scatter_(1, salient, False)
         rest = torch.arange(per_frame, device=device).expand(t, -1)[rest_mask].reshape(t, -1)
-        rest_tokens = video.gather(1, rest.unsqueeze(-1).expand(-1, -1, video.shape[-1]))
+        rest_tokens = gather(video, rest)
         rest_unit = l2_normalize(rest_tokens)
         rest_index = frame_index.gather(1, rest)
         # density-peak scores, per frame; only anchor frames pick context tokens, so only
@@ -213,14 +214,14 @@ class FastVID(Method):
         owner[:special] = torch.arange(special, device=device)
         kept = [torch.arange(special, device=device), frame_index.gather(1, salient).flatten()]
         owner[kept[1]] = kept[1]
-        feats = [x[:special], video.gather(1, salient.unsqueeze(-1).expand(-1, -1, x.shape[-1]))]
+        feats = [x[:special], gather(video, salient)]
         feats[1] = feats[1].reshape(-1, x.shape[-1])
 
         singles = [f for f, share in enumerate(shares) if share == context and context > 0]
         if singles:  # one-frame DTM, all such frames at once (and the equal-share quirk)
             tokens_s, index_s = frames_of(rest_tokens, singles), frames_of(rest_index, singles)
             picks = order(frames_of(score, singles))[:, :context]
-            targets = tokens_s.gather(1, picks.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+            targets = gather(tokens_s, picks)
             merged, assign = merge_into(tokens_s, frames_of(rest_unit, singles), targets, self.beta)
             picked_index = index_s.gather(1, picks)
             owner[index_s.flatten()] = picked_index.gather(1, assign).flatten()

@@ -12,6 +12,7 @@ from ..interface import Compression, Method, Tokens, check_int, check_number
 from ..ops import (
     cosine_matrix,
     density_peaks,
+    gather,
     l2_norms,
     merge,
     pairwise_distance,
@@ -77,7 +78,7 @@ def cluster(x: Tensor, count: int, neighbours: int, beta: float) -> tuple[Tensor
     )  # a centre is not its own member
     sizes = member.sum(dim=1).unsqueeze(-1)
     mean = (member.transpose(1, 2) @ x) / sizes.clamp_min(1)
-    centre = x.gather(1, centres.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    centre = gather(x, centres)
     merged = torch.where(sizes > 0, beta * centre + (1 - beta) * mean, centre)
     return centres, joined, merged
 
@@ -274,7 +275,7 @@ class HoliTomOuter(Method):
         tokens, where = video[:, positions], index[:, positions]
         top = top_k(scores[:, positions], dominant)
         picked = where.gather(1, top)
-        chosen = tokens.gather(1, top.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+        chosen = gather(tokens, top)
         out.add(picked.flatten(), chosen.flatten(0, 1), picked, picked)
         if retained == dominant:
             return
@@ -349,8 +350,7 @@ class HoliTomInner(Method):
         rest[:, :special] = False
         rest.scatter_(1, top, False)
         others = rest.nonzero()[:, 1].view(b, -1)  # ascending: the order they are folded in
-        pick = lambda idx: x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # noqa: E731
-        target = cosine_matrix(pick(others), pick(top)).argmax(dim=-1)  # into `top`
+        target = cosine_matrix(gather(x, others), gather(x, top)).argmax(dim=-1)  # into `top`
         grouped = target.sort(dim=-1, stable=True)  # members by target, each in index order
         first = torch.searchsorted(grouped.values, grouped.values)  # where its group starts
         at = torch.arange(target.shape[1], device=x.device).expand_as(target)

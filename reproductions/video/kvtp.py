@@ -18,7 +18,16 @@ from ..interface import (
     resolve_keep,
     validate_keep,
 )
-from ..ops import cosine_matrix, identity, l2_normalize, order, stack_rows, video_grid, work_dtype
+from ..ops import (
+    cosine_matrix,
+    gather,
+    identity,
+    l2_normalize,
+    order,
+    stack_rows,
+    video_grid,
+    work_dtype,
+)
 from ..registry import register
 
 #: the in-frame pruners of the released code that need no encoder signal
@@ -138,7 +147,7 @@ def tome_frames(x: Tensor, keep: list[int]) -> list[tuple[Tensor, Tensor, Tensor
             ranked = torch.sort(arranged, dim=1).indices
             slots = torch.empty_like(ranked)
             slots.scatter_(1, ranked, torch.arange(n, device=device).expand_as(ranked))
-            features = features.gather(1, ranked.unsqueeze(-1).expand(-1, -1, d))
+            features = gather(features, ranked)
             positions = arranged.gather(1, ranked)
             for row, frame in enumerate(active[done].tolist()):
                 kept = n - int(left[done[row]])

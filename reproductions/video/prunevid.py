@@ -10,6 +10,7 @@ from torch import Tensor
 from ..interface import Compression, Method, Tokens, check_int, check_number
 from ..ops import (
     density_peaks,
+    gather,
     l2_normalize,
     merge,
     pairwise_distance,
@@ -32,7 +33,7 @@ def dpc_knn(x: Tensor, count: int, neighbours: int) -> tuple[Tensor, Tensor]:
     dist = pairwise_distance(x.to(work_dtype(x))) / x.shape[-1] ** 0.5
     density, delta = density_peaks(None, min(neighbours, x.shape[1]), dist=dist)
     centres = top_k(density * delta, count, sorted_by_position=False)
-    joined = dist.gather(1, centres.unsqueeze(-1).expand(-1, -1, x.shape[1])).argmin(dim=1)
+    joined = gather(dist, centres).argmin(dim=1)
     joined.scatter_(1, centres, torch.arange(count, device=x.device).expand_as(centres))
     return centres, joined
 
