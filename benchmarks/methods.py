@@ -71,8 +71,8 @@ def parameters(cls: type[Method], preset: str) -> tuple[dict[str, Any], str]:
     return params, "default"
 
 
-def preset_tokens(cls: type[Method], preset: Preset) -> Tokens:
-    """Random inputs of the preset's shape carrying every signal `cls` needs."""
+def preset_tokens(cls: type[Method], preset: Preset, layout: tuple[int, ...] | None = None) -> Tokens:
+    """Random inputs of the preset's shape (or `layout`) carrying every signal `cls` needs."""
     allowed = cls.special_tokens
     if preset.modality == "image":
         special = None  # example_tokens' default: one [CLS] where accepted
@@ -82,7 +82,7 @@ def preset_tokens(cls: type[Method], preset: Preset) -> Tokens:
         cls,
         batch=1,
         dim=preset.dim,
-        layout=preset.layout,
+        layout=layout or preset.layout,
         special=special,
         heads=preset.heads,
         queries=QUERIES,
@@ -123,11 +123,14 @@ def run(presets: list[str], names: list[str], repeats: int) -> list[dict[str, An
             shown = f"{origin}: " + ", ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
             )
-            for part in cls(**params).parts():  # a method of several stages: each part alone
+            layout = None  # a later part of a method of several stages: on what the earlier left
+            for part in cls(**params).parts():
                 row = {"method": type(part).name, "preset": key, "target": preset.target_ms, "params": shown}
                 try:
-                    tokens = preset_tokens(type(part), preset)
+                    tokens = preset_tokens(type(part), preset, layout)
                     times = time_call(part, tokens, repeats)
+                    left = part(tokens).count - tokens.special
+                    layout = (1,) * (len(preset.layout) - 1) + (left,)
                 except (ValueError, RuntimeError) as error:
                     rows.append({**row, "error": str(error)})
                     continue

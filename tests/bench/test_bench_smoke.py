@@ -251,3 +251,17 @@ def test_one_program_with_commands(capsys):
     assert all(name in listed for name in ("methods", "prefill", "plot"))
     assert dispatch(["no-such-command"]) == 2
     assert "unknown command 'no-such-command'" in capsys.readouterr().err
+
+
+def test_a_later_part_is_timed_on_what_the_earlier_part_left():
+    """`python -m benchmarks methods` times holitom.llm on the tokens holitom.projector kept (in
+    use it never sees the whole video), not on the preset's full 32 x 14 x 14."""
+    from benchmarks import methods as method_bench
+
+    rows = {r["method"]: r for r in method_bench.run(["video"], ["holitom"], repeats=1)}
+    outer, inner = rows["holitom.projector"], rows["holitom.llm"]
+    assert outer["n"] == 32 * 14 * 14
+    kept = reproductions.get("holitom", **method_bench.parameters(reproductions.methods()["holitom"], "video")[0])
+    first = kept.parts()[0]
+    assert inner["n"] == first(method_bench.preset_tokens(type(first), method_bench.PRESETS["video"])).count
+    assert inner["n"] < outer["n"]
