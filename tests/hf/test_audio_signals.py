@@ -66,14 +66,14 @@ def sharp(family: str) -> tuple[torch.nn.Module, dict]:
     return model, inputs
 
 
-def recorded(family: str) -> tuple[list[Tokens], list[Tensor], list[int]]:
-    """The tokens each audio span was handed, the eager maps of the last encoder layer's calls
-    (Qwen2-Audio: one (clips, heads, F, F); Qwen2.5-Omni: one (1, heads, c, c) per chunk), and
-    each clip's real frames."""
+def recorded(family: str, method: Recorder | None = None) -> tuple[list[Tokens], list[Tensor], list[int]]:
+    """The tokens each audio span handed `method` (default: a `Recorder`), the eager maps of the
+    last encoder layer's calls (Qwen2-Audio: one (clips, heads, F, F); Qwen2.5-Omni: one (1,
+    heads, c, c) per chunk), and each clip's real frames."""
     model, inputs = sharp(family)
     tower = model.model.audio_tower
     tower.config._attn_implementation = "eager_audio_spy"
-    method = Recorder()
+    method = method or Recorder()
     MAPS.clear()
     with compress(model, method), torch.no_grad():
         method.seen.clear()
@@ -220,19 +220,8 @@ def test_encoder_attention_is_the_last_encoder_layers_own_map_over_each_clips_pl
     """`encoder_attention` of each clip: the eager map among its 2n placed frames, each row the
     softmax over the window's real frames (Qwen2-Audio: the clip; Qwen2.5-Omni: each chunk, 0
     between chunks); its row means are `cls_attention` before pooling."""
-    model, inputs = sharp(family)
-    tower = model.model.audio_tower
-    tower.config._attn_implementation = "eager_audio_spy"
-    method = MapRecorder()
-    MAPS.clear()
-    with compress(model, method), torch.no_grad():
-        method.seen.clear()
-        model(**inputs)
-    last = tower.layers[-1].self_attn
-    maps = [w for m, w in MAPS if m is last]
-    mel = inputs["feature_attention_mask"].sum(-1)
-    frames = ((mel - 1) // 2 + 1).tolist()
-    got = {t.count: t.encoder_attention[0] for t in method.seen}
+    seen, maps, frames = recorded(family, MapRecorder())
+    got = {t.count: t.encoder_attention[0] for t in seen}
     if family == "qwen2_audio":
         want = [maps[0][c, :, : n // 2 * 2, : n // 2 * 2] for c, n in enumerate(frames)]
     else:
