@@ -237,8 +237,8 @@ class Method:
     budget_knob: ClassVar[str | None] = None
     #: a method that acts at several stages: its single-stage methods, one per stage in model
     #: order, each built by `parts()` from this method's hyperparameters of the same names.
-    #: Its `stage` (the first), `modality`, `mechanisms`, `needs`, `uses`, `grid`, `copies`
-    #: and `batch_independent` follow from them. () for a method of one stage.
+    #: Its `stage` (the first), `modality`, `mechanisms`, `needs`, `uses`, `grid`, `copies`,
+    #: `batch_independent`, `example` and `identity` follow from them. () for a method of one stage.
     parts_of: ClassVar[tuple[type[Method], ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -262,6 +262,10 @@ class Method:
         cls.grid = any(part.grid for part in parts)
         cls.copies = all(part.copies for part in parts)
         cls.batch_independent = all(part.batch_independent for part in parts)
+        if "example" not in cls.__dict__:
+            cls.example = {k: v for part in parts for k, v in part.example.items()}
+        if "identity" not in cls.__dict__ and all(part.identity is not None for part in parts):
+            cls.identity = {k: v for part in parts for k, v in part.identity.items()}
 
     def __call__(self, tokens: Tokens) -> Compression:
         if self.parts_of:

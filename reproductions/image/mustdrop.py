@@ -276,8 +276,6 @@ class MustDrop(Method):
 
     paper = "liu2024multi"
     parts_of = (MustDropMerge, MustDropFilter)
-    identity = {**MustDropMerge.identity, **MustDropFilter.identity}
-    example = {**MustDropMerge.example, **MustDropFilter.example}
     benchmark = {"threshold": 0.8, "global_threshold": 0.001, "individual_threshold": 0.001}
 
     def __post_init__(self) -> None:

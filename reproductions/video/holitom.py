@@ -397,8 +397,6 @@ class HoliTom(Method):
 
     paper = "shao2025holitom"
     parts_of = (HoliTomOuter, HoliTomInner)
-    identity = {**HoliTomOuter.identity, **HoliTomInner.identity}
-    example = {**HoliTomOuter.example, **HoliTomInner.example}
     benchmark = {"retention": 0.1, "tau": 0.8}
 
     def __post_init__(self) -> None:

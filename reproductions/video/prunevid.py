@@ -316,8 +316,6 @@ class PruneVid(Method):
 
     paper = "huang2024prunevid"
     parts_of = (PruneVidMerge, PruneVidPrune)
-    identity = {**PruneVidMerge.identity, **PruneVidPrune.identity}
-    example = {**PruneVidMerge.example, **PruneVidPrune.example}
     benchmark = {"tau": 0.8, "alpha": 0.4}  # the released settings
 
     def __post_init__(self) -> None:
