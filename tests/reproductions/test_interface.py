@@ -144,3 +144,16 @@ def test_a_registered_method_of_several_stages_declares_exactly_its_parts_hyperp
         for name, value in defaults(part).items():
             assert theirs.setdefault(name, value) == value, (part.name, name)
     assert mine == theirs
+
+
+def test_all_finite_is_exact_where_the_sum_overflows_or_cancels():
+    from reproductions.interface import all_finite
+
+    big = torch.full((4, 3), 3e38)  # finite, but its float32 sum overflows to inf
+    assert all_finite(big) and all_finite(torch.zeros(0, 3))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.randn(4, 3)
+        x[2, 1] = bad
+        assert not all_finite(x) and not all_finite(x.to(torch.bfloat16))
+    both = torch.tensor([float("inf"), -float("inf"), 1.0])  # inf - inf: the sum is NaN
+    assert not all_finite(both)
