@@ -28,3 +28,25 @@ def test_the_projector_projects_only_the_kept_tokens():
     assert full and all(n > 4 for n in full)
     assert rows == [4] * len(full)  # one projector call per encoder call, on the 4 kept tokens
     assert "forward" not in vars(projector)  # the class's forward again after the context
+
+
+def test_a_forward_the_instance_already_had_runs_inside_and_is_put_back():
+    """accelerate's device_map wraps a module's forward as an instance attribute: the projector
+    stage projects through that wrapper and leaves it in place on exit."""
+    model, inputs = tiny("llava")
+    projector = model.model.multi_modal_projector
+    seen: list[int] = []
+    own = projector.forward
+
+    def wrapped(features):
+        seen.append(features.shape[-2])
+        return own(features)
+
+    projector.forward = wrapped
+    try:
+        with torch.no_grad(), compress(model, "random", keep=4):
+            model(**inputs)
+        assert seen and set(seen) == {4}
+        assert vars(projector)["forward"] is wrapped
+    finally:
+        del projector.forward

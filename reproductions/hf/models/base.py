@@ -31,6 +31,16 @@ class Undo:
     remove: Callable[[], Any]
 
 
+def shadow(obj: Any, name: str, value: Any) -> Undo:
+    """`obj.name` replaced by `value` on this one instance (its class untouched), until the
+    returned handle's `remove()` puts back what the instance had: its own attribute where it had
+    one (accelerate's wrapped `forward` under `device_map`), else none."""
+    own = vars(obj)
+    had, before = name in own, own.get(name)
+    setattr(obj, name, value)
+    return Undo(lambda: setattr(obj, name, before) if had else own.pop(name, None))
+
+
 @dataclass
 class EncoderTap:
     """Where a family whose projector stage compresses LLM-input rows reads its encoder signals:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from transformers.vision_utils import get_vision_window_index
 
-from .base import Adapter, EncoderTap, Pool, RowMap, Undo, group_mean, language_parts
+from .base import Adapter, EncoderTap, Pool, RowMap, Undo, group_mean, language_parts, shadow
 
 FAMILIES = {
     "Qwen2VLForConditionalGeneration": "qwen2_vl",
@@ -97,8 +97,7 @@ class Qwen3VLAdapter(Adapter):
             full, visual = moved
             return own(hidden, visual, full[visual])
 
-        lm._deepstack_process = process
-        return Undo(lambda: vars(lm).pop("_deepstack_process", None))
+        return shadow(lm, "_deepstack_process", process)
 
     def layout(self, modality, length, positions):
         """A clip's frames each take one M-RoPE time id; the first frame's height and width ids

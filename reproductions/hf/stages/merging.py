@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import types
+from typing import Any
 
 from torch import nn
 
 from ...interface import Method
+from ..models.base import shadow
 
 
 class Merging:
@@ -27,15 +29,16 @@ class Merging:
         self.method = method
         self.layers = layers
         self.schedule = schedule
+        #: what `remove()` undoes: each layer's shadowed forward, and a subclass's own hooks
+        self.handles: list[Any] = []
 
     def install(self) -> None:
         for index, layer in enumerate(self.layers):
-            layer.forward = types.MethodType(self._forward_for(index), layer)
+            self.handles.append(shadow(layer, "forward", types.MethodType(self._forward_for(index), layer)))
 
     def remove(self) -> None:
-        for layer in self.layers:
-            if "forward" in vars(layer):
-                del layer.forward
+        while self.handles:
+            self.handles.pop().remove()
 
     def _method_for(self, index: int) -> Method:
         if self.schedule is None:

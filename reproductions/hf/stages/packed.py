@@ -40,6 +40,7 @@ from transformers.vision_utils import get_vision_window_index
 from ...interface import Compression, Method, Tokens
 from ...ops import proportional_attention_bias
 from ..attention import encoder_queries_keys, flat_queries_keys_values
+from ..models.base import shadow
 from .merging import Merging
 
 
@@ -56,7 +57,6 @@ class PackedMerging(Merging):
         self.vision, self.outer = vision, outer
         self.unit = vision.spatial_merge_size**2
         self.calling: str | None = None  # the modality whose features the outer model computes
-        self.handles: list[Any] = []
         self.reset(None, active=False)
 
     def reset(self, grid: Tensor | None, active: bool) -> None:
@@ -74,14 +74,7 @@ class PackedMerging(Merging):
         for merger in (v.merger, *getattr(v, "deepstack_merger_list", ())):
             self.handles.append(merger.register_forward_hook(self._unmerge))
         for name, modality in (("get_image_features", "image"), ("get_video_features", "video")):
-            setattr(self.outer, name, self._marking(getattr(self.outer, name), modality))
-
-    def remove(self) -> None:
-        super().remove()
-        while self.handles:
-            self.handles.pop().remove()
-        for name in ("get_image_features", "get_video_features"):
-            vars(self.outer).pop(name, None)
+            self.handles.append(shadow(self.outer, name, self._marking(getattr(self.outer, name), modality)))
 
     def _marking(self, features: Any, modality: str) -> Any:
         """`features` (the outer model's get_*_features, which generate() also calls before the

@@ -3,7 +3,7 @@
 On LLaVA the method sees the encoder features the projector reads (with the [CLS] token where
 the method takes one), and [CLS] attention and keys recomputed eagerly for that encoder layer
 only; only the kept features are projected (the projector's forward is replaced for the
-context, `BoundForward`). On the other families it sees the rows of the LLM
+context, `shadow`). On the other families it sees the rows of the LLM
 input, with the prompt's text embeddings (`text`) and each video frame's mean token (`frames`)
 in that same embedding space, as frame-selection methods need; where the family names an
 encoder tap, also the encoder's attention and keys, pooled onto each row as its merger pools
@@ -23,6 +23,7 @@ frames the encoder pools into one LLM token.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ from torch import Tensor, nn
 
 from ...interface import Compression, Method, Tokens
 from ..models import Adapter
+from ..models.base import shadow
 from ..sequence import Span, placed_here, row_of
 from .input import InputStage
 from .signals import AudioTap, Repack, encoder_signals, received_signal
@@ -100,19 +102,6 @@ def projector_signals(adapter: Adapter, method: Method) -> set[str]:
     return {"text", "frames"} | (set(adapter.signals) if tapped else set())
 
 
-class BoundForward:
-    """`module.forward` replaced by `forward` on this one instance (the class is untouched),
-    until `remove()` deletes the instance attribute: a stage's handle like a hook's."""
-
-    def __init__(self, module: nn.Module, forward: Any) -> None:
-        self.module = module
-        module.forward = lambda *args, **kwargs: forward(module, *args, **kwargs)
-
-    def remove(self) -> None:
-        if "forward" in vars(self.module):
-            del self.module.forward
-
-
 class ProjectorStage(InputStage):
     name = "projector"
 
@@ -144,7 +133,7 @@ class ProjectorStage(InputStage):
                 self.hook(Repack(*a.tap.packer, self))
         if not at_projector_input(a, self.method):
             return
-        self.hook(BoundForward(a.projector, self._projector))
+        self.hook(shadow(a.projector, "forward", partial(self._projector, a.projector.forward)))
         if a.feature_layer is not None:
             layer = a.encoder_layers[a.feature_layer]
             self.hook(layer.register_forward_hook(self._encoder_output))
@@ -173,12 +162,11 @@ class ProjectorStage(InputStage):
     def _encoder_output(self, module: nn.Module, args: tuple, output: Any) -> None:
         self.captured["hidden"] = output[0] if isinstance(output, tuple) else output
 
-    def _projector(self, module: nn.Module, features: Tensor) -> Tensor:
+    def _projector(self, project: Any, features: Tensor) -> Tensor:
         """LLaVA's projector, for the duration of the context: the method on its input, the
         projector on the kept tokens only, and, for the model's own placeholder check, every
         input row holding the projected token it went to (a dropped one: any), so each image's
         placeholder content identifies its compression."""
-        project = type(module).forward
         rows, special, drop = features, 0, self.adapter.encoder_special
         wants_cls = self.method.special_tokens is not None and 0 not in self.method.special_tokens
         if wants_cls and drop and "hidden" in self.captured:
@@ -192,7 +180,7 @@ class ProjectorStage(InputStage):
         side = self.adapter.patches_per_side
         layout = (side, side) if features.shape[1] - special == side * side else None
         comp = self.method(Tokens(features=features, layout=layout, special=special, **signals))
-        projected = project(module, comp.features)
+        projected = project(comp.features)
         slots = comp.source[:, features.shape[1] - rows.shape[1] :].clamp(min=0)
         placeholder = torch.gather(projected, 1, slots[..., None].expand(-1, -1, projected.shape[2]))
         projected_comp = Compression(projected, comp.source, comp.positions, comp.sizes)
