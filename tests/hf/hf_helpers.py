@@ -217,3 +217,13 @@ def llava_next_at(height: int, width: int) -> tuple[nn.Module, dict[str, Any]]:
         count = len(model.model.get_image_features(pixel_values=inputs["pixel_values"], image_sizes=sizes).pooler_output[0])
     ids, mask = prompts([[(IMAGE, count)]] * 2, [7, 5], torch.Generator().manual_seed(0))
     return model, {**inputs, "input_ids": ids, "attention_mask": mask, "image_sizes": sizes}
+
+
+def run_layers(lm: nn.Module, h: Tensor, positions: Tensor, layers: Any, allowed: Tensor) -> Tensor:
+    """Decoder `layers` of the language model `lm` run by hand on `h` (1, n, D) at `positions`,
+    each row seeing the columns `allowed` (n, n) gives it."""
+    pe = lm.rotary_emb(h, positions)
+    mask = torch.where(allowed, 0.0, torch.finfo(h.dtype).min)[None, None]
+    for layer in layers:
+        h = layer(h, attention_mask=mask, position_embeddings=pe, position_ids=positions)
+    return h

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hf_helpers import Capture, hook_count, tiny
+from hf_helpers import Capture, hook_count, run_layers, tiny
 
 from reproductions import get
 from reproductions.hf import compress, why_unsupported
@@ -39,15 +39,6 @@ def handed_on(model, merge, inputs):
     return capture.calls[0]["inputs_embeds"], capture.calls[0]["position_ids"]
 
 
-def run(lm, h, positions, layers, allowed):
-    """`layers` on `h` (1, n, D), each row seeing the columns `allowed` (n, n) gives it."""
-    pe = lm.rotary_emb(h, positions)
-    mask = torch.where(allowed, 0.0, torch.finfo(h.dtype).min)[None, None]
-    for layer in layers:
-        h = layer(h, attention_mask=mask, position_embeddings=pe, position_ids=positions)
-    return h
-
-
 def kept_by_hand(lm, h, k, media, after):
     """The media rows PruneVid's llm part keeps at layer K: layer K - 1's attention before RoPE,
     softmax over every column, its highest over heads and the rows `after`; one group (every
@@ -73,12 +64,12 @@ def test_the_llm_part_prunes_the_sequence_the_projector_part_handed_on():
     assert n == 13 and pos0[0, :7].tolist() == [0, 1, 2, 3, 4, 5, 6]
     media, after = torch.arange(3, 7), torch.arange(7, n)
     causal = torch.ones(n, n, dtype=torch.bool).tril()
-    h = run(lm, h0, pos0, lm.layers[: k - 1], causal)
+    h = run_layers(lm, h0, pos0, lm.layers[: k - 1], causal)
     kept = kept_by_hand(lm, h, k, media, after)
     assert kept.tolist() == [3, 6]  # layer 2's causal attention after RoPE would keep 4 and 5
-    h = run(lm, h, pos0, lm.layers[k - 1 : k], causal)
+    h = run_layers(lm, h, pos0, lm.layers[k - 1 : k], causal)
     keep = torch.cat([torch.arange(3), kept, after])
-    h = run(lm, h[:, keep], pos0[:, keep], lm.layers[k:], torch.ones(len(keep), len(keep), dtype=torch.bool).tril())
+    h = run_layers(lm, h[:, keep], pos0[:, keep], lm.layers[k:], torch.ones(len(keep), len(keep), dtype=torch.bool).tril())
     expected = model.lm_head(lm.norm(h))
 
     with compress(model, method) as report:
@@ -100,9 +91,9 @@ def test_the_llm_part_prunes_the_sequence_the_projector_part_handed_on():
     for hidden in (True, False):
         allowed = torch.ones(n + 1, n + 1, dtype=torch.bool).tril()
         allowed[n, dropped] = not hidden
-        step = run(lm, h, pos, lm.layers[:k], allowed)
+        step = run_layers(lm, h, pos, lm.layers[:k], allowed)
         rows = torch.cat([keep, torch.tensor([n])])
-        step = run(lm, step[:, rows], pos[:, rows], lm.layers[k:], torch.ones(len(rows), len(rows), dtype=torch.bool).tril())
+        step = run_layers(lm, step[:, rows], pos[:, rows], lm.layers[k:], torch.ones(len(rows), len(rows), dtype=torch.bool).tril())
         decoded.append(model.lm_head(lm.norm(step))[0, -1])
     torch.testing.assert_close(out.logits[1][0], decoded[0], rtol=0, atol=1e-5)
     assert not torch.allclose(decoded[0], decoded[1], atol=1e-5), "the hidden entries must matter"

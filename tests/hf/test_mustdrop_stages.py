@@ -10,7 +10,7 @@ import copy
 from dataclasses import replace
 
 import torch
-from hf_helpers import Capture, hook_count, tiny
+from hf_helpers import Capture, hook_count, run_layers, tiny
 
 from reproductions import get
 from reproductions.hf import compress
@@ -108,15 +108,6 @@ def test_the_key_set_of_the_last_encoder_layer_survives_the_filter(monkeypatch):
     assert [r.media_after for r in report.records] == [[4], [3], [3]]
 
 
-def run(lm, h, positions, layers, allowed):
-    """`layers` on `h` (1, n, D), each row seeing the columns `allowed` (n, n) gives it."""
-    pe = lm.rotary_emb(h, positions)
-    mask = torch.where(allowed, 0.0, torch.finfo(h.dtype).min)[None, None]
-    for layer in layers:
-        h = layer(h, attention_mask=mask, position_embeddings=pe, position_ids=positions)
-    return h
-
-
 @torch.no_grad()
 def test_the_first_decoding_step_sees_the_released_cache():
     """Prefill: layers 0-1 on every token, layer 2 on the tokens layer 1's attention kept, layer
@@ -137,9 +128,9 @@ def test_the_first_decoding_step_sees_the_released_cache():
     kept = media[[0, 1, 3]]  # as the test above finds (both steps keep them)
     keep = torch.cat([torch.arange(start), kept, torch.arange(start + 4, n)])
     causal = torch.ones(n, n, dtype=torch.bool).tril()
-    h = run(lm, h0, pos0, lm.layers[:2], causal)
+    h = run_layers(lm, h0, pos0, lm.layers[:2], causal)
     short = torch.ones(len(keep), len(keep), dtype=torch.bool).tril()
-    h = run(lm, h[:, keep], pos0[:, keep], lm.layers[2:], short)
+    h = run_layers(lm, h[:, keep], pos0[:, keep], lm.layers[2:], short)
     with compress(model, method):
         out = model.generate(**inputs, max_new_tokens=2, do_sample=False, output_logits=True,
                              return_dict_in_generate=True)
@@ -157,8 +148,8 @@ def test_the_first_decoding_step_sees_the_released_cache():
         for j in range(2):
             allowed = torch.ones(n + 1, n + 1, dtype=torch.bool).tril()
             allowed[n, dropped] = j < cut_from
-            x = run(lm, x, pos, lm.layers[j : j + 1], allowed)
-        x = run(lm, x[:, rows], pos[:, rows], lm.layers[2:], torch.ones(len(rows), len(rows), dtype=torch.bool).tril())
+            x = run_layers(lm, x, pos, lm.layers[j : j + 1], allowed)
+        x = run_layers(lm, x[:, rows], pos[:, rows], lm.layers[2:], torch.ones(len(rows), len(rows), dtype=torch.bool).tril())
         return model.lm_head(lm.norm(x))[0, -1]
 
     released = step(1)
