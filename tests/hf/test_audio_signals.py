@@ -222,6 +222,10 @@ def test_encoder_attention_is_the_last_encoder_layers_own_map_over_each_clips_pl
     between chunks); its row means are `cls_attention` before pooling."""
     seen, maps, frames = recorded(family, MapRecorder())
     got = {t.count: t.encoder_attention[0] for t in seen}
+    pooled = expected(family, maps, frames)  # cls_attention, read from the same maps here
+    for clip, n in enumerate(PLACED[family]):
+        t = next(t for t in seen if t.count == n)
+        torch.testing.assert_close(t.cls_attention[0].float(), pooled[clip], rtol=1e-5, atol=1e-7)
     if family == "qwen2_audio":
         want = [maps[0][c, :, : n // 2 * 2, : n // 2 * 2] for c, n in enumerate(frames)]
     else:

@@ -222,17 +222,14 @@ class AudioTap:
             hidden = hidden[None]
         else:  # a batch of clips padded to the same frames, real frames first
             self.windows = clip_windows(argument(args, kwargs, "attention_mask", 1), *hidden.shape[:2])
-        self.frames = [  # per clip, (heads, real frames)
-            torch.cat([window_received(module, hidden[w.row : w.row + 1, w.start : w.start + w.frames])
-                       for w in own], dim=-1)
-            for own in clips_of(self.windows)
-        ]
-        wanted = "encoder_attention" in self.stage.method.needs
-        self.maps = [
-            _block_diagonal([window_attention(module, hidden[w.row : w.row + 1, w.start : w.start + w.frames])
-                             for w in own])
-            for own in clips_of(self.windows)
-        ] if wanted else []
+        frames = [[hidden[w.row : w.row + 1, w.start : w.start + w.frames] for w in own] for own in clips_of(self.windows)]
+        if "encoder_attention" in self.stage.method.needs:  # the whole maps; received from them
+            blocks = [[window_attention(module, x) for x in clip] for clip in frames]
+            self.maps = [_block_diagonal(clip) for clip in blocks]
+            self.frames = [torch.cat([block.mean(-2) for block in clip], dim=-1) for clip in blocks]
+        else:  # per clip, (heads, real frames), the map never held whole
+            self.maps = []
+            self.frames = [torch.cat([window_received(module, x) for x in clip], dim=-1) for clip in frames]
 
     def _output(self, module: nn.Module, args: tuple, output: Any) -> None:
         placed = placed_clips(self.windows, output)
