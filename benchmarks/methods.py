@@ -9,7 +9,9 @@ Presets (batch 1, inputs from `reproductions.examples.example_tokens`, float32, 
 - video: LLaVA-OneVision, 32 frames of 14 x 14 tokens, D=896, 14 heads; target 100 ms.
 - audio: Whisper, 1500 frames (30 s), D=1280, 20 heads; target 20 ms.
 
-A method runs on the presets of its modalities; one that spans several stages is timed part
+A method that declares `attention_heads = "max"` (FitPrune, PruneVid's pruning) gets the
+attention's head maximum, one head, as the integration hands it. A method runs on the presets
+of its modalities; one that spans several stages is timed part
 by part (`prunevid.projector`, `prunevid.llm`), each on inputs of its own stage. Its parameters are its class's `benchmark`
 ClassVar dict when it declares one (one dict for every preset, or one per preset name);
 otherwise its `example` parameters with `keep`, where it has one, set to 1/9 of the tokens
@@ -84,7 +86,7 @@ def preset_tokens(cls: type[Method], preset: Preset, layout: tuple[int, ...] | N
         dim=preset.dim,
         layout=layout or preset.layout,
         special=special,
-        heads=preset.heads,
+        heads=1 if cls.attention_heads == "max" else preset.heads,
         queries=QUERIES,
         audio_tokens=AUDIO_TOKENS,
     )

@@ -207,6 +207,11 @@ class Method:
     #: before the rotary embedding, over every real column with no causal mask (PruneVid's
     #: `attn_weights_wo_pos`); False: the attention the layer computes
     attention_raw: ClassVar[bool] = False
+    #: at the llm stage, how `attention`'s heads reach the method: "each" (every head's map) or
+    #: "max" (their maximum, one head: a method that takes the head max before anything else,
+    #: FitPrune, PruneVid), so that the stage builds the map head by head and never holds every
+    #: head's (N + M) x N map at once. Given every head, such a method reduces them itself.
+    attention_heads: ClassVar[str] = "each"
     #: at the llm stage, which media rows decoding steps see at each layer (what the official
     #: KV cache holds there after the prefill): "seen" (each layer the rows it saw in the
     #: prefill: all of them before K_1), "kept" (every layer only the rows the last step kept:

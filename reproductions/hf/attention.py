@@ -162,12 +162,14 @@ def visible(mask: Any, n: int) -> Tensor | None:
 def rows_attention(
     module: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor], rows_of: list[Tensor],
     columns_of: list[Tensor], cached: Any, valid: Tensor, raw: bool = False, allowed: Tensor | None = None,
+    heads: str = "each",
 ) -> list[Tensor]:
     """Per batch row b, the (heads, M, N) attention that rows_of[b] pay to columns_of[b] in a
     decoder attention module's input `hidden` (B, n, D), softmax over every column the row may
     see (`allowed` (B or 1, n, n), the layer's own mask, else causal; and `valid` (B, n) real
     columns), in float32. `raw`: from queries and keys before RoPE, over every real column
-    (PruneVid's `attn_weights_wo_pos`).
+    (PruneVid's `attn_weights_wo_pos`). `heads` "max": their maximum (1, M, N), built one head
+    at a time, so that FitPrune's (N + M) x N map is never held for every head.
 
     Queries are projected for the rows that need them only; keys are read from the `cached`
     layer where it holds this sequence (it has run already), else projected."""
@@ -191,6 +193,20 @@ def rows_attention(
         else:
             seen = torch.arange(n, device=q.device)[None, :] <= (n if raw else rows[:, None])
         seen = seen & valid[row].to(q.device)[None, :]
-        probs = probabilities(q[row][:, rows - start], keys[row], module.scaling, seen[None])
-        out.append(probs[:, :, cols.to(q.device)])
+        asked, cols = q[row][:, rows - start], cols.to(q.device)
+        if heads == "each":
+            out.append(probabilities(asked, keys[row], module.scaling, seen[None])[:, :, cols])
+            continue
+        out.append(head_max(asked, keys[row], module.scaling, ~seen)[:, :, cols])
     return out
+
+
+def head_max(q: Tensor, k: Tensor, scale: float, hidden: Tensor) -> Tensor:
+    """(1, M, L) the maximum over heads of softmax((q @ kᵀ) * scale) in float32, `hidden` (M, L)
+    keys masked out; one head's scores at a time, in one reused buffer."""
+    scores = top = None
+    for h in range(q.shape[0]):
+        scores = torch.matmul(q[h].float(), k[h].float().T, out=scores).mul_(scale).masked_fill_(hidden, float("-inf"))
+        probs = scores.softmax(-1)
+        top = probs if top is None else torch.maximum(top, probs, out=top)
+    return top[None]

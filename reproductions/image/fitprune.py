@@ -70,7 +70,8 @@ class FitPrune(Method):
     proportion (exact at N = reference); `reference=None` takes the counts as they are.
 
     Reads `attention` (B, heads, N + M, N): the rows of the N visual tokens themselves, then the
-    M rows after the visual span (`attention_rows = "media"`). Inside transformers the step of
+    M rows after the visual span (`attention_rows = "media"`); inside transformers, their head
+    maximum only (`attention_heads = "max"`), built head by head. There the step of
     layer L runs before layer L + 1 with layer L's attention (`decoder_layers`, `step`): the
     same outputs and caches as deleting inside layer L, since its MLP acts per token. One call
     on its own applies every layer's deletions by the one attention it is given.
@@ -101,6 +102,7 @@ class FitPrune(Method):
     modality = ("image", "video")
     needs = ("attention",)
     attention_rows = "media"
+    attention_heads = "max"
     special_tokens = (0,)
     identity = {"recipe": ()}
     example = {"recipe": ((0, 8), (1, 8), (2, 4)), "reference": 64}
@@ -196,7 +198,8 @@ class FitPrune(Method):
 def scores(attention: Tensor, n: int) -> Tensor:
     """(B, N) cross x self: the head-max attention summed over the question rows, times its mean
     over the N visual rows."""
-    top = attention.to(work_dtype(attention)).amax(dim=1)
+    top = attention.to(work_dtype(attention))
+    top = top[:, 0] if top.shape[1] == 1 else top.amax(dim=1)  # the integration's head max: as is
     own = top[:, :n].sum(dim=1) / n
     cross = top[:, n:].sum(dim=1)
     return cross * own

@@ -228,7 +228,8 @@ class PruneVidPrune(Method):
     Part 2 of PruneVid (see `prunevid`), at decoder layer K = `layer`: each video token's score
     is the highest attention any head and any query row after the video (the question) pays it
     at layer K - 1, computed from that layer's queries and keys before the rotary embedding,
-    softmax over every column without the causal mask (the released `attn_weights_wo_pos`).
+    softmax over every column without the causal mask (the released `attn_weights_wo_pos`);
+    inside transformers the stage hands it the head maximum only (`attention_heads`).
     The tokens are grouped by the frames they stand for (`timespan`: a window's static tokens,
     then each frame's dynamic tokens, as part 1 left them); each group keeps its int(n x
     `alpha`) best-scored tokens, in their order. Layers >= K see the kept tokens only, and so
@@ -260,6 +261,7 @@ class PruneVidPrune(Method):
     mechanisms = ("attention",)
     needs = ("attention", "timespan")
     attention_raw = True
+    attention_heads = "max"
     decoding_rows = "kept"
     identity = {"alpha": 1.0}
     example = {"alpha": 0.5, "layer": 2}

@@ -3,12 +3,16 @@ rows and the rows after them, run before layer L + 1; layers <= L see every toke
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import ClassVar
+
 import torch
 from hf_helpers import causal_mask, language_model_inputs
 
-from reproductions import get
+from reproductions import Compression, Method, Tokens, get
 from reproductions.hf import compress
 from reproductions.hf.tiny import BUILDERS, IMAGE
+from reproductions.ops import identity
 
 
 def test_fitprune_equals_its_deletions_run_by_hand():
@@ -49,3 +53,40 @@ def test_fitprune_equals_its_deletions_run_by_hand():
     n = len(media)
     assert [r.media_after for r in report.records] == [[n - 3], [n - 5]]
     torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+
+
+@dataclass
+class ReadsEveryHead(Method):
+    """Keeps everything; records the attention (media rows, then the rows after) it is handed."""
+
+    layer: int = 2
+    seen: list[torch.Tensor] = field(default_factory=list, compare=False)
+
+    stage = "llm"
+    needs = ("attention",)
+    attention_rows = "media"
+    attention_heads: ClassVar[str] = "each"
+
+    def compress(self, tokens: Tokens) -> Compression:
+        self.seen.append(tokens.attention)
+        return identity(tokens)
+
+
+@dataclass
+class ReadsTheHeadMax(ReadsEveryHead):
+    attention_heads: ClassVar[str] = "max"
+
+
+def test_a_head_max_method_is_handed_the_head_max_of_the_same_attention():
+    """FitPrune's and PruneVid's declaration: the stage builds the map head by head and hands
+    over their maximum (one head), equal to the maximum of every head's map."""
+    model, inputs = BUILDERS["llava"](attn="sdpa")
+    each, top = ReadsEveryHead(), ReadsTheHeadMax()
+    for method in (each, top):
+        with compress(model, method), torch.no_grad():
+            model(**inputs)
+    assert len(each.seen) == len(top.seen) == inputs["input_ids"].shape[0]
+    for full, reduced in zip(each.seen, top.seen, strict=True):
+        heads = model.config.text_config.num_attention_heads
+        assert full.shape[1] == heads > 1 and reduced.shape[1] == 1
+        assert torch.equal(reduced, full.amax(dim=1, keepdim=True))

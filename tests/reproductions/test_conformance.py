@@ -177,3 +177,18 @@ def test_bad_shapes_raise(cls):
     nan[0, -1, 0] = math.nan
     with pytest.raises(ValueError, match="NaN"):
         build(cls)(dataclasses.replace(tokens, features=nan))
+
+
+@methods_where(lambda cls: cls.attention_heads == "max")
+def test_head_max_attention_is_what_a_head_max_method_reads(cls):
+    """A method that declares `attention_heads = "max"` is handed the head maximum inside
+    transformers: on it, the method returns exactly what it returns on every head's map."""
+    tokens = tokens_for(cls, dtype=torch.float64)
+    reduced = dataclasses.replace(tokens, attention=tokens.attention.amax(dim=1, keepdim=True))
+    full, one = build(cls)(tokens), build(cls)(reduced)
+    assert torch.equal(full.positions, one.positions) and torch.equal(full.features, one.features)
+
+
+def test_attention_heads_declarations_are_known():
+    assert {cls.attention_heads for cls in METHODS.values()} <= {"each", "max"}
+    assert all(cls.attention_heads == "each" or "attention" in cls.needs for cls in METHODS.values())

@@ -190,7 +190,10 @@ class LlmStage(DecodingSteps, DecoderStage):
             asking = [torch.cat([c, r]) for c, r in zip(columns, rows, strict=True)]
         cached = cached_layer(cache_of(kwargs), k, self.method.attention_from == "previous")
         allowed = visible(self.attention_mask, n)  # layer K - 1's own mask (its type's)
-        attention = rows_attention(*self.attention_input, asking, columns, cached, valid, self.method.attention_raw, allowed)
+        attention = rows_attention(
+            *self.attention_input, asking, columns, cached, valid, self.method.attention_raw, allowed,
+            self.method.attention_heads,
+        )
         methods = [self.method.step(i, len(c)) if len(c) else None for c in original]
         layouts = [self.row_layout(r) if before is None else None for r in range(b)]
         scored = hidden
