@@ -222,6 +222,9 @@ class Method:
     batch_independent: ClassVar[bool] = True
     #: True where every output token of size 1 is an input token, unchanged (pure selection)
     copies: ClassVar[bool] = True
+    #: False where a pure selection picks from its signals alone (FastV, FitPrune: attention),
+    #: so the features are not scanned for NaN and inf: any reach the output unchanged
+    reads_features: ClassVar[bool] = True
     #: how many leading special tokens the method accepts: None for any number
     special_tokens: ClassVar[tuple[int, ...] | None] = None
     #: parameters for which the method returns its input unchanged (None: `keep` = N does)
@@ -411,7 +414,7 @@ def validate_tokens(tokens: Tokens, method: Method, values: bool = True) -> None
         raise ValueError(f"features {tuple(x.shape)} is empty: pass at least one token")
     if not x.is_floating_point():
         raise ValueError(f"features must be floating point, got {x.dtype}")
-    if values and not all_finite(x):
+    if values and method.reads_features and not all_finite(x):
         raise ValueError("features contain NaN or inf: pass finite features")
     if tokens.special < 0 or tokens.special > n:
         raise ValueError(f"special={tokens.special} must lie in [0, N={n}]")

@@ -40,6 +40,7 @@ class FastV(Method):
     mechanisms = ("attention",)
     modality = ("image", "video")
     needs = ("attention",)
+    reads_features = False
     example = {"keep": 16, "layer": 2}
 
     def __post_init__(self) -> None:

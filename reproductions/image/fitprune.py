@@ -103,6 +103,7 @@ class FitPrune(Method):
     needs = ("attention",)
     attention_rows = "media"
     attention_heads = "max"
+    reads_features = False
     special_tokens = (0,)
     identity = {"recipe": ()}
     example = {"recipe": ((0, 8), (1, 8), (2, 4)), "reference": 64}

@@ -213,6 +213,7 @@ class MustDropFilter(Method):
     paper = "liu2024multi"
     mechanisms = ("attention",)
     needs = ("attention", "scores")
+    reads_features = False
     decoding_rows = "kept_from_read"
     batch_independent = False
     identity = {"individual_threshold": 0.0}

@@ -50,6 +50,7 @@ class PyramidDrop(Method):
     mechanisms = ("attention",)
     modality = ("image", "video")
     needs = ("attention",)
+    reads_features = False
     attention_from = "own"
     budget_knob = "ratio"
     identity = {"ratio": 1.0}

@@ -25,6 +25,7 @@ class RandomKeep(Method):
 
     mechanisms = ()
     modality = ("image", "video", "audio")
+    reads_features = False
     example = {"keep": 16}
 
     def __post_init__(self) -> None:

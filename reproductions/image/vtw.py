@@ -59,6 +59,7 @@ class VTW(Method):
     paper = "lin2024boosting"
     mechanisms = ("attention",)
     modality = ("image", "video")
+    reads_features = False
     special_tokens = (0,)
     example = {"layer": 2}
     benchmark = {"layer": 15}

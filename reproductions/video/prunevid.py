@@ -262,6 +262,7 @@ class PruneVidPrune(Method):
     needs = ("attention", "timespan")
     attention_raw = True
     attention_heads = "max"
+    reads_features = False
     decoding_rows = "kept"
     identity = {"alpha": 1.0}
     example = {"alpha": 0.5, "layer": 2}

@@ -173,10 +173,29 @@ def test_bad_shapes_raise(cls):
     bad = tuple(s + 1 for s in tokens.layout)
     with pytest.raises(ValueError, match="layout"):
         build(cls)(dataclasses.replace(tokens, layout=bad))
+
+
+@methods_where(lambda cls: cls.reads_features)
+def test_features_with_nan_raise(cls):
+    tokens = tokens_for(cls)
     nan = tokens.features.clone()
     nan[0, -1, 0] = math.nan
     with pytest.raises(ValueError, match="NaN"):
         build(cls)(dataclasses.replace(tokens, features=nan))
+
+
+@methods_where(lambda cls: not cls.reads_features)
+def test_a_method_that_reads_no_features_picks_the_same_whatever_they_hold(cls):
+    """`reads_features = False`: a pure selection by its signals, so other features (NaN and
+    inf among them: not scanned) change no position and reach the output as they are."""
+    assert cls.copies
+    tokens = tokens_for(cls)
+    other = torch.randn_like(tokens.features) * 100
+    other[0, -1, 0], other[-1, 0, -1] = math.nan, math.inf
+    first, second = build(cls)(tokens), build(cls)(dataclasses.replace(tokens, features=other))
+    assert torch.equal(first.positions, second.positions)
+    kept = torch.gather(other, 1, second.positions[..., None].expand(-1, -1, other.shape[-1]))
+    assert torch.equal(second.features.nan_to_num(), kept.nan_to_num())
 
 
 @methods_where(lambda cls: cls.attention_heads == "max")
