@@ -34,7 +34,7 @@ from .direct import inside, prefill_method, rerun, watched
 from .families import DEFAULT_METHODS, FAMILIES, Family
 from .probe import Probe, Stamps
 from .targets import document, tables
-from .timing import PeakMemory, summary
+from .timing import PeakMemory, steady_allocator, summary
 
 
 def methods_for(family: Family, wanted: str) -> list[str]:
@@ -183,12 +183,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.clock == "process" and device.type == "cpu" and torch.get_num_threads() > 1:
         raise SystemExit("--clock process sums CPU time over threads: pass --threads 1 or --clock wall")
     stamps = Stamps(device, args.clock)
+    allocator = "cuda caching" if device.type == "cuda" else steady_allocator()
     scenarios, results = [], []
     for key in args.families.split(","):
         scenario, rows = run_family(key, args, stamps)
         scenarios.append(scenario)
         results += rows
-    return document(args, scenarios, results, "cuda_events" if stamps.cuda else args.clock)
+    return document(args, scenarios, results, "cuda_events" if stamps.cuda else args.clock, allocator)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -199,7 +200,7 @@ def parser() -> argparse.ArgumentParser:
                    help="default (a few per modality), all, or a comma list")
     p.add_argument("--budgets", type=lambda s: [int(b) for b in s.split(",")], default=[64])
     p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--hidden", type=int, default=1024)
+    p.add_argument("--hidden", type=int, default=2048, help="decoder width (README: why 2048)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--decode-tokens", type=int, default=2)

@@ -48,7 +48,7 @@ def figure(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "holds": not failing, "failing": failing}
 
 
-def document(args: Any, scenarios: list[dict], results: list[dict], clock: str) -> dict[str, Any]:
+def document(args: Any, scenarios: list[dict], results: list[dict], clock: str, allocator: str) -> dict[str, Any]:
     """The results document (format 1, `benchmarks/README.md`)."""
     device = torch.device(args.device)
     first = scenarios[0]["decoder"] if scenarios else {}
@@ -62,7 +62,7 @@ def document(args: Any, scenarios: list[dict], results: list[dict], clock: str) 
         "model": {"name": "families", "source": "preset",
                   "decoder": {k: first.get(k) for k in ("layers", "hidden", "heads", "kv_heads")},
                   "encoder": None, "projector": None},
-        "settings": {**settings, "clock": clock},
+        "settings": {**settings, "clock": clock, "allocator": allocator},
         "scenarios": scenarios,
         "results": results,
         "summary": figure(results),
@@ -77,7 +77,8 @@ def tables(data: dict[str, Any]) -> str:
     """One table per family (ms median (p95)), then the targets with pass / fail words."""
     env = data["environment"]
     lines = [f"{env['device']} ({env['device_name']}), {env['threads']} thread(s), "
-             f"clock {data['settings']['clock']}; ms median (p95)"]
+             f"clock {data['settings']['clock']}, allocator "
+             f"{data['settings'].get('allocator', 'system default')}; ms median (p95)"]
     for scenario in data["scenarios"]:
         lines += ["", f"{scenario['family']} ({scenario['model']}): {scenario['tokens']} "
                   f"{scenario['modality']} tokens + {scenario['text_tokens']} text",
