@@ -143,6 +143,7 @@ def run_family(key: str, args: argparse.Namespace, stamps: Stamps) -> tuple[dict
     their error) and every (method, budget) record."""
     device = torch.device(args.device)
     family = FAMILIES[key](args.layers, args.hidden)
+    family.model.set_attn_implementation(args.attention)  # every sub-model's (the encoders' too)
     family.model.to(device, getattr(torch, args.dtype))
     family.inputs = {k: v.to(device, getattr(torch, args.dtype)) if v.is_floating_point()
                      else v.to(device) for k, v in family.inputs.items()}

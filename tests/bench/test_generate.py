@@ -69,3 +69,20 @@ def test_schedules_and_kv_bytes_per_family(data, family):
         assert rows["fastv"]["kv_cache_bytes"] == pytest.approx(per_token * kept)
     if family == "llava-1.5":  # the projector reads every image row; its output is compressed
         assert none["projected"] == rows["random"]["projected"] == 576
+
+
+def test_the_attention_asked_for_is_the_one_that_runs(tmp_path, monkeypatch):
+    """`--attention eager` runs every attention module eagerly, the encoders' too (the families
+    are built with SDPA), and the run records it."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("SDPA ran under --attention eager")
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS, "sdpa", refuse)
+    out = tmp_path / "eager.json"
+    argv = ["--families", "llava,qwen2_5_vl", "--layers", "2", "--hidden", "128", "--repeats", "1",
+            "--warmup", "0", "--decode-tokens", "1", "--methods", "random", "--attention", "eager",
+            "--out", str(out)]
+    assert dispatch(argv) == 0
+    assert json.loads(out.read_text())["settings"]["attention"] == "eager"
