@@ -203,12 +203,13 @@ def rows_attention(
     return out
 
 
-def head_max(q: Tensor, k: Tensor, scale: float, hidden: Tensor) -> Tensor:
-    """(1, M, L) the maximum over heads of softmax((q @ kᵀ) * scale) in float32, `hidden` (M, L)
-    keys masked out; one head's scores at a time, in one reused buffer."""
+def head_max(q: Tensor, k: Tensor, scale: float, unseen: Tensor) -> Tensor:
+    """(1, M, L) the maximum over heads of softmax((q @ kᵀ) * scale) in float32, the keys
+    `unseen` (bool, broadcastable to (M, L)) masked out; one head's scores at a time, in one
+    reused buffer."""
     scores = top = None
     for h in range(q.shape[0]):
-        scores = torch.matmul(q[h].float(), k[h].float().T, out=scores).mul_(scale).masked_fill_(hidden, float("-inf"))
+        scores = torch.matmul(q[h].float(), k[h].float().T, out=scores).mul_(scale).masked_fill_(unseen, float("-inf"))
         probs = scores.softmax(-1)
         top = probs if top is None else torch.maximum(top, probs, out=top)
     return top[None]
