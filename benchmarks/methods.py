@@ -7,7 +7,9 @@ Presets (batch 1, inputs from `reproductions.examples.example_tokens`, float32, 
 - image: LLaVA-1.5, a 24 x 24 grid plus one [CLS] where the method takes one, D=1024,
   16 heads; target 20 ms.
 - video: LLaVA-OneVision, 32 frames of 14 x 14 tokens, D=896, 14 heads; target 100 ms.
-- audio: Whisper, 1500 frames (30 s), D=1280, 20 heads; target 20 ms.
+- audio: Whisper, 1500 frames (30 s), D=1280, 20 heads, for encoder-stage methods; a method
+  of a later stage gets what Qwen2-Audio feeds its LLM: those frames average-pooled 2:1 and
+  projected, 750 tokens, D=4096 (its signals still from the 1500-frame encoder); target 20 ms.
 
 A method that declares `attention_heads = "max"` (FitPrune, PruneVid's pruning) gets the
 attention's head maximum, one head, as the integration hands it. A method runs on the presets
@@ -46,12 +48,14 @@ class Preset:
     dim: int
     heads: int
     target_ms: float
+    #: (layout, dim) of the tokens after the encoder, where they differ from the encoder's
+    projected: tuple[tuple[int, ...], int] | None = None
 
 
 PRESETS = {
     "image": Preset("image", (24, 24), 1024, 16, 20.0),
     "video": Preset("video", (32, 14, 14), 896, 14, 100.0),
-    "audio": Preset("audio", (1500,), 1280, 20, 20.0),
+    "audio": Preset("audio", (1500,), 1280, 20, 20.0, projected=((750,), 4096)),
 }
 QUERIES = 32  # prompt rows after the visual span (the `attention` and `text` signals)
 AUDIO_TOKENS = 1500  # the `audio` signal of omni methods: 30 s of Whisper frames
@@ -80,10 +84,14 @@ def preset_tokens(cls: type[Method], preset: Preset, layout: tuple[int, ...] | N
         special = None  # example_tokens' default: one [CLS] where accepted
     else:  # no [CLS] in a video or audio token sequence, where the method allows none
         special = 0 if allowed is None or 0 in allowed else allowed[0]
+    dim = preset.dim
+    if preset.projected is not None and cls.stage != "encoder":
+        projected_layout, dim = preset.projected
+        layout = layout or projected_layout
     return example_tokens(
         cls,
         batch=1,
-        dim=preset.dim,
+        dim=dim,
         layout=layout or preset.layout,
         special=special,
         heads=1 if cls.attention_heads == "max" else preset.heads,

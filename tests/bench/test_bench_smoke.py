@@ -265,3 +265,19 @@ def test_a_later_part_is_timed_on_what_the_earlier_part_left():
     first = kept.parts()[0]
     assert inner["n"] == first(method_bench.preset_tokens(type(first), method_bench.PRESETS["video"])).count
     assert inner["n"] < outer["n"]
+
+
+def test_audio_methods_get_the_tokens_of_their_stage():
+    """The audio preset gives an encoder-stage method Whisper's 1500 frames x 1280, and a later
+    one what Qwen2-Audio feeds its LLM: 750 pooled, projected tokens x 4096, whose encoder map
+    still spans the 1500 frames."""
+    from benchmarks import methods as method_bench
+
+    audio = [cls for cls in reproductions.methods().values() if "audio" in cls.modality and not cls.trainable]
+    assert {cls.stage for cls in audio} >= {"encoder", "projector"}
+    for cls in audio:
+        tokens = method_bench.preset_tokens(cls, method_bench.PRESETS["audio"])
+        expected = (1500, 1280) if cls.stage == "encoder" else (750, 4096)
+        assert (tokens.count, tokens.features.shape[-1]) == expected, cls.name
+        if "encoder_attention" in cls.needs:
+            assert tokens.encoder_attention.shape[-1] == 1500
