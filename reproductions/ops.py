@@ -70,11 +70,27 @@ def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
     return x / l2_norms(x, eps).unsqueeze(-1)
 
 
+#: rows per block of a self-similarity (`cosine_matrix(a)`): at 6272 x 896 on one CPU thread,
+#: 512 ran in 427 ms, 1024 in 453 and 2048 in 511, against 662-685 ms for the whole product
+SELF_BLOCK = 512
+
+
 def cosine_matrix(a: Tensor, b: Tensor | None = None) -> Tensor:
-    """(B, N, M) cosine similarity between the rows of `a` (B, N, D) and `b` (B, M, D)."""
+    """(B, N, M) cosine similarity between the rows of `a` (B, N, D) and `b` (B, M, D).
+
+    Without `b`, the rows of `a` with each other: a symmetric matrix, so only the blocks of
+    `SELF_BLOCK` rows on and above the diagonal are multiplied and those below are their
+    transposes (about half the multiply-adds of a @ aᵀ)."""
     a = l2_normalize(a.to(work_dtype(a)))
-    b = a if b is None else l2_normalize(b.to(a.dtype))
-    return a @ b.transpose(-1, -2)
+    if b is not None:
+        return a @ l2_normalize(b.to(a.dtype)).transpose(-1, -2)
+    n = a.shape[1]
+    out = a.new_empty(a.shape[0], n, n)
+    for start in range(0, n, SELF_BLOCK):
+        end = min(start + SELF_BLOCK, n)
+        out[:, start:end, start:] = a[:, start:end] @ a[:, start:].transpose(-1, -2)
+        out[:, end:, start:end] = out[:, start:end, end:].transpose(-1, -2)
+    return out
 
 
 def input_sizes(tokens: Tokens) -> Tensor:
@@ -325,27 +341,39 @@ def window_bookkeeping(tokens: Tokens, source: Tensor, count: int) -> tuple[Tens
 def max_min_diverse(x: Tensor, k: int, weights: Tensor | None = None) -> Tensor:
     """(B, k) indices of rows of `x` (B, N, D) picked by DivPrune's greedy max-min rule.
 
-    Distance is 1 - cosine, each column j scaled by `weights[b, j]` where given (SEATS'
+    Distance is 1 - cosine, each column j scaled by `weights[b, j]` (>= 0) where given (SEATS'
     attention-weighted distance). The first pick is the token whose nearest other token is
     farthest (the official "second smallest entry of its column", the smallest being itself);
     every next pick is the token whose distance to the picked set is largest. Ties go to the
     lowest index. Picked tokens are never picked again. Returned in pick order.
+
+    The distance matrix is never formed: distance falls as similarity rises, so a column's
+    second smallest distance is (1 - its second largest similarity) x its weight, the same
+    rounded value; each pick's row of distances is made from its row of similarities.
     """
     b, n = x.shape[:2]
     if k == 0 or n == 1:
         return torch.zeros(b, k, dtype=torch.long, device=x.device)
-    dist = 1.0 - cosine_matrix(x)  # (B, N, N), row i: distances from token i
-    if weights is not None:
-        dist = dist * weights.to(dist.dtype).unsqueeze(1)
+    similarity = cosine_matrix(x)  # (B, N, N), symmetric: row i = column i
+    scale = None if weights is None else weights.to(similarity.dtype)
+
+    def distance(sim: Tensor) -> Tensor:
+        return 1.0 - sim if scale is None else (1.0 - sim) * scale
+
     rows = torch.arange(b, device=x.device)
+    nearest, where = similarity.max(dim=1)  # per column: its largest similarity, then the next
+    column = torch.arange(n, device=x.device).expand(b, n)
+    similarity[rows[:, None], where, column] = -math.inf
+    second = similarity.amax(dim=1)
+    similarity[rows[:, None], where, column] = nearest
+    scores = distance(second)
     picks = torch.empty(b, k, dtype=torch.long, device=x.device)
     picked = torch.zeros(b, n, dtype=torch.bool, device=x.device)
-    scores = dist.topk(2, dim=1, largest=False).values[:, 1]  # per column, as officially
     for step in range(k):
         best = scores.masked_fill(picked, -math.inf).argmax(dim=1)  # first max: lowest index
         picks[:, step] = best
         picked[rows, best] = True
-        to_best = dist[rows, best]  # (B, N)
+        to_best = distance(similarity[rows, best])  # (B, N): distances from the pick
         scores = to_best if step == 0 else torch.minimum(scores, to_best)
     return picks
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
-from reproductions import Tokens, get
+from reproductions import Tokens, get, ops
 from reproductions.image.divprune import max_min_diverse
 
 
@@ -41,9 +42,14 @@ def test_first_pick_is_the_loneliest_and_second_the_farthest_from_it():
     assert torch.equal(out.features[0], x[0, [0, 3, 4]].float())
 
 
-def test_matches_the_official_loop():
+@pytest.mark.parametrize("block", [512, 7], ids=["one block", "blocks of 7"])
+def test_matches_the_official_loop(block, monkeypatch):
+    """Also when the similarity is built in blocks of 7 rows (`ops.SELF_BLOCK`), with exact
+    duplicates among the 40 tokens (ties in every column they stand in)."""
+    monkeypatch.setattr(ops, "SELF_BLOCK", block)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 40, 16, generator=g, dtype=torch.float64)
+    x[:, 30:35] = x[:, 3:8]
     ours = max_min_diverse(x, 12)
     for row in range(3):
         assert ours[row].tolist() == official_divprune(x[row], 12)
