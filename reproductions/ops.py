@@ -78,9 +78,10 @@ SELF_BLOCK = 512
 def cosine_matrix(a: Tensor, b: Tensor | None = None) -> Tensor:
     """(B, N, M) cosine similarity between the rows of `a` (B, N, D) and `b` (B, M, D).
 
-    Without `b`, the rows of `a` with each other: a symmetric matrix, so only the blocks of
-    `SELF_BLOCK` rows on and above the diagonal are multiplied and those below are their
-    transposes (about half the multiply-adds of a @ aᵀ)."""
+    Without `b`, the rows of `a` with each other: exactly symmetric (row i is column i, so a
+    column's statistic may be read along the row), with only the blocks of `SELF_BLOCK` rows
+    on and above the diagonal multiplied and the entries below the diagonal their mirror
+    (about half the multiply-adds of a @ aᵀ)."""
     a = l2_normalize(a.to(work_dtype(a)))
     if b is not None:
         return a @ l2_normalize(b.to(a.dtype)).transpose(-1, -2)
@@ -90,6 +91,8 @@ def cosine_matrix(a: Tensor, b: Tensor | None = None) -> Tensor:
         end = min(start + SELF_BLOCK, n)
         out[:, start:end, start:] = a[:, start:end] @ a[:, start:].transpose(-1, -2)
         out[:, end:, start:end] = out[:, start:end, end:].transpose(-1, -2)
+        square = out[:, start:end, start:end]
+        square.copy_(square.triu() + square.triu(1).transpose(-1, -2))
     return out
 
 
@@ -349,7 +352,8 @@ def max_min_diverse(x: Tensor, k: int, weights: Tensor | None = None) -> Tensor:
 
     The distance matrix is never formed: distance falls as similarity rises, so a column's
     second smallest distance is (1 - its second largest similarity) x its weight, the same
-    rounded value; each pick's row of distances is made from its row of similarities.
+    rounded value; each pick's row of distances is made from its row of similarities. The
+    similarity is exactly symmetric, so each column is read along its row (contiguous).
     """
     b, n = x.shape[:2]
     if k == 0 or n == 1:
@@ -361,11 +365,11 @@ def max_min_diverse(x: Tensor, k: int, weights: Tensor | None = None) -> Tensor:
         return 1.0 - sim if scale is None else (1.0 - sim) * scale
 
     rows = torch.arange(b, device=x.device)
-    nearest, where = similarity.max(dim=1)  # per column: its largest similarity, then the next
-    column = torch.arange(n, device=x.device).expand(b, n)
-    similarity[rows[:, None], where, column] = -math.inf
-    second = similarity.amax(dim=1)
-    similarity[rows[:, None], where, column] = nearest
+    nearest, where = similarity.max(dim=-1)  # per column (= row): its largest, then the next
+    token = torch.arange(n, device=x.device).expand(b, n)
+    similarity[rows[:, None], token, where] = -math.inf
+    second = similarity.amax(dim=-1)
+    similarity[rows[:, None], token, where] = nearest
     scores = distance(second)
     picks = torch.empty(b, k, dtype=torch.long, device=x.device)
     picked = torch.zeros(b, n, dtype=torch.bool, device=x.device)
