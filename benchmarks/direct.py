@@ -27,20 +27,24 @@ from transformers import DynamicCache
 from .probe import Probe, Stamps
 
 
-def rerun(probe: Probe, stamps: Stamps) -> float:
+def rerun(probe: Probe, stamps: Stamps) -> tuple[float, float]:
     """Seconds of the probe's captured prefill calls (decoder layers, projector), run again
-    directly on their captured inputs; a fresh cache, shared by the layers, stands for the
-    run's (a rerun writes its keys and values, as the prefill does, but must not grow the
-    real cache). The captured inputs are dropped afterwards."""
+    directly on their captured inputs, and of the decoder layers among them (what the
+    shortened layers take with no hook: the efficiency's ceiling); a fresh cache, shared by the
+    layers, stands for the run's (a rerun writes its keys and values, as the prefill does, but
+    must not grow the real cache). The captured inputs are dropped afterwards."""
     cache = DynamicCache()
-    total = 0.0
+    layers = {id(layer) for layer in probe.decoder_layers}
+    total = in_layers = 0.0
     for module, args, kwargs in probe.calls:
         kwargs = {k: cache if isinstance(v, DynamicCache) else v for k, v in kwargs.items()}
         start = stamps.now()
         module(*args, **kwargs)
-        total += stamps.seconds(start, stamps.now())
+        seconds = stamps.seconds(start, stamps.now())
+        total += seconds
+        in_layers += seconds if id(module) in layers else 0.0
     probe.calls.clear()
-    return total
+    return total, in_layers
 
 
 def watched(probe: Probe) -> float:

@@ -76,6 +76,7 @@ class Probe:
         self.encoder_spans: list[list[Any]] = []  # timed only (their inputs do not shrink)
         self.calls: list[tuple[nn.Module, tuple, dict[str, Any]]] = []
         self._targets = (model, language_model, llm_layers, encoder_layers, projector)
+        self.decoder_layers = tuple(llm_layers)
         self._method_cls = method_cls
         self._handles: list[Any] = []
         self._original: Callable | None = None

@@ -38,11 +38,13 @@ def test_the_document_has_its_format(data):
     assert summary["thresholds"] == {"efficiency": 0.9, "overhead": 0.03}
     assert {r["family"] for r in summary["rows"]} == {s["family"] for s in data["scenarios"]}
     for r in data["results"]:
-        for clocked in ("prefill_time_s", "ttft_s", "overhead_time_s", "own_time_s"):
+        for clocked in ("prefill_time_s", "ttft_s", "overhead_time_s", "own_time_s", "layers_time_s"):
             assert len(r[clocked]["samples"]) == 2 and r[clocked]["median"] <= r[clocked]["p95"]
         assert len(r["decode_time_per_token_s"]["samples"]) == 4
         assert r["peak_memory_bytes"] is None or r["peak_memory_bytes"] >= 0
-        assert r["flops"]["llm_prefill"] > 0 and set(r["speedup"]) == {"measured", "flops", "efficiency"}
+        assert r["flops"]["llm_prefill"] > 0
+        assert set(r["speedup"]) == {"measured", "flops", "efficiency", "ceiling"}
+        assert r["layers_time_s"]["median"] > 0
         assert (r["method_time_s"] is None) == (r["method"] == "none")
 
 

@@ -228,6 +228,9 @@ def test_benchmarks_show_the_latest_run(built: Build) -> None:
     assert "latest-speedup.png" in images and "latest-overhead.png" in images
     for row in run["summary"]["rows"]:
         assert f"{row['measured_speedup']:.2f}×" in shown, row["method"]
+        assert row.get("family", "") in shown  # the families' rows say whose they are
+        if row.get("ceiling") is not None:
+            assert f"{row['ceiling']:.3f}" in shown
     method = next(r["method"] for r in run["results"] if r["method"] != "none")  # "none": uncompressed
     method_page = "".join(parse(built.site / "reproductions" / method / "index.html").text)
     assert "Benchmarks" in method_page and "Prefill speed-up" in method_page
