@@ -203,6 +203,10 @@ class Method:
     #: encoder's last layer's pre-softmax scores q k^T / sqrt(d): GlobalCom2's); encoders
     #: without a [CLS] have no "last_logits"
     cls_from: ClassVar[str] = "feature"
+    #: at the encoder stage of an encoder without a [CLS] (the Qwen ViTs), which query's attention
+    #: `cls_attention` holds instead: "mean" (the mean of each image's queries, its softmax over
+    #: the image's tokens: FlowCut's Qwen2-VL port); None: none, so the method cannot run there
+    cls_free_query: ClassVar[str | None] = None
     #: at the llm stage, True where `attention` is the softmax of the layer's queries and keys
     #: before the rotary embedding, over every real column with no causal mask (PruneVid's
     #: `attn_weights_wo_pos`); False: the attention the layer computes
@@ -332,7 +336,8 @@ class Method:
         the `count` tokens the encoder started with; None where the layer runs unchanged. The
         default: this method in every layer (ToMe). The encoder stage asks for it in CLIP,
         SigLIP and InternViT encoders and in the audio encoders (audio_attention_prune's
-        `layers`); the Qwen ViTs' packed stage runs the method itself in every block."""
+        `layers`); the Qwen ViTs' packed stage in every block, per image (`count` its merge
+        units), with `feature` = depth: the merger reads the last block's output."""
         return self
 
     def step(self, index: int, count: int) -> Method:

@@ -129,11 +129,13 @@ def part_reason(a: Adapter, m: Method, model_name: str, layer: int | None) -> st
         if width is not None:
             return width
     elif vision:
-        available |= stage_signals(a)
+        available |= stage_signals(a, m)
     missing = [s for s in m.needs if s not in available]
     if missing:
-        where = (" (a layer's values exist where each encoder token is one patch, as in LLaVA; its [CLS] "
-                 "attention where that encoder has a [CLS]: CLIP)") if vision else ""
+        where = (" (a layer's values exist where each encoder token is one patch, as in LLaVA, or one "
+                 "merge unit of a Qwen ViT; its [CLS] attention where that encoder has a [CLS] (CLIP), "
+                 "or a mean query's for a method that names one (`cls_free_query`) in Qwen2-VL's ViT, "
+                 "without windowed blocks or DeepStack taps)") if vision else ""
         return (
             f"{m.name} needs {', '.join(missing)}, which {model_name} cannot supply at the "
             f"{m.stage} stage (it supplies: {', '.join(sorted(available)) or 'no signals'}){where}"

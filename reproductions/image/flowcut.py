@@ -19,20 +19,25 @@ def _shares(x: Tensor) -> Tensor:
     return x / x.sum(-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
 
 
-def flowcut_scores(cls_attention: Tensor, values: Tensor) -> Tensor:
-    """(B, N - 1) one encoder layer's FlowCut importance of the tokens after the [CLS] (index 0).
+def flowcut_scores(cls_attention: Tensor, values: Tensor, special: int = 1) -> Tensor:
+    """(B, N - special) one encoder layer's FlowCut importance of the tokens after the [CLS]
+    (index 0; `special` = 0: an encoder without one).
 
-    `cls_attention` (B, heads, N): the [CLS] row of the layer's attention; `values` (B, heads,
-    N, Dh): the layer's per-head values. score_j = (relation_j + semantic_j) * ||v_j||_1 with
-    relation the head-mean [CLS] attention to j, semantic the head-mean of each head's softmax
-    over all N tokens of the unscaled v_cls . v_j, both shared out to sum 1 over the tokens
-    after the [CLS], and v_j the head-mean value.
+    `cls_attention` (B, heads, N): the [CLS] row of the layer's attention (without a [CLS], the
+    attention of the query standing in for it); `values` (B, heads, N, Dh): the layer's per-head
+    values. score_j = (relation_j + semantic_j) * ||v_j||_1 with relation the head-mean [CLS]
+    attention to j, semantic the head-mean of each head's softmax over all N tokens of the
+    unscaled v_cls . v_j, both shared out to sum 1 over the tokens after the [CLS], and v_j the
+    head-mean value. Without a [CLS] there is no v_cls: relation only (the Qwen2-VL port's
+    `compute_score_vit`).
     """
     dtype = torch.promote_types(work_dtype(cls_attention), work_dtype(values))
-    relation = _shares(cls_attention.to(dtype).mean(1)[:, 1:])
+    relation = _shares(cls_attention.to(dtype).mean(1)[:, special:])
     v = values.to(dtype)
-    semantic = (v[:, :, :1] @ v.transpose(-1, -2)).squeeze(2).softmax(-1).mean(1)
-    return (relation + _shares(semantic[:, 1:])) * v.mean(1)[:, 1:].abs().sum(-1)
+    if special:
+        semantic = (v[:, :, :1] @ v.transpose(-1, -2)).squeeze(2).softmax(-1).mean(1)
+        relation = relation + _shares(semantic[:, special:])
+    return relation * v.mean(1)[:, special:].abs().sum(-1)
 
 
 def adaptive_cut(attention: Tensor, remaining: int, target: int) -> int:
@@ -50,23 +55,24 @@ def adaptive_cut(attention: Tensor, remaining: int, target: int) -> int:
 
 def flowcut_step(tokens: Tokens, target: int, remaining: int) -> Compression:
     """One encoder layer of FlowCut, `remaining` layers before the final cut to `target` tokens
-    (the [CLS] included): the running score (this layer's, averaged half and half with the
-    carried `tokens.scores`) comes back as the output's `scores`; an odd `remaining` only scores,
-    an even one keeps the [CLS] and the best-scored tokens, in positional order: `target` of
-    them at 0, else all but `adaptive_cut` of them (never fewer than `target`)."""
-    n = tokens.count
+    (the [CLS], where `tokens.special`, included): the running score (this layer's, averaged
+    half and half with the carried `tokens.scores`) comes back as the output's `scores`; an odd
+    `remaining` only scores, an even one keeps the [CLS] and the best-scored tokens, in
+    positional order: `target` of them at 0, else all but `adaptive_cut` of them (never fewer
+    than `target`)."""
+    n, s = tokens.count, tokens.special
     if n <= target:
         return dataclasses.replace(identity(tokens), scores=tokens.scores)
-    current = flowcut_scores(tokens.cls_attention, tokens.values)
-    running = current if tokens.scores is None else 0.5 * tokens.scores[:, 1:].to(current) + 0.5 * current
-    running = torch.cat([running.new_zeros(tokens.batch, 1), running], dim=1)  # the [CLS]'s: unread
+    current = flowcut_scores(tokens.cls_attention, tokens.values, s)
+    running = current if tokens.scores is None else 0.5 * tokens.scores[:, s:].to(current) + 0.5 * current
+    running = torch.cat([running.new_zeros(tokens.batch, s), running], dim=1)  # the [CLS]'s: unread
     if remaining % 2:
         return dataclasses.replace(identity(tokens), scores=running)
     if remaining == 0:
         count = target
     else:
-        attention = tokens.cls_attention.to(current.dtype).mean(1)[:, 1:]
-        count = max(n - adaptive_cut(attention, remaining, target - 1), target)
+        attention = tokens.cls_attention.to(current.dtype).mean(1)[:, s:]
+        count = max(n - adaptive_cut(attention, remaining, target - s), target)
     out = select_top(tokens, running, count)
     return dataclasses.replace(out, scores=gather(running, out.positions))
 
@@ -105,7 +111,13 @@ class FlowCut(Method):
 
     One call on its own is the final cut (R = 0): the best `keep` tokens by the running score.
     Inside `reproductions.hf` the encoder stage runs one step per layer (`encoder_step`) in
-    LLaVA's CLIP, where the signals exist; encoders without a [CLS] cannot run it.
+    LLaVA's CLIP, where the signals exist, and in Qwen2-VL's ViT as the repository's port
+    (`FlowCut_Qwen/modeling_qwen2_vl_flowcut.py`, `Qwen2VisionTransformerPretrainedModel_forward`
+    and `VisionAttention_forward`; `utils_flowcut.py`, `compute_score_vit`) has it: no [CLS]
+    (`special` = 0), so `cls_attention` is the attention of the image's mean query (the mean of
+    its rotated queries, per head; `cls_free_query = "mean"`), the score has no semantic term
+    (relation * ||v||_1), the count cut adaptively is over all n tokens to T, and every block
+    takes part: the last block (R = 0), whose output the merger reads, cuts to T.
 
     Differences from the official code:
     - Pruning acts between the layer's attention and its MLP instead of after the MLP (the
@@ -120,9 +132,17 @@ class FlowCut(Method):
       0 * log 0 counts as 0 in the entropy (the official code divides 0 / 0 and takes
       0 * log 0 into NaN, which crashes its count); one token left after the [CLS] removes none.
     - Budgets follow the project's rule (an int count, or the floor of a fraction of N).
-    - LLaVA-NeXT anyres (half the budget in the encoder, the rest cut at LLM layer 1) and the
-      repository's Qwen2-VL variant (no [CLS]: attention from a global query in every ViT block,
-      a second cut inside the LLM) are not reproduced.
+    - LLaVA-NeXT anyres (half the budget in the encoder, the rest cut at LLM layer 1) is not
+      reproduced.
+    - Qwen2-VL: the port prunes single patches (target 4 x 2K for `flowcut(model, K)`), and the
+      merger then joins any four consecutive kept patches into one LLM token, across merge units;
+      here the tokens are whole 2x2 merge units (their patches' attention and value norms
+      summed), so `keep` counts merged tokens and `keep=2K` is the port's ViT budget. The port's
+      second cut, to K tokens at LLM layer 1 (the last prompt token's attention and value
+      similarity), is not reproduced. The port takes one image per call (its softmax, top-k and
+      count span the whole packed sequence); here each image has its own, with its own `keep`.
+      Qwen2.5-VL (windowed blocks), Qwen2.5-Omni and Qwen3-VL (DeepStack taps), which the port
+      does not patch, are refused. Its entropy's log(p + 1e-7) is xlogy here.
     """
 
     keep: Budget = 129
@@ -132,7 +152,8 @@ class FlowCut(Method):
     mechanisms = ("attention",)
     needs = ("cls_attention", "values")
     uses = ("scores",)
-    special_tokens = (1,)
+    special_tokens = (0, 1)
+    cls_free_query = "mean"
     #: the adaptive counts of the layers before the final cut are the largest over the batch
     batch_independent = False
     example = {"keep": 16}

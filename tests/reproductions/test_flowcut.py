@@ -179,11 +179,33 @@ def test_the_encoder_loop_equals_the_official_one_at_llava_size(target):
     assert len(set(counts)) > 3 and counts[-1] == target  # several adaptive cuts, then T
 
 
-def test_needs_the_cls_and_both_signals():
+def cls_free(tokens: Tokens, attention=None) -> Tokens:
+    """`tokens` without their [CLS] (the Qwen2-VL port's form: `cls_attention` from a mean query)."""
+    attention = tokens.cls_attention[..., 1:] if attention is None else attention
+    return Tokens(features=tokens.features[:, 1:], cls_attention=attention, values=tokens.values[:, :, 1:])
+
+
+def test_without_a_cls_the_score_is_the_relation_times_the_value_norm():
+    # head-mean attention 0.4, 0.2, 0.1, 0.1: shares 0.5, 0.25, 0.125, 0.125; L1 norms 1, 2, 3, 1;
+    # no semantic term (no v_cls): 0.5, 0.5, 0.375, 0.125 (with it: 0.75, 1.0, 1.125, 0.375)
+    out = get("flowcut", keep=3)(cls_free(hand_tokens()))
+    assert out.positions.tolist() == [[0, 1, 2]]
+    assert torch.allclose(out.scores, torch.tensor([[0.5, 0.5, 0.375]], dtype=torch.float64))
+
+
+def test_without_a_cls_the_adaptive_count_aims_at_the_whole_target():
+    # attention 0.7, 0.1, 0.1, 0.1: entropy ratio 0.9405 / log 4 = 0.678; at R = 2, T = 3 the
+    # port removes round((4 - 3) / sqrt 2 * (1 - 0.678^2)) = round(0.38) = 0 (the [CLS] form's
+    # target - 1 would remove round(0.76) = 1)
+    tokens = cls_free(hand_tokens(), torch.tensor([[[0.7, 0.1, 0.1, 0.1]] * 2], dtype=torch.float64))
+    assert FlowCutLayer(keep=3, remaining=2)(tokens).count == 4
+    assert FlowCutLayer(keep=2, remaining=2)(tokens).count == 3  # round(2 / sqrt 2 * 0.54) = 1
+
+
+def test_needs_at_most_one_cls_and_both_signals():
     tokens = hand_tokens()
     with pytest.raises(ValueError, match="special"):
-        get("flowcut", keep=3)(Tokens(features=tokens.features[:, 1:], cls_attention=tokens.cls_attention[..., 1:],
-                                      values=tokens.values[:, :, 1:]))
+        get("flowcut", keep=3)(Tokens(**{**tokens.__dict__, "special": 2}))
     for signal in ("values", "cls_attention"):
         with pytest.raises(ValueError, match=signal):
             get("flowcut", keep=3)(Tokens(**{**tokens.__dict__, signal: None}))

@@ -165,12 +165,18 @@ class EncoderMerging(GridMerging):
         return self.scores if at.shape == last.shape and bool((at == last).all()) else None
 
 
-def stage_signals(adapter: Adapter) -> set[str]:
+def stage_signals(adapter: Adapter, method: Method | None = None) -> set[str]:
     """The signals the encoder stage supplies in this family: `keys` everywhere; where every
-    encoder token is one patch (LLaVA, whose projector reads the encoder's tokens) also the
-    layer's `values` and the `scores` a method's previous step returned, and `cls_attention`
-    where the encoder leads with a [CLS] (CLIP)."""
-    if adapter.projector is None or adapter.packed is not None:
+    encoder token is one patch (LLaVA, whose projector reads the encoder's tokens) or one merge
+    unit of a Qwen ViT also the layer's `values` and the `scores` a method's previous step
+    returned; `cls_attention` where the encoder leads with a [CLS] (CLIP), or in Qwen2-VL's ViT
+    (full attention in every block, no DeepStack taps) from the query `method.cls_free_query`
+    names."""
+    if adapter.packed is not None:
+        plain = not hasattr(adapter.packed, "window_size") and not adapter.deepstack_layers
+        mean = method is not None and method.cls_free_query == "mean" and plain
+        return {"keys", "values", "scores"} | ({"cls_attention"} if mean else set())
+    if adapter.projector is None:
         return {"keys"}
     return {"keys", "values", "scores"} | ({"cls_attention"} if getattr(adapter, "has_cls", False) else set())
 

@@ -16,6 +16,12 @@ compression. A DeepStack layer tapped before later merges is thereby folded with
 LLM input (`input.py` averages a kept token's units, which repeat each tapped unit by its size):
 ToMe's size-weighted average. Videos pass untouched (ToMe is an image method).
 
+A method may act per block (`Method.encoder_step`, asked per image with the merger as layer
+`depth`: FlowCut scores in every block and prunes in some); it may read the block's per-head
+`values` (a unit's patches' concatenated), the `scores` its previous step returned, and, where it
+names a `cls_free_query` ("mean": FlowCut's Qwen2-VL port), `cls_attention` from the image's mean
+query, each unit's patches' attention summed. A unit a method drops leaves no token.
+
 Differences from ToMe's official code (single patches of a classification ViT, absolute position
 embeddings): the tokens are merge units; the keys carry the 2-D rotary embedding (the ViT's only
 position signal, as ToMe's keys carry the absolute one); A / B alternate in block order. Blocks
@@ -39,7 +45,7 @@ from transformers.vision_utils import get_vision_window_index
 
 from ...interface import Compression, Method, Tokens
 from ...ops import proportional_attention_bias
-from ..attention import encoder_queries_keys, flat_queries_keys_values
+from ..attention import flat_queries_keys_values, probabilities
 from ..models.base import shadow
 from .merging import Merging
 
@@ -65,6 +71,7 @@ class PackedMerging(Merging):
         self.kept: Tensor | None = None  # (K,) block-order unit each current unit is, ascending
         self.owner: Tensor | None = None  # (U,) current unit each block-order unit went into
         self.sizes: Tensor | None = None  # (K,) float32
+        self.scores: Tensor | None = None  # (K,) what the last block's step returned as `scores`
 
     # ------------------------------------------------------------------ install / remove
     def install(self) -> None:
@@ -106,10 +113,10 @@ class PackedMerging(Merging):
             x = block.norm1(hidden_states)
             if merging.kept is None:  # nothing merged yet: the block's own attention, bit for bit
                 out = block.attn(x, cu_seqlens=cu_seqlens, position_embeddings=position_embeddings, **kwargs)
-                keys = encoder_queries_keys(block.attn, x, position_embeddings)[1]
+                qkv = flat_queries_keys_values(block.attn, x, position_embeddings)
             else:
-                out, keys = merging.attention(block.attn, x, cu_seqlens, position_embeddings)
-            hidden = merging.merge(index, hidden_states + out, keys)
+                out, qkv = merging.attention(block.attn, x, cu_seqlens, position_embeddings)
+            hidden = merging.merge(index, hidden_states + out, qkv, block.attn.scaling)
             return hidden + block.mlp(block.norm2(hidden))
 
         return forward
@@ -120,9 +127,10 @@ class PackedMerging(Merging):
         return (self.kept[:, None] * self.unit + offsets).flatten()
 
     def attention(self, attn: nn.Module, x: Tensor, cu_seqlens: Tensor,
-                  position_embeddings: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+                  position_embeddings: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
         """The attention module's output on the kept patches, with ToMe's proportional attention,
-        within the kept part of each of the call's images or windows; and its keys."""
+        within the kept part of each of the call's images or windows; and its queries, keys and
+        values."""
         patches = self.patches()
         rotary = tuple(p[patches.to(p.device)] for p in position_embeddings)
         q, k, v = flat_queries_keys_values(attn, x, rotary)
@@ -137,35 +145,59 @@ class PackedMerging(Merging):
                      scaling=attn.scaling, dropout=0.0, is_causal=False)[0]
             for a, b in _pairs(bounds) if b > a
         ]
-        return attn.proj(torch.cat(outs, dim=1).reshape(x.shape[0], -1)), k
+        return attn.proj(torch.cat(outs, dim=1).reshape(x.shape[0], -1)), (q, k, v)
 
     # ------------------------------------------------------------------ the merges
-    def frames(self, device: torch.device) -> Tensor:
-        """Where each image or frame (one attention sequence) starts among the current units."""
+    def frames(self, device: torch.device) -> tuple[Tensor, list[int]]:
+        """Where each image or frame (one attention sequence) starts among the current units, and
+        the units each held before the first block."""
         t, h, w = self.grid.to(device).unbind(-1)
         per_frame = torch.repeat_interleave(h * w // self.unit, t)
         bounds = F.pad(per_frame.cumsum(0), (1, 0))
-        return bounds if self.kept is None else torch.searchsorted(self.kept, bounds)
+        return (bounds if self.kept is None else torch.searchsorted(self.kept, bounds)), per_frame.tolist()
 
-    def merge(self, index: int, hidden: Tensor, keys: Tensor) -> Tensor:
-        """ToMe between attention and MLP, on the units of each image or frame."""
+    def signals(self, method: Method, a: int, b: int, qkv: tuple[Tensor, Tensor, Tensor], scale: float) -> dict:
+        """The signals `method` reads of units [a, b) (one image or frame): keys averaged over
+        heads and the unit's patches; per-head values, a unit's patches' concatenated; the
+        running `scores`; and `cls_attention` from the image's mean query (`cls_free_query`),
+        its softmax over the image's patches summed over each unit's."""
+        q, k, v = (x[:, :, a * self.unit : b * self.unit] for x in qkv)
+        heads, wanted = k.shape[1], {*method.needs, *method.uses, "keys"}
+        out = {"keys": k.mean(1).view(1, b - a, self.unit, -1).mean(2)}
+        if "values" in wanted:
+            out["values"] = v.reshape(1, heads, b - a, -1)
+        if "scores" in wanted and self.scores is not None:
+            out["scores"] = self.scores[None, a:b]
+        if "cls_attention" in wanted and method.cls_free_query == "mean":
+            attention = probabilities(q.mean(2, keepdim=True), k, scale)[:, :, 0]
+            out["cls_attention"] = attention.view(1, heads, b - a, self.unit).sum(-1).to(q.dtype)
+        return out
+
+    def merge(self, index: int, hidden: Tensor, qkv: tuple[Tensor, Tensor, Tensor], scale: float) -> Tensor:
+        """The method's step of this block between attention and MLP, on the units of each image
+        or frame; the merger counts as layer `depth` (`encoder_step`'s `feature`)."""
         d = hidden.shape[-1]
         features = hidden.reshape(1, -1, self.unit * d)
-        keys = keys.mean(1).view(1, features.shape[1], self.unit, -1).mean(2)
-        method = self._method_for(index)
-        bounds = _pairs(self.frames(hidden.device))
+        bounds, counts = self.frames(hidden.device)
+        bounds, depth = _pairs(bounds), len(self.layers)
+        steps = [self._method_for(index).encoder_step(index, count, depth) for count in counts]
+        if any(step is None for step in steps):
+            return hidden  # the block runs unchanged
         comps = [
-            method(Tokens(features=features[:, a:b], keys=keys[:, a:b],
-                          sizes=None if self.sizes is None else self.sizes[None, a:b]))
-            for a, b in bounds
+            step(Tokens(features=features[:, a:b], sizes=None if self.sizes is None else self.sizes[None, a:b],
+                        **self.signals(step, a, b, qkv, scale)))
+            for step, (a, b) in zip(steps, bounds, strict=True)
         ]
+        if any(c.scores is not None for c in comps):  # an image at its target is read no more: 0
+            self.scores = torch.cat([hidden.new_zeros(c.count, dtype=torch.float32) if c.scores is None
+                                     else c.scores[0] for c in comps])
         if all(comp.count == b - a for comp, (a, b) in zip(comps, bounds, strict=True)):
             return hidden  # nothing merged in this layer: the states as they are
         kept = self.kept if self.kept is not None else torch.arange(features.shape[1], device=hidden.device)
         starts = accumulate((c.count for c in comps), initial=0)
-        slots = torch.cat([c.source[0] + s for c, s in zip(comps, starts, strict=False)])
+        slots = torch.cat([torch.where(c.source[0] >= 0, c.source[0] + s, -1) for c, s in zip(comps, starts, strict=False)])
         self.kept = torch.cat([kept[a:b][c.positions[0]] for c, (a, b) in zip(comps, bounds, strict=True)])
-        self.owner = slots if self.owner is None else slots[self.owner]
+        self.owner = slots if self.owner is None else torch.where(self.owner >= 0, slots[self.owner.clamp_min(0)], -1)
         self.sizes = torch.cat([c.sizes[0] for c in comps])
         return torch.cat([c.features for c in comps], dim=1).reshape(-1, d)
 
@@ -173,7 +205,7 @@ class PackedMerging(Merging):
         """A merger's tokens of the kept units, one per unit of the call (the one it went into)."""
         if not self.active or self.kept is None:
             return None
-        return output[self.owner.to(output.device)]
+        return output[self.owner.clamp_min(0).to(output.device)]  # a dropped unit: any token will do
 
     # ------------------------------------------------------------------ the images
     def items(self, placed: Tensor) -> list[tuple[Tensor, Compression]]:
@@ -195,12 +227,13 @@ class PackedMerging(Merging):
         slot = torch.empty_like(rank)
         slot[rank] = torch.arange(len(rank), device=device)
         source = torch.empty_like(owner)
-        source[order] = slot[owner]  # each grid unit's slot among the call's kept units
+        source[order] = torch.where(owner >= 0, slot[owner.clamp_min(0)], -1)  # each grid unit's slot, -1 dropped
         out, start = [], 0
         for count in counts:
             a, b = (int(torch.searchsorted(kept, torch.tensor(x, device=device))) for x in (start, start + count))
             positions, tokens = kept[a:b] - start, placed[start : start + count]
-            comp = Compression(tokens[positions][None], (source[start : start + count] - a)[None],
+            own = source[start : start + count]
+            comp = Compression(tokens[positions][None], torch.where(own >= 0, own - a, -1)[None],
                                positions[None], sizes[a:b][None])
             out.append((tokens, comp))
             start += count
