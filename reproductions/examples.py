@@ -65,6 +65,7 @@ def example_tokens(
         "encoder_attention": lambda: attention(batch, heads, 2 * n, 2 * n),
         "text": lambda: randn(batch, queries, dim),
         "text_keys": lambda: randn(batch, queries, dim // 2),
+        "text_values": lambda: randn(batch, heads, queries, max(dim // heads, 1)),
         "frames": lambda: randn(batch, layout[0], dim),
         "audio": lambda: randn(batch, audio_tokens, dim),
         "anyres": lambda: example_anyres(n).repeat(batch, 1, 1).to(device),

@@ -36,7 +36,8 @@ SIGNALS: dict[str, str] = {
     "keys": "(B, N, Dk) keys of the same tokens (an encoder layer's; at the llm stage layer "
     "K - 1's, after RoPE); pass Tokens(keys=...)",
     "values": "(B, heads, N, Dh) per-head values of the same tokens, from an encoder layer's own "
-    "value projection of its normed input (as its attention makes them); pass Tokens(values=...)",
+    "value projection of its normed input (as its attention makes them; at the llm stage layer "
+    "K - 1's value states, kv heads repeated to the query heads); pass Tokens(values=...)",
     "scores": "(B, N) per-token scores that the method itself returned (`Compression.scores`) "
     "for these tokens at the previous encoder layer, carried to the next layer by the encoder "
     "stage as it carries `sizes` (FlowCut's cumulative importance); at the llm stage, those its "
@@ -55,6 +56,8 @@ SIGNALS: dict[str, str] = {
     "text": "(B, M, Dt) text / query embeddings; pass Tokens(text=...)",
     "text_keys": "(B, M, Dk) keys of the M `text` rows, in the space of `keys` (DART's text "
     "pivots); pass Tokens(text_keys=...)",
+    "text_values": "(B, heads, M, Dh) values of the M `text` rows, in the heads and space of "
+    "`values` (FlowCut's last prompt token's value); pass Tokens(text_values=...)",
     "frames": "(B, T, Df) one global feature per video frame; pass Tokens(frames=...)",
     "audio": "(B, Na, Da) audio tokens aligned in time with the video; pass Tokens(audio=...)",
     "anyres": "(B, N, 3) long: where each token of an anyres image (a global thumbnail and a grid "
@@ -92,6 +95,7 @@ class Tokens:
     encoder_attention: Tensor | None = None
     text: Tensor | None = None
     text_keys: Tensor | None = None
+    text_values: Tensor | None = None
     frames: Tensor | None = None
     audio: Tensor | None = None
     timespan: Tensor | None = None
@@ -473,6 +477,7 @@ def _check_signal(
         "encoder_attention": (4, (b, None, None, None)),
         "text": (3, (b, None, None)),
         "text_keys": (3, (b, None, None)),
+        "text_values": (4, (b, None, None, None)),
         "frames": (3, (b, tokens.grid[0] if tokens.layout else None, None)),
         "audio": (3, (b, None, None)),
         "anyres": (3, (b, n, 3)),

@@ -134,9 +134,9 @@ def cached_layer(cache: Any, k: int, previous: bool = True) -> Any:
     return layers[k - 1] if previous and 1 <= k <= len(layers) else None
 
 
-def _cached_keys(cached: Any, n: int) -> Tensor | None:
-    keys = getattr(cached, "keys", None)
-    return keys if keys is not None and keys.shape[2] == n else None
+def _cached(cached: Any, n: int, name: str = "keys") -> Tensor | None:
+    states = getattr(cached, name, None)
+    return states if states is not None and states.shape[2] == n else None
 
 
 def flat_keys(module: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor], cached: Any) -> Tensor:
@@ -144,11 +144,38 @@ def flat_keys(module: nn.Module, hidden: Tensor, position_embeddings: tuple[Tens
     (B, n, D), heads concatenated: read from its `cached` layer where that holds this sequence,
     else projected."""
     n = hidden.shape[1]
-    keys = _cached_keys(cached, n)
+    keys = _cached(cached, n)
     if keys is None:
         keys = key_states(module, hidden, position_embeddings)
     b, heads, _, d = keys.shape
     return keys.transpose(1, 2).reshape(b, n, heads * d)
+
+
+def value_states(module: nn.Module, hidden: Tensor, cached: Any) -> Tensor:
+    """(B, heads, n, head_dim) value states of a decoder attention module's input `hidden` (B, n,
+    D), kv heads repeated to the query heads, as its attention uses them: read from its `cached`
+    layer where that holds this sequence, else projected."""
+    values = _cached(cached, hidden.shape[1], "values")
+    if values is None:
+        values = _heads(module, module.v_proj, "v_norm", hidden)
+    return repeat_heads(values, values.shape[1] * module.num_key_value_groups)
+
+
+def media_signals(
+    needs: tuple[str, ...], module: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor],
+    cached: Any, columns: list[Tensor], rows: list[Tensor],
+) -> dict[str, list[Tensor]]:
+    """Per batch row b, what `needs` names of a decoder attention module's input `hidden`: `keys` /
+    `text_keys` (after RoPE, kv heads concatenated) and `values` / `text_values` (heads, L,
+    head_dim) of the media `columns[b]` and the query `rows[b]`."""
+    out: dict[str, list[Tensor]] = {}
+    if {"keys", "text_keys"} & set(needs):
+        keys = flat_keys(module, hidden, position_embeddings, cached)
+        out["keys"], out["text_keys"] = ([keys[b, at[b]] for b in range(len(at))] for at in (columns, rows))
+    if {"values", "text_values"} & set(needs):
+        values = value_states(module, hidden, cached)
+        out["values"], out["text_values"] = ([values[b][:, at[b]] for b in range(len(at))] for at in (columns, rows))
+    return out
 
 
 def visible(mask: Any, n: int) -> Tensor | None:
@@ -180,7 +207,7 @@ def rows_attention(
     q = queries(module, hidden[:, start:])
     if not raw:
         q, _ = rope(module, q, q, (cos[:, start:], sin[:, start:]))
-    keys = None if raw else _cached_keys(cached, n)
+    keys = None if raw else _cached(cached, n)
     if keys is not None:
         keys = repeat_heads(keys, q.shape[1])
     elif raw:

@@ -13,7 +13,9 @@ each segment [K_i, K_i+1) run with the mask and positions of that segment's kept
 while decoding (each segment's cache holds its own rows).
 
 A method that needs `keys` / `text_keys` gets layer K - 1's keys (after RoPE, kv heads
-concatenated, as its KV cache holds them) of the media tokens and of the query rows; one that
+concatenated, as its KV cache holds them) of the media tokens and of the query rows, and one that
+needs `values` / `text_values` that layer's per-head values (kv heads repeated to the query heads,
+as its attention uses them: FlowCut's Qwen2-VL port); one that
 reads `hidden_from = "final_norm"` scores the states through the decoder's final norm and keeps
 the unnormalised rows of the tokens it keeps (DART). A method may keep no media token (VTW).
 One that reads `attention_raw` gets the attention before RoPE and without the causal mask.
@@ -46,7 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from ...interface import Compression, Method, Tokens
-from ..attention import cached_layer, flat_keys, rows_attention, visible
+from ..attention import cached_layer, media_signals, rows_attention, visible
 from ..models import Adapter
 from ..moves import Moves, move_rows, row_moves, then_moves
 from ..report import Record
@@ -58,7 +60,7 @@ from .llm_decoding import DecodingSteps, cut_layer
 
 class LlmStage(DecodingSteps, DecoderStage):
     name = "llm"
-    signals = ("attention", "text", "keys", "text_keys", "scores")
+    signals = ("attention", "text", "keys", "text_keys", "values", "text_values", "scores")
 
     def __init__(self, model: nn.Module, method: Method, adapter: Adapter, layer: int | None = None) -> None:
         super().__init__(model, method, adapter, layer)
@@ -203,10 +205,8 @@ class LlmStage(DecodingSteps, DecoderStage):
         if self.method.text_from == "embeddings":  # the query rows' input embeddings
             states = take(self.embeds, at.to(self.embeds.device), dim=1)
         extra: dict[str, list[Tensor]] = {}
-        if {"keys", "text_keys"} & set(self.method.needs):
-            keys = flat_keys(*self.attention_input, cached_layer(cache_of(kwargs), k))
-            extra["keys"] = [keys[r, columns[r]] for r in range(b)]
-            extra["text_keys"] = [keys[r, rows[r]] for r in range(b)]
+        if {"keys", "text_keys", "values", "text_values"} & set(self.method.needs):
+            extra |= media_signals(self.method.needs, *self.attention_input, cached_layer(cache_of(kwargs), k), columns, rows)
         if "scores" in self.method.needs:  # an encoder part's, for the tokens as they are now
             given = [self.media_scores(r, self.seen) for r in range(b)]
             if all(g is not None for g in given):
