@@ -157,6 +157,12 @@ def part_reason(a: Adapter, m: Method, model_name: str, layer: int | None) -> st
             f"have at the {m.stage} stage (only CLIP and InternViT encoders have one: LLaVA's at the "
             "projector and encoder stages, InternVL's at the encoder stage)"
         )
+    if vision and m.special_tokens is not None and stage_special(a) not in m.special_tokens:
+        return (
+            f"{m.name} takes {' or '.join(map(str, m.special_tokens))} leading [CLS] tokens in the encoder, "
+            f"but {model_name}'s encoder leads with {stage_special(a)}: pick a method for an encoder "
+            f"{'with' if stage_special(a) else 'without'} a [CLS]"
+        )
     if m.stage in ("llm", "cache"):
         several = m.decoder_layers() if m.stage == "llm" else ()
         if several and layer is not None:

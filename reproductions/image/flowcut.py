@@ -14,7 +14,7 @@ from ..ops import gather, identity, select_top, work_dtype
 from ..registry import register
 
 
-def _shares(x: Tensor) -> Tensor:
+def shares(x: Tensor) -> Tensor:
     """`x` divided by its sum over the last dim (a zero sum gives zeros, not 0 / 0)."""
     return x / x.sum(-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
 
@@ -32,11 +32,11 @@ def flowcut_scores(cls_attention: Tensor, values: Tensor, special: int = 1) -> T
     `compute_score_vit`).
     """
     dtype = torch.promote_types(work_dtype(cls_attention), work_dtype(values))
-    relation = _shares(cls_attention.to(dtype).mean(1)[:, special:])
+    relation = shares(cls_attention.to(dtype).mean(1)[:, special:])
     v = values.to(dtype)
     if special:
         semantic = (v[:, :, :1] @ v.transpose(-1, -2)).squeeze(2).softmax(-1).mean(1)
-        relation = relation + _shares(semantic[:, special:])
+        relation = relation + shares(semantic[:, special:])
     return relation * v.mean(1)[:, special:].abs().sum(-1)
 
 
@@ -47,7 +47,7 @@ def adaptive_cut(attention: Tensor, remaining: int, target: int) -> int:
     n = attention.shape[-1]
     if n == 1:  # one token: its attention is uniform (the official 0 / 0 is NaN)
         return 0
-    p = _shares(attention)
+    p = shares(attention)
     ratio = -torch.special.xlogy(p, p).sum(-1) / math.log(n)
     cut = (n - target) / math.sqrt(remaining) * (1 - ratio**2)
     return int(cut.max().round())
@@ -111,13 +111,8 @@ class FlowCut(Method):
 
     One call on its own is the final cut (R = 0): the best `keep` tokens by the running score.
     Inside `reproductions.hf` the encoder stage runs one step per layer (`encoder_step`) in
-    LLaVA's CLIP, where the signals exist, and in Qwen2-VL's ViT as the repository's port
-    (`FlowCut_Qwen/modeling_qwen2_vl_flowcut.py`, `Qwen2VisionTransformerPretrainedModel_forward`
-    and `VisionAttention_forward`; `utils_flowcut.py`, `compute_score_vit`) has it: no [CLS]
-    (`special` = 0), so `cls_attention` is the attention of the image's mean query (the mean of
-    its rotated queries, per head; `cls_free_query = "mean"`), the score has no semantic term
-    (relation * ||v||_1), the count cut adaptively is over all n tokens to T, and every block
-    takes part: the last block (R = 0), whose output the merger reads, cuts to T.
+    LLaVA's CLIP, where the signals exist. The repository's Qwen2-VL port (no [CLS], a second
+    cut inside the LLM) is `flowcut_qwen`.
 
     Differences from the official code:
     - Pruning acts between the layer's attention and its MLP instead of after the MLP (the
@@ -134,15 +129,6 @@ class FlowCut(Method):
     - Budgets follow the project's rule (an int count, or the floor of a fraction of N).
     - LLaVA-NeXT anyres (half the budget in the encoder, the rest cut at LLM layer 1) is not
       reproduced.
-    - Qwen2-VL: the port prunes single patches (target 4 x 2K for `flowcut(model, K)`), and the
-      merger then joins any four consecutive kept patches into one LLM token, across merge units;
-      here the tokens are whole 2x2 merge units (their patches' attention and value norms
-      summed), so `keep` counts merged tokens and `keep=2K` is the port's ViT budget. The port's
-      second cut, to K tokens at LLM layer 1 (the last prompt token's attention and value
-      similarity), is not reproduced. The port takes one image per call (its softmax, top-k and
-      count span the whole packed sequence); here each image has its own, with its own `keep`.
-      Qwen2.5-VL (windowed blocks), Qwen2.5-Omni and Qwen3-VL (DeepStack taps), which the port
-      does not patch, are refused. Its entropy's log(p + 1e-7) is xlogy here.
     """
 
     keep: Budget = 129
@@ -152,8 +138,7 @@ class FlowCut(Method):
     mechanisms = ("attention",)
     needs = ("cls_attention", "values")
     uses = ("scores",)
-    special_tokens = (0, 1)
-    cls_free_query = "mean"
+    special_tokens = (1,)
     #: the adaptive counts of the layers before the final cut are the largest over the batch
     batch_independent = False
     example = {"keep": 16}

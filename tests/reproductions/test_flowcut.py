@@ -10,6 +10,12 @@ import torch
 
 from reproductions import Tokens, get
 from reproductions.image.flowcut import FlowCutLayer
+from reproductions.image.flowcut_qwen import (
+    FlowCutQwenLLM,
+    FlowCutQwenViT,
+    FlowCutQwenViTBlock,
+    flowcut_llm_scores,
+)
 from reproductions.interface import check_compression
 
 
@@ -185,27 +191,76 @@ def cls_free(tokens: Tokens, attention=None) -> Tokens:
     return Tokens(features=tokens.features[:, 1:], cls_attention=attention, values=tokens.values[:, :, 1:])
 
 
-def test_without_a_cls_the_score_is_the_relation_times_the_value_norm():
+def test_the_qwen_vit_part_scores_by_the_relation_times_the_value_norm():
     # head-mean attention 0.4, 0.2, 0.1, 0.1: shares 0.5, 0.25, 0.125, 0.125; L1 norms 1, 2, 3, 1;
-    # no semantic term (no v_cls): 0.5, 0.5, 0.375, 0.125 (with it: 0.75, 1.0, 1.125, 0.375)
-    out = get("flowcut", keep=3)(cls_free(hand_tokens()))
-    assert out.positions.tolist() == [[0, 1, 2]]
-    assert torch.allclose(out.scores, torch.tensor([[0.5, 0.5, 0.375]], dtype=torch.float64))
+    # no semantic term (no v_cls): 0.5, 0.5, 0.375, 0.125 (with it: 0.75, 1.0, 1.125, 0.375);
+    # keep K = 1 LLM token: 2K = 2 units stay, the first two
+    out = FlowCutQwenViT(keep=1)(cls_free(hand_tokens()))
+    assert out.positions.tolist() == [[0, 1]]
+    assert torch.allclose(out.scores, torch.tensor([[0.5, 0.5]], dtype=torch.float64))
 
 
-def test_without_a_cls_the_adaptive_count_aims_at_the_whole_target():
-    # attention 0.7, 0.1, 0.1, 0.1: entropy ratio 0.9405 / log 4 = 0.678; at R = 2, T = 3 the
-    # port removes round((4 - 3) / sqrt 2 * (1 - 0.678^2)) = round(0.38) = 0 (the [CLS] form's
-    # target - 1 would remove round(0.76) = 1)
-    tokens = cls_free(hand_tokens(), torch.tensor([[[0.7, 0.1, 0.1, 0.1]] * 2], dtype=torch.float64))
-    assert FlowCutLayer(keep=3, remaining=2)(tokens).count == 4
-    assert FlowCutLayer(keep=2, remaining=2)(tokens).count == 3  # round(2 / sqrt 2 * 0.54) = 1
+def test_the_qwen_vit_part_cuts_adaptively_towards_the_whole_2k():
+    # attention 0.97, 0.01, 0.01, 0.01: entropy 0.1677, ratio 0.1677 / log 4 = 0.121; at R = 2,
+    # 2K = 2 the port removes round((4 - 2) / sqrt 2 * (1 - 0.121^2)) = round(1.39) = 1 (the
+    # [CLS] form's target - 1 would remove round(2.09) = 2); 2K = 4 leaves the 4 as they are
+    tokens = cls_free(hand_tokens(), torch.tensor([[[0.97, 0.01, 0.01, 0.01]] * 2], dtype=torch.float64))
+    assert FlowCutQwenViTBlock(keep=1, remaining=2)(tokens).count == 3
+    assert FlowCutQwenViTBlock(keep=2, remaining=2)(tokens).count == 4
+    assert FlowCutQwenViTBlock(keep=1, remaining=3)(tokens).count == 4  # odd R: scores only
 
 
-def test_needs_at_most_one_cls_and_both_signals():
+def llm_tokens() -> Tokens:
+    """4 media tokens, 2 heads of size 2, 2 query rows of which the last counts. Its attention to
+    the media: head 0 0.1, 0.2, 0.1, 0.1 (the text columns hold the other 0.5), head 1 0.05,
+    0.05, 0.1, 0.05: renormalised 0.2, 0.4, 0.2, 0.2 and 0.2, 0.2, 0.4, 0.2, relation 0.2, 0.3,
+    0.3, 0.2. Its value: 0 in head 0 (a uniform softmax, 0.25 each), (sqrt 2 ln 3, 0) in head 1,
+    whose media values (1, 0), 0, 0, (-2, 0) give v_last . v_j / sqrt 2 = ln 3, 0, 0, -2 ln 3: a
+    softmax 27, 9, 9, 1 / 46; semantic (0.25 + that) / 2 = 0.41848, 0.22283, 0.22283, 0.13587.
+    Head-mean values (1, 0), (2, 0), (0, -1), (0, 1) from head 0's (1, 0), (4, 0), (0, -2), (2, 2):
+    L1 norms 1, 2, 1, 1 (the mean of the heads' norms would give token 3 a 3). Scores 0.61848,
+    1.04565, 0.52283, 0.33587. The first row (attention on token 3, a huge value) is not read."""
+    attention = torch.tensor(
+        [[[[0.0, 0.0, 0.0, 0.9], [0.1, 0.2, 0.1, 0.1]], [[0.0, 0.0, 0.0, 0.9], [0.05, 0.05, 0.1, 0.05]]]],
+        dtype=torch.float64,
+    )
+    values = torch.tensor(
+        [[[[1, 0], [4, 0], [0, -2], [2, 2]], [[1, 0], [0, 0], [0, 0], [-2, 0]]]], dtype=torch.float64
+    )
+    text_values = torch.tensor([[[[0, 0], [0, 0]], [[0, -50], [math.sqrt(2) * math.log(3), 0]]]], dtype=torch.float64)
+    features = torch.randn(1, 4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    return Tokens(features=features, attention=attention, values=values, text_values=text_values)
+
+
+def test_the_qwen_llm_part_scores_the_last_row_by_relation_and_value_similarity():
+    tokens = llm_tokens()
+    scores = flowcut_llm_scores(tokens.attention, tokens.values, tokens.text_values)
+    expected = torch.tensor([[0.618478, 1.045652, 0.522826, 0.335870]], dtype=torch.float64)
+    torch.testing.assert_close(scores, expected, rtol=0, atol=1e-6)
+    out = FlowCutQwenLLM(keep=2)(tokens)
+    assert out.positions.tolist() == [[0, 1]]  # in positional order, as the port's sort
+    assert torch.equal(out.features[0], tokens.features[0, [0, 1]])
+    assert FlowCutQwenLLM(keep=3)(tokens).positions.tolist() == [[0, 1, 2]]
+    check_compression(out, tokens)
+
+
+def test_the_qwen_llm_part_leaves_fewer_than_k_tokens_in_a_model_and_checks_its_values():
+    assert FlowCutQwenLLM(keep=10).step(0, 4).keep == 4  # the port cuts only above K
+    assert FlowCutQwenLLM(keep=0.5).step(0, 4).keep == 0.5
+    tokens = llm_tokens()
+    with pytest.raises(ValueError, match="text_values"):
+        FlowCutQwenLLM(keep=2)(Tokens(**{**tokens.__dict__, "text_values": tokens.text_values[:, :1]}))
+    with pytest.raises(ValueError, match="acts at the encoder and llm stages"):
+        get("flowcut_qwen", keep=2)(tokens)
+    assert [type(p) for p in get("flowcut_qwen", keep=3).parts()] == [FlowCutQwenViT, FlowCutQwenLLM]
+    assert [p.keep for p in get("flowcut_qwen", keep=3).parts()] == [3, 3]
+
+
+def test_needs_the_cls_and_both_signals():
     tokens = hand_tokens()
-    with pytest.raises(ValueError, match="special"):
-        get("flowcut", keep=3)(Tokens(**{**tokens.__dict__, "special": 2}))
+    for wrong in (cls_free(tokens), Tokens(**{**tokens.__dict__, "special": 2})):  # no [CLS]: flowcut_qwen's
+        with pytest.raises(ValueError, match="special"):
+            get("flowcut", keep=3)(wrong)
     for signal in ("values", "cls_attention"):
         with pytest.raises(ValueError, match=signal):
             get("flowcut", keep=3)(Tokens(**{**tokens.__dict__, signal: None}))
@@ -213,10 +268,11 @@ def test_needs_at_most_one_cls_and_both_signals():
         get("flowcut", keep=3)(Tokens(**{**tokens.__dict__, "scores": torch.zeros(1, 4)}))
 
 
+@pytest.mark.parametrize("name", ["flowcut", "flowcut_qwen"])
 @pytest.mark.parametrize("keep", [0, -3, 0.0, 1.5, True, "64"])
-def test_rejects_bad_budgets(keep):
+def test_rejects_bad_budgets(name, keep):
     with pytest.raises(ValueError, match="keep"):
-        get("flowcut", keep=keep)
+        get(name, keep=keep)
 
 
 def test_rejects_a_negative_layer_count():
