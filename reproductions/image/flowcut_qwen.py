@@ -169,10 +169,11 @@ class FlowCutQwen(Method):
     - Positions: the port gives the 2K tokens left by the ViT the M-RoPE ids of the image's first
       2K placeholders (`position_ids[first:first + 2K]`); here each keeps its own unit's ids (as
       the port's LLM cut does with `topk_position`). Its `cache_position[keep_indices]` (indices
-      within the image, the text positions dropped) is read only by the causal-mask builder,
-      which under SDPA and FlashAttention builds no mask: layers >= 2 attend causally over the
-      kept rows, as here (under eager attention the port would build that mask for K positions
-      of a longer sequence; not run here).
+      within the image, the text positions dropped) reaches only the causal-mask builder, which
+      under SDPA and FlashAttention builds no mask (layers >= 2 attend causally over the kept
+      rows, as here), and the cache update, which its DynamicCache ignores; under eager
+      attention the port would build that mask for K positions of a longer sequence (not run
+      here). Decoding steps are the same: layers 0 and 1 see every row, layers >= 2 the kept.
     - Videos pass untouched (the port cuts them in the ViT too, after which they no longer fill
       their placeholders); image tokens only.
     - Scores are computed in float32 from the attention recomputed from the layer's own
