@@ -11,14 +11,15 @@ Presets (batch 1, inputs from `reproductions.examples.example_tokens`, float32, 
   of a later stage gets what Qwen2-Audio feeds its LLM: those frames average-pooled 2:1 and
   projected, 750 tokens, D=4096 (its signals still from the 1500-frame encoder); target 20 ms.
 
-A method that declares `attention_heads = "max"` (FitPrune, PruneVid's pruning) gets the
-attention's head maximum, one head, as the integration hands it. A method runs on the presets
-of its modalities; one that spans several stages is timed part
-by part (`prunevid.projector`, `prunevid.llm`), each on inputs of its own stage. Its parameters are its class's `benchmark`
-ClassVar dict when it declares one (one dict for every preset, or one per preset name);
-otherwise its `example` parameters with `keep`, where it has one, set to 1/9 of the tokens
-(64 of 577 on the image preset). The "params" column says which. Each call is warmed up,
-then timed `--repeats` times; the table gives the median and the 95th percentile.
+A method runs on the presets of its modalities; one that spans several stages is timed part
+by part (`prunevid.projector`, `prunevid.llm`), each on inputs of its own stage, a later part
+on what the earlier one left. A method that declares `attention_heads = "max"` (FitPrune,
+PruneVid's pruning) gets the attention's head maximum, one head, as the integration hands it.
+Its parameters are its class's `benchmark` ClassVar dict when it declares one (one dict for
+every preset, or one per preset name); otherwise its `example` parameters with `keep`, where
+it has one, set to 1/9 of the tokens (64 of 577 on the image preset). The "params" column
+says which. Each call is warmed up, then timed `--repeats` times; the table gives the median
+and the 95th percentile.
 Timings use one intra-op thread by default (`--threads`), so that they do not swing with
 whatever else runs on the machine; pass `--threads 0` for torch's default.
 """
