@@ -57,18 +57,17 @@ class Capture:
     def _record(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self.calls.append(dict(kwargs))
 
-    def close(self) -> None:
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self.handle.remove()
 
 
 def language_model_inputs(model: nn.Module, inputs: dict) -> dict[str, Any]:
     """What the unpatched model passes to its language model for `inputs`."""
-    capture = Capture(adapter_for(model).language_model)
-    try:
-        with torch.no_grad():
-            model(**inputs)
-    finally:
-        capture.close()
+    with Capture(adapter_for(model).language_model) as capture, torch.no_grad():
+        model(**inputs)
     return capture.calls[0]
 
 

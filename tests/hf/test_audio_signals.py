@@ -183,12 +183,12 @@ def test_seats_audio_hands_qwen2_audio_the_hand_built_input():
     positions = lm.get("position_ids")
     positions = torch.arange(ids.shape[1]).expand(ids.shape) if positions is None else positions
     want, want_mask, want_positions = reference_sequence(embeds, positions, mask, replaced)
-    with compress(model, "seats_audio", ratio=0.5, window=16), torch.no_grad():
-        capture = Capture(adapter_for(model).language_model)  # after the stage's own hook
-        try:
-            model(**inputs)
-        finally:
-            capture.close()
+    with (
+        compress(model, "seats_audio", ratio=0.5, window=16),
+        torch.no_grad(),
+        Capture(adapter_for(model).language_model) as capture,  # after the stage's own hook
+    ):
+        model(**inputs)
     got = capture.calls[0]
     for row in range(2):  # each row's real tokens in order (where padding lies is the stage's)
         real, wanted = got["attention_mask"][row].bool(), want_mask[row].bool()

@@ -36,11 +36,8 @@ def test_the_language_model_gets_globalcom2s_tokens_in_its_order(size):
     lm = language_model_inputs(model, inputs)
     with compress(model, method) as report, torch.no_grad():
         method.seen.clear()  # compress() probes the method on example tokens
-        capture = Capture(model.model.language_model)
-        try:
+        with Capture(model.model.language_model) as capture:
             model(**inputs)
-        finally:
-            capture.close()
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     replaced, counts = [], []
     for row, tokens in enumerate(method.seen):

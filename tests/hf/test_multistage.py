@@ -29,13 +29,8 @@ def one_row():
 
 def handed_on(model, merge, inputs):
     """What the projector part alone hands the decoder: its input embeddings and position ids."""
-    with compress(model, merge):
-        capture = Capture(model.model.language_model)
-        try:
-            with torch.no_grad():
-                model(**inputs)
-        finally:
-            capture.close()
+    with compress(model, merge), Capture(model.model.language_model) as capture, torch.no_grad():
+        model(**inputs)
     return capture.calls[0]["inputs_embeds"], capture.calls[0]["position_ids"]
 
 

@@ -35,20 +35,15 @@ def test_the_llm_part_filters_the_tokens_the_encoder_part_merged(monkeypatch):
 
     monkeypatch.setattr(MustDropFilter, "compress", spy)
     merged = MustDropMerge(threshold=-1.0, window=2, key_layer=2)
-    with compress(model, merged) as report:
-        capture = Capture(model.model.language_model)
-        try:
-            model(**inputs)
-        finally:
-            capture.close()
+    with compress(model, merged) as report, Capture(model.model.language_model) as capture:
+        model(**inputs)
     handed = capture.calls[0]["inputs_embeds"]
     assert report.records[0].media_after == [4, 8]  # 16 patches -> 4 cells per image
-    with compress(model, get("mustdrop", **PARAMS)) as report:
-        capture = Capture(model.model.language_model)
-        try:
-            model(**inputs)
-        finally:
-            capture.close()
+    with (
+        compress(model, get("mustdrop", **PARAMS)) as report,
+        Capture(model.model.language_model) as capture,
+    ):
+        model(**inputs)
     encoder, first, second = report.records
     assert (encoder.stage, first.stage, second.stage) == ("encoder", "llm", "llm")
     assert torch.equal(capture.calls[0]["inputs_embeds"], handed)  # the encoder part's sequence
@@ -116,12 +111,8 @@ def test_the_first_decoding_step_sees_the_released_cache():
     model, inputs = sharp_row()
     method = get("mustdrop", **SHARP)
     lm = model.model.language_model
-    with compress(model, method.parts()[0]):
-        capture = Capture(lm)
-        try:
-            model(**inputs)
-        finally:
-            capture.close()
+    with compress(model, method.parts()[0]), Capture(lm) as capture:
+        model(**inputs)
     h0, pos0 = capture.calls[0]["inputs_embeds"], capture.calls[0]["position_ids"]
     n, start = h0.shape[1], int((inputs["input_ids"][0] == model.config.image_token_id).nonzero()[0])
     media = torch.arange(start, start + 4)  # the 4 merged tokens, at the image's start

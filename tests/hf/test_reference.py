@@ -76,13 +76,8 @@ def test_qwen2_vl_kept_tokens_keep_their_3d_position_ids():
         lm = language_model_inputs(model, inputs)
     media = lm["inputs_embeds"][ids == IMAGE].view(2, 8, -1)
     comp = method(Tokens(features=media, layout=(2, 4)))
-    with compress(model, method):
-        capture = Capture(model.model.language_model)
-        try:
-            with torch.no_grad():
-                logits = model(**inputs).logits
-        finally:
-            capture.close()
+    with compress(model, method), Capture(model.model.language_model) as capture, torch.no_grad():
+        logits = model(**inputs).logits
     got = capture.calls[0]["position_ids"]
     replaced = []
     for row in range(2):
@@ -292,13 +287,12 @@ def test_renumbered_positions_number_the_shorter_sequence():
     prefill counts 0, 1, ... over the kept real tokens, and decoding continues from there."""
     model, inputs = tiny("llava")
     method = get("random", keep=7)
-    with compress(model, method, positions="renumbered") as report:
-        capture = Capture(model.model.language_model)
-        try:
-            with torch.no_grad():
-                model.generate(**inputs, max_new_tokens=2, do_sample=False)
-        finally:
-            capture.close()
+    with (
+        compress(model, method, positions="renumbered") as report,
+        Capture(model.model.language_model) as capture,
+        torch.no_grad(),
+    ):
+        model.generate(**inputs, max_new_tokens=2, do_sample=False)
     prefill, step = capture.calls[0], capture.calls[1]
     valid = prefill["attention_mask"].bool()
     for row in range(2):
@@ -402,13 +396,12 @@ def test_text_and_frames_at_the_llm_input():
     model, inputs = tiny("qwen2_vl_video")
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     embeds = language_model_inputs(model, inputs)["inputs_embeds"]
-    with compress(model, "frame_select", frames=1):
-        capture = Capture(model.model.language_model)
-        try:
-            with torch.no_grad():
-                model(**inputs)
-        finally:
-            capture.close()
+    with (
+        compress(model, "frame_select", frames=1),
+        Capture(model.model.language_model) as capture,
+        torch.no_grad(),
+    ):
+        model(**inputs)
     got = capture.calls[0]["inputs_embeds"]
     for row in range(2):
         video = ids[row] == VIDEO
@@ -543,12 +536,12 @@ def test_qwen3_vl_video_frames_are_one_clip_and_kept_tokens_stay_in_their_frames
     method = get("divprune", keep=3)
     lm = language_model_inputs(model, inputs)
     embeds, ids, pos = lm["inputs_embeds"], inputs["input_ids"], lm["position_ids"]
-    with compress(model, method), torch.no_grad():
-        capture = Capture(model.model.language_model)  # after compress's hook: sees its output
-        try:
-            model(**inputs)
-        finally:
-            capture.close()
+    with (
+        compress(model, method),
+        torch.no_grad(),
+        Capture(model.model.language_model) as capture,  # after compress's hook: sees its output
+    ):
+        model(**inputs)
     got = capture.calls[0]
     for row in range(ids.shape[0]):
         columns = (ids[row] == VIDEO).nonzero().flatten()
@@ -609,12 +602,12 @@ def test_encoder_tome_in_a_pooled_grid_merges_whole_units(family):
         tower = getattr(tower, "vision_model", tower)
         placed = adapter.tap.output(tower.post_layernorm(grid))
     schedule = [0] * (len(layers) - 1) + [3]
-    with compress(model, "tome", r=3, schedule=schedule) as report, torch.no_grad():
-        capture = Capture(adapter.language_model)
-        try:
-            model(**inputs)
-        finally:
-            capture.close()
+    with (
+        compress(model, "tome", r=3, schedule=schedule) as report,
+        torch.no_grad(),
+        Capture(adapter.language_model) as capture,
+    ):
+        model(**inputs)
     got, ids = capture.calls[0]["inputs_embeds"], inputs["input_ids"]
     units_per_item = units.shape[0]
     assert report.records[0].media_after == [
