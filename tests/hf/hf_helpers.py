@@ -1,16 +1,19 @@
 """Shared pieces of the transformers-integration tests: a tiny llm-stage method, hook counting,
-captures of what reaches the language model, a hand-built reference sequence, and the model,
-prompt and parameters for one cell of the support matrix."""
+captures of what reaches the language model, a spy on the models' own eager attention maps, a
+hand-built reference sequence, and the model, prompt and parameters for one cell of the support
+matrix."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from transformers import AttentionInterface
 from transformers.masking_utils import create_causal_mask
 
 from reproductions import Compression, Method, Tokens
@@ -62,6 +65,23 @@ class Capture:
 
     def __exit__(self, *exc: object) -> None:
         self.handle.remove()
+
+
+def eager_spy(name: str) -> list[tuple[nn.Module, Tensor]]:
+    """Register the attention implementation `name`: each module file's own eager attention,
+    recording (module, weights) of every call in the list returned (the maps a test checks the
+    integration's signals against)."""
+    maps: list[tuple[nn.Module, Tensor]] = []
+
+    def spy(module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Any, **kwargs: Any):
+        out, weights = sys.modules[type(module).__module__].eager_attention_forward(
+            module, query, key, value, attention_mask, **kwargs
+        )
+        maps.append((module, weights))
+        return out, weights
+
+    AttentionInterface.register(name, spy)
+    return maps
 
 
 def language_model_inputs(model: nn.Module, inputs: dict) -> dict[str, Any]:

@@ -6,14 +6,19 @@ batch whose second clip is padded to an odd frame count; and SEATS' audio winDiv
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import pytest
 import torch
-from hf_helpers import PLACED, Capture, language_model_inputs, padded_clips, reference_sequence
+from hf_helpers import (
+    PLACED,
+    Capture,
+    eager_spy,
+    language_model_inputs,
+    padded_clips,
+    reference_sequence,
+)
 from torch import Tensor
-from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from reproductions import Compression, Method, Tokens
@@ -22,19 +27,7 @@ from reproductions.hf.models import adapter_for
 from reproductions.hf.tiny import AUDIO
 from reproductions.ops import select
 
-MAPS: list[tuple[torch.nn.Module, Tensor]] = []
-
-
-def eager_audio_spy(module, query, key, value, attention_mask, **kwargs):
-    """The module file's own eager attention, recording (module, weights) of each call."""
-    out, weights = sys.modules[type(module).__module__].eager_attention_forward(
-        module, query, key, value, attention_mask, **kwargs
-    )
-    MAPS.append((module, weights))
-    return out, weights
-
-
-AttentionInterface.register("eager_audio_spy", eager_audio_spy)
+MAPS = eager_spy("eager_audio_spy")
 AttentionMaskInterface.register("eager_audio_spy", eager_mask)  # the padding mask eager gets
 
 

@@ -4,12 +4,11 @@ attention function, averaged over heads and query rows, and pooled as the family
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import pytest
 import torch
-from transformers import AttentionInterface
+from hf_helpers import eager_spy
 
 from reproductions import Compression, Method, Tokens, get
 from reproductions.hf import compress, why_unsupported
@@ -18,19 +17,7 @@ from reproductions.hf.stages.projector import at_projector_input, encoder_depth
 from reproductions.hf.tiny import BUILDERS, MODALITY
 from reproductions.ops import select
 
-MAPS: list[tuple[torch.nn.Module, torch.Tensor]] = []
-
-
-def eager_received_spy(module, query, key, value, attention_mask, **kwargs):
-    """The module file's own eager attention, recording (module, weights) of each call."""
-    out, weights = sys.modules[type(module).__module__].eager_attention_forward(
-        module, query, key, value, attention_mask, **kwargs
-    )
-    MAPS.append((module, weights))
-    return out, weights
-
-
-AttentionInterface.register("eager_received_spy", eager_received_spy)
+MAPS = eager_spy("eager_received_spy")
 
 
 @dataclass
